@@ -1,0 +1,1 @@
+"""The ``hashkit`` command line: thin typer commands over the library functions."""

@@ -1,0 +1,164 @@
+"""``hashkit``: reconstruct, train, encode, query. Each command parses, calls the library, reports."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hashkit.hashing import __version__
+from hashkit.hashing.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Offline image indexing with deep hashing: photos -> 3D pairs -> model -> codes -> search.")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+SeedOption = Annotated[int, typer.Option(help="Random seed; the same inputs and seed give the same result.")]
+DeviceOption = Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda.")]
+
+
+def user_errors(command: Callable) -> Callable:
+    """Print a UserError as one line on stderr and exit 1, without a traceback."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+    return wrapper
+
+
+def report(summary: dict, as_json: bool, lines: list[str]) -> None:
+    typer.echo(json.dumps(summary, indent=2) if as_json else "\n".join(lines))
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"hashkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=version_callback, is_eager=True, help="Show the version and exit.")] = None) -> None:
+    """Offline image indexing with deep hashing."""
+
+
+@app.command()
+@user_errors
+def reconstruct(
+    photos: Annotated[Path, typer.Argument(help="Folder of photos (searched recursively).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Work folder: sfm/ and pairs.h5 go here.")],
+    matcher: Annotated[str, typer.Option(help="exhaustive or sequential.")] = "exhaustive",
+    min_shared_points: Annotated[int, typer.Option(help="3D points two images must share to be a positive pair.")] = 15,
+    negatives_per_image: Annotated[int, typer.Option(help="Random negatives drawn from other models per image.")] = 10,
+    max_image_size: Annotated[int, typer.Option(help="Longest side for SIFT extraction.")] = 1600,
+    min_model_size: Annotated[int, typer.Option(help="Smallest 3D model kept, in images.")] = 3,
+    seed: SeedOption = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo COLMAP from scratch.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Reconstruct 3D models from PHOTOS with COLMAP and mine image pairs into OUTPUT/pairs.h5."""
+    from hashkit.sfm_pairs import ReconstructOptions, reconstruct as run
+    summary = run(photos, output, ReconstructOptions(
+        matcher=matcher, min_shared_points=min_shared_points, negatives_per_image=negatives_per_image,
+        max_image_size=max_image_size, min_model_size=min_model_size, seed=seed, overwrite=overwrite))
+    report(summary.as_dict(), as_json, [
+        f"images: {summary.images} ({len(summary.unreadable)} unreadable, {summary.registered} registered)",
+        f"3D models: {len(summary.model_sizes)} (images per model: {summary.model_sizes})",
+        f"pairs: {summary.positives} positive, {summary.negatives} negative -> {summary.pairs_path}",
+    ] + [f"unreadable: {name}" for name in summary.unreadable])
+
+
+@app.command()
+@user_errors
+def train(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Model file to write (model.pt).")],
+    pairs: Annotated[Optional[Path], typer.Option(help="pairs.h5 from 'hashkit reconstruct'.")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Folder of training images (methods without pairs).")] = None,
+    method: Annotated[str, typer.Option(help="Hashing method: bcdh, lsh.")] = "bcdh",
+    bits: Annotated[int, typer.Option(help="Code length, a multiple of 8.")] = 64,
+    backbone: Annotated[str, typer.Option(help="mobilenet_v2, resnet18, resnet50, vgg16 or alexnet.")] = "mobilenet_v2",
+    weights: Annotated[str, typer.Option(help="imagenet, none, or a state-dict file for the backbone.")] = "imagenet",
+    image_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 224,
+    epochs: Annotated[int, typer.Option(help="Training epochs (deep methods).")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step (pair methods) or images per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Learning rate of the hash layer; the backbone uses lr/10.")] = 1e-3,
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
+    seed: SeedOption = 0,
+    device: DeviceOption = "auto",
+    overwrite: OverwriteOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Train a hashing model from pairs (or images) and write it to OUTPUT."""
+    from hashkit.hashing.train import TrainOptions, train as run
+    options = TrainOptions(method=method, bits=bits, backbone=backbone, weights=weights, image_size=image_size,
+                           epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                           overwrite=overwrite, **({} if workers is None else {"workers": workers}))
+    summary = run(output, options, pairs_path=pairs, images_dir=images)
+    losses = ", ".join(f"{loss:.4f}" for loss in summary.epoch_losses) or "closed-form fit"
+    report(summary.as_dict(), as_json, [
+        f"trained {summary.method} ({summary.bits} bits) on {summary.images} images in {summary.seconds:.1f}s",
+        f"loss per epoch: {losses}",
+        f"model: {summary.model_path}",
+    ])
+
+
+@app.command()
+@user_errors
+def encode(
+    model: Annotated[Path, typer.Argument(help="Model file from 'hashkit train'.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Images, folders, or text files listing image paths.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Code store (codes.h5); appended to if it exists.")],
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
+    device: DeviceOption = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start a new store instead of appending.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Encode images to binary codes in an HDF5 code store."""
+    from hashkit.hashing.encode import encode as run
+    summary = run(model, inputs, output, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
+    report(summary.as_dict(), as_json, [
+        f"encoded {summary.encoded} images ({summary.already_present} already in the store, "
+        f"{len(summary.unreadable)} unreadable); {summary.total} codes in {summary.store}",
+    ] + [f"unreadable: {path}" for path in summary.unreadable])
+
+
+@app.command()
+@user_errors
+def query(
+    db: Annotated[Path, typer.Option("--db", help="Database code store.")],
+    queries: Annotated[Path, typer.Option("--queries", help="Query code store (may be the database itself).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Results file (results.h5).")],
+    k: Annotated[int, typer.Option("-k", help="Neighbours per query.")] = 100,
+    ground_truth: Annotated[Optional[str], typer.Option(
+        help="Evaluate against labels: 'folders', a path,label CSV, or a pairs.h5 (3D model ids).")] = None,
+    metrics: Annotated[Optional[Path], typer.Option(help="Metrics file [default: metrics.json beside OUTPUT].")] = None,
+    keep_self: Annotated[bool, typer.Option("--keep-self", help="Keep a query's own image in its results.")] = False,
+    overwrite: OverwriteOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Hamming k-nearest-neighbour search of every query code in the database; optional evaluation."""
+    from hashkit.hashing.query import query as run
+    summary = run(db, queries, k, output, ground_truth=ground_truth, metrics_path=metrics,
+                  exclude_self=not keep_self, overwrite=overwrite)
+    lines = [f"{summary.queries} queries x {summary.database} codes, top {summary.k} -> {summary.results}"]
+    if summary.metrics:
+        m = summary.metrics
+        lines += [f"evaluated queries: {m['evaluated_queries']} of {m['queries']}",
+                  f"mAP: {m['mAP']:.4f}   mAP@{k}: {m[f'mAP@{k}']:.4f}   "
+                  f"precision@{k}: {m[f'precision@{k}']:.4f}   recall@{k}: {m[f'recall@{k}']:.4f}",
+                  f"metrics: {summary.metrics_path}"]
+    report(summary.as_dict(), as_json, lines)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,8 @@
+"""Everything about binary codes: data, networks, methods, training, stores, search, metrics."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("hashkit")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -1,0 +1,66 @@
+"""Model files: weights plus a JSON config, loadable with ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .backbones import backbone_spec, build_backbone
+from .errors import UserError
+from .locking import replace_atomically
+from .network import HashNetwork
+
+SCHEMA = "hashkit.model"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class LoadedModel:
+    network: HashNetwork
+    config: dict
+    digest: str  # sha256 of the model file, identifies the codes it makes
+
+
+def save_checkpoint(path: Path, network: HashNetwork, config: dict) -> None:
+    """Write the model file; it appears under ``path`` only once completely written."""
+    path = Path(path)
+    config = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **config}
+    tmp = path.with_name(path.name + ".tmp")
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    torch.save({"config": json.dumps(config, sort_keys=True), "state_dict": state}, tmp)
+    replace_atomically(tmp, path)
+
+
+def load_checkpoint(path: Path) -> LoadedModel:
+    """Load a model file safely (weights only; no code in the file is ever run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such model file: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        config = json.loads(payload["config"])
+        state = payload["state_dict"]
+    except Exception as error:  # noqa: BLE001 - any failure means this is not a usable model file
+        raise UserError(f"{path} is not a readable hashkit model file ({type(error).__name__})") from error
+    if config.get("schema") != SCHEMA:
+        raise UserError(f"{path} is not a hashkit model file")
+    spec = backbone_spec(config["backbone"])
+    network = HashNetwork(build_backbone(config["backbone"], "none"), spec.feature_dim, config["bits"])
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        raise UserError(f"{path}: weights do not match its config ({str(error).splitlines()[0]})") from error
+    network.eval()
+    return LoadedModel(network, config, file_digest(path))
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

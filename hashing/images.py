@@ -1,0 +1,72 @@
+"""Finding and reading image files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import UserError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def find_images(folder: Path) -> list[Path]:
+    """All image files under ``folder`` (recursive, any letter case), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"not a folder: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p))
+
+
+def resolve_inputs(inputs: list[Path]) -> list[Path]:
+    """Absolute image paths from images, folders (recursive) and text files listing paths.
+
+    A list file holds one path per line (blank lines and ``#`` comments ignored); relative
+    lines are relative to the list file's folder. Duplicates keep their first position.
+    """
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += find_images(item)
+        elif item.is_file() and is_image_path(item):
+            found.append(item)
+        elif item.is_file():
+            found += _read_list_file(item)
+        else:
+            raise UserError(f"no such file or folder: {item}")
+    unique = dict.fromkeys(p.resolve() for p in found)
+    return list(unique)
+
+
+def _read_list_file(list_file: Path) -> list[Path]:
+    try:
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise UserError(f"{list_file} is neither an image nor a text file listing images") from error
+    paths = []
+    for number, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        path = Path(line) if Path(line).is_absolute() else list_file.parent / line
+        if not path.is_file():
+            raise UserError(f"{list_file}:{number}: no such image: {line}")
+        paths.append(path)
+    return paths
+
+
+def read_rgb(path: Path) -> np.ndarray | None:
+    """The image as an RGB uint8 array, or None when the file cannot be decoded."""
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    if data is None or data.size == 0:
+        return None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

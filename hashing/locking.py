@@ -1,0 +1,38 @@
+"""An exclusive, non-blocking lock so two runs never write the same output at once."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import UserError
+
+
+@contextmanager
+def exclusive_lock(target: Path) -> Iterator[None]:
+    """Hold ``<target>.lock`` for the duration; fail at once if another process holds it.
+
+    The lock is an advisory ``flock``: the kernel releases it when the holder dies, even by
+    SIGKILL, so a crashed run never leaves a stale lock behind.
+    """
+    lock_path = Path(f"{target}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise UserError(f"{target} is in use by another hashkit process") from error
+        yield
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(tmp_path: Path, final_path: Path) -> None:
+    """Move a completely written ``tmp_path`` to ``final_path`` in one step (same filesystem)."""
+    with open(tmp_path, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp_path, final_path)

@@ -1,0 +1,103 @@
+"""``hashkit query``: batch Hamming kNN of a query store against a database store, plus metrics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .errors import UserError
+from .ground_truth import label_ids, load_labels
+from .locking import replace_atomically
+from .metrics import evaluate
+from .search import hamming_knn
+from .store import StoreContents, read_store
+
+SCHEMA = "hashkit.results"
+SCHEMA_VERSION = 1
+_STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class QuerySummary:
+    results: str
+    queries: int
+    database: int
+    k: int
+    metrics_path: str | None = None
+    metrics: dict | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth: str | None = None,
+          metrics_path: Path | None = None, exclude_self: bool = True, overwrite: bool = False) -> QuerySummary:
+    """Search every query code in ``db_path`` and write ``output`` (and metrics, with ground truth)."""
+    output = Path(output)
+    metrics_path = Path(metrics_path) if metrics_path else output.parent / "metrics.json"
+    if k < 1:
+        raise UserError(f"-k must be at least 1, got {k}")
+    for path in (output, metrics_path if ground_truth else None):
+        if path is not None and path.exists() and not overwrite:
+            raise UserError(f"{path} exists; use --overwrite to replace it")
+    db, queries = read_store(db_path), read_store(queries_path)
+    _check_comparable(db, queries, db_path, queries_path)
+    if not len(db.codes) or not len(queries.codes):
+        raise UserError(f"{db_path if not len(db.codes) else queries_path} holds no codes")
+    self_rows = _self_rows(db.paths, queries.paths) if exclude_self else np.full(len(queries.paths), -1)
+    distances, ids = hamming_knn(db.codes, queries.codes, min(k + 1, len(db.codes)))
+    distances, ids = _drop_self(distances, ids, self_rows, k)
+    _write_results(output, distances, ids, queries.paths, db.paths, db_path, db.meta.bits)
+    summary = QuerySummary(str(output), len(queries.paths), len(db.paths), k)
+    if ground_truth:
+        labels = load_labels(ground_truth, db.paths + queries.paths)
+        db_labels, query_labels = label_ids(labels, db.paths, queries.paths)
+        metrics = evaluate(db.codes, db_labels, queries.codes, query_labels, k, self_rows).as_dict()
+        metrics.update(ground_truth=str(ground_truth), database_store=str(db_path), query_store=str(queries_path),
+                       bits=db.meta.bits, method=db.meta.method, hashkit_version=__version__)
+        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        replace_atomically(tmp, metrics_path)
+        summary.metrics_path, summary.metrics = str(metrics_path), metrics
+    return summary
+
+
+def _check_comparable(db: StoreContents, queries: StoreContents, db_path: Path, queries_path: Path) -> None:
+    if db.meta.model_digest != queries.meta.model_digest:
+        raise UserError(f"{queries_path} ({queries.meta.describe()}) and {db_path} "
+                        f"({db.meta.describe()}) were encoded by different models; codes are not comparable")
+
+
+def _self_rows(db_paths: list[str], query_paths: list[str]) -> np.ndarray:
+    row_of = {path: row for row, path in enumerate(db_paths)}
+    return np.array([row_of.get(path, -1) for path in query_paths], dtype=np.int64)
+
+
+def _drop_self(distances: np.ndarray, ids: np.ndarray, self_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each query's own row from its results, keep k columns (padded with -1)."""
+    out_d = np.full((len(ids), k), -1, np.int32)
+    out_i = np.full((len(ids), k), -1, np.int64)
+    for q, (row_d, row_i) in enumerate(zip(distances, ids)):
+        keep = (row_i != self_rows[q]) | (self_rows[q] < 0)
+        kept_d, kept_i = row_d[keep][:k], row_i[keep][:k]
+        out_d[q, :len(kept_d)], out_i[q, :len(kept_i)] = kept_d, kept_i
+    return out_d, out_i
+
+
+def _write_results(output: Path, distances: np.ndarray, ids: np.ndarray, query_paths: list[str],
+                   db_paths: list[str], db_path: Path, bits: int) -> None:
+    result_paths = [[db_paths[i] if i >= 0 else "" for i in row] for row in ids]
+    tmp = output.with_name(output.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, database=str(Path(db_path).resolve()),
+                       bits=bits, hashkit_version=__version__)
+        f.create_dataset("ids", data=ids)
+        f.create_dataset("distances", data=distances)
+        f.create_dataset("query_paths", data=query_paths, dtype=_STR)
+        f.create_dataset("paths", data=np.array(result_paths, dtype=object).reshape(ids.shape), dtype=_STR)
+    replace_atomically(tmp, output)

@@ -1,0 +1,127 @@
+"""The ``codes.h5`` code store: packed binary codes, their image paths, and metadata.
+
+Rows are appended in commits. Each commit writes the rows, flushes, then raises the
+``count`` attribute and flushes again: a run killed mid-commit leaves rows beyond ``count``
+that readers ignore and the next append overwrites, so no half-written row is ever counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import UserError
+
+SCHEMA = "hashkit.codes"
+SCHEMA_VERSION = 1
+_STR = h5py.string_dtype("utf-8")
+CHUNK_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    bits: int
+    method: str
+    model_digest: str
+    backbone: str
+    hashkit_version: str
+
+    def describe(self) -> str:
+        return f"{self.method}, {self.bits} bits, model {self.model_digest[:12]}"
+
+
+@dataclass
+class StoreContents:
+    meta: StoreMeta
+    codes: np.ndarray  # uint8 (N, bits / 8)
+    paths: list[str]
+
+
+def pack_codes(outputs: np.ndarray) -> np.ndarray:
+    """Real-valued network outputs (N, bits) to packed codes (N, bits / 8): bit = output > 0."""
+    return np.packbits(outputs > 0, axis=1)
+
+
+def unpack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Packed codes to a (N, bits) array of 0/1."""
+    return np.unpackbits(codes, axis=1, count=bits)
+
+
+def _meta(f: h5py.File, path: Path) -> StoreMeta:
+    if f.attrs.get("schema") != SCHEMA:
+        raise UserError(f"{path} is not a hashkit code store (made by 'hashkit encode')")
+    return StoreMeta(int(f.attrs["bits"]), str(f.attrs["method"]), str(f.attrs["model_digest"]),
+                     str(f.attrs["backbone"]), str(f.attrs["hashkit_version"]))
+
+
+def _open(path: Path, mode: str) -> h5py.File:
+    try:
+        return h5py.File(path, mode)
+    except OSError as error:
+        raise UserError(f"cannot open {path} as HDF5: {str(error).splitlines()[0]}") from error
+
+
+def read_store(path: Path) -> StoreContents:
+    """Every committed row of the store at ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such code store: {path}")
+    with _open(path, "r") as f:
+        meta = _meta(f, path)
+        count = int(f.attrs["count"])
+        return StoreContents(meta, f["codes"][:count], [s.decode() for s in f["paths"][:count]])
+
+
+class CodeStoreWriter:
+    """Appends committed rows to a new or existing store of the same model."""
+
+    def __init__(self, path: Path, meta: StoreMeta):
+        self.path = Path(path)
+        if self.path.exists():
+            self.file = _open(self.path, "r+")
+            existing = _meta(self.file, self.path)
+            if (existing.bits, existing.model_digest) != (meta.bits, meta.model_digest):
+                self.file.close()
+                raise UserError(f"{self.path} holds codes of another model ({existing.describe()}); "
+                                f"this model is {meta.describe()}: use another store or --overwrite")
+        else:
+            self.file = h5py.File(self.path, "w")
+            self.file.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, count=0,
+                                   bits=meta.bits, method=meta.method, model_digest=meta.model_digest,
+                                   backbone=meta.backbone, hashkit_version=meta.hashkit_version)
+            self.file.create_dataset("codes", shape=(0, meta.bits // 8), maxshape=(None, meta.bits // 8),
+                                     dtype=np.uint8, chunks=(CHUNK_ROWS, meta.bits // 8))
+            self.file.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=_STR,
+                                     chunks=(CHUNK_ROWS,))
+            self.file.flush()
+        self.count = int(self.file.attrs["count"])
+
+    def paths(self) -> list[str]:
+        return [s.decode() for s in self.file["paths"][:self.count]]
+
+    def append(self, codes: np.ndarray, paths: list[str]) -> None:
+        """Write ``codes`` and ``paths`` as one commit."""
+        if len(codes) != len(paths):
+            raise ValueError("codes and paths differ in length")
+        if not len(codes):
+            return
+        end = self.count + len(codes)
+        for name, rows in (("codes", codes), ("paths", paths)):
+            self.file[name].resize(end, axis=0)
+            self.file[name][self.count:end] = rows
+        self.file.flush()
+        self.file.attrs["count"] = end
+        self.file.flush()
+        self.count = end
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> CodeStoreWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

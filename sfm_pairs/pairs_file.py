@@ -1,0 +1,75 @@
+"""The ``pairs.h5`` file: images, their 3D model, positive and negative pairs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from hashkit.hashing import __version__
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.locking import replace_atomically
+
+SCHEMA = "hashkit.pairs"
+SCHEMA_VERSION = 1
+_STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class Pairs:
+    """Mined pairs. Image paths are relative to ``photo_root``; indices point into ``images``."""
+
+    photo_root: Path
+    images: list[str]
+    model_id: np.ndarray  # int32 (N,), -1 = not registered in any 3D model
+    positives: np.ndarray  # int32 (P, 2), i < j, same model
+    shared_points: np.ndarray  # int32 (P,), 3D points seen by both images
+    negatives: np.ndarray  # int32 (M, 2), different models
+    unreadable: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def absolute_paths(self) -> list[Path]:
+        return [self.photo_root / name for name in self.images]
+
+
+def write_pairs(path: Path, pairs: Pairs) -> None:
+    """Write ``pairs`` to ``path``; the file appears under its name only once complete."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION,
+                       photo_root=str(pairs.photo_root), hashkit_version=__version__,
+                       settings=json.dumps(pairs.settings, sort_keys=True))
+        f.create_dataset("images", data=pairs.images, dtype=_STR)
+        f.create_dataset("model_id", data=pairs.model_id.astype(np.int32))
+        f.create_dataset("positives", data=pairs.positives.astype(np.int32).reshape(-1, 2))
+        f.create_dataset("shared_points", data=pairs.shared_points.astype(np.int32))
+        f.create_dataset("negatives", data=pairs.negatives.astype(np.int32).reshape(-1, 2))
+        f.create_dataset("unreadable", data=pairs.unreadable, dtype=_STR)
+    replace_atomically(tmp, path)
+
+
+def read_pairs(path: Path) -> Pairs:
+    """Read a ``pairs.h5``; anything else gives a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such pairs file: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("schema") != SCHEMA:
+                raise UserError(f"{path} is not a hashkit pairs file (made by 'hashkit reconstruct')")
+            return Pairs(
+                photo_root=Path(f.attrs["photo_root"]),
+                images=[s.decode() for s in f["images"][:]],
+                model_id=f["model_id"][:],
+                positives=f["positives"][:],
+                shared_points=f["shared_points"][:],
+                negatives=f["negatives"][:],
+                unreadable=[s.decode() for s in f["unreadable"][:]],
+                settings=json.loads(f.attrs["settings"]),
+            )
+    except OSError as error:
+        raise UserError(f"cannot read {path} as HDF5: {error}") from error
