@@ -63,13 +63,15 @@ def reconstruct(
     min_model_size: Annotated[int, typer.Option(help="Smallest 3D model kept, in images.")] = 3,
     seed: SeedOption = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo COLMAP from scratch.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show COLMAP's own log on stderr.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Reconstruct 3D models from PHOTOS with COLMAP and mine image pairs into OUTPUT/pairs.h5."""
     from hashkit.sfm_pairs import ReconstructOptions, reconstruct as run
     summary = run(photos, output, ReconstructOptions(
         matcher=matcher, min_shared_points=min_shared_points, negatives_per_image=negatives_per_image,
-        max_image_size=max_image_size, min_model_size=min_model_size, seed=seed, overwrite=overwrite))
+        max_image_size=max_image_size, min_model_size=min_model_size, seed=seed, overwrite=overwrite,
+        verbose=verbose))
     report(summary.as_dict(), as_json, [
         f"images: {summary.images} ({len(summary.unreadable)} unreadable, {summary.registered} registered)",
         f"3D models: {len(summary.model_sizes)} (images per model: {summary.model_sizes})",

@@ -23,27 +23,26 @@ import numpy as np
 # Photographs bundled in the scikit-image wheel and scikit-learn's two sample images.
 SKIMAGE_PHOTOS = [
     "astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "camera",
-    "coins", "page", "text", "immunohistochemistry", "motorcycle_left", "retina",
-    "cat", "hubble_deep_field", "clock", "motorcycle_right",
+    "coins", "page", "text", "immunohistochemistry", "retina", "hubble_deep_field", "clock", "cell",
 ]
 SKLEARN_PHOTOS = ["china.jpg", "flower.jpg"]
 SURFACES_PER_SCENE = 4  # floor, two walls, box (the box's faces share one photo, cropped apart)
+SPLIT_WIDTH = 800  # photos at least this wide give two textures, their left and right halves
 
 
 def load_photos() -> list[np.ndarray]:
-    """All bundled photographs that load offline, as BGR uint8 images."""
+    """Textures from all bundled photographs that load offline, as BGR uint8 images."""
     import skimage.data
     from sklearn.datasets import load_sample_image
 
-    photos = []
-    for name in SKIMAGE_PHOTOS:
-        try:
-            image = getattr(skimage.data, name)()
-        except Exception:  # noqa: BLE001 - a photo that needs a download is simply skipped
-            continue
-        photos.append(_to_bgr(image))
-    photos += [_to_bgr(load_sample_image(name)) for name in SKLEARN_PHOTOS]
-    return photos
+    photos = [getattr(skimage.data, name)() for name in SKIMAGE_PHOTOS]
+    photos.append(skimage.data.stereo_motorcycle()[0])  # the left view only
+    photos += [load_sample_image(name) for name in SKLEARN_PHOTOS]
+    textures = []
+    for photo in map(_to_bgr, photos):
+        width = photo.shape[1]
+        textures += [photo[:, :width // 2], photo[:, width // 2:]] if width >= SPLIT_WIDTH else [photo]
+    return textures
 
 
 def _to_bgr(image: np.ndarray) -> np.ndarray:

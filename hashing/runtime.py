@@ -33,4 +33,5 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
+    """Image-decoding worker processes: leave one core to the network, use at most four."""
+    return max(1, min(4, (os.cpu_count() or 1) - 1))

@@ -28,6 +28,7 @@ class ReconstructOptions:
     min_model_size: int = 3
     seed: int = 0
     overwrite: bool = False
+    verbose: bool = False  # COLMAP's own log on stderr
 
 
 @dataclass
@@ -64,7 +65,7 @@ def reconstruct(photos_dir: Path, work_dir: Path, options: ReconstructOptions = 
         _pin_photo_set(sfm_dir, readable)
         models = run_colmap(photos_dir, readable, sfm_dir, ColmapOptions(
             matcher=options.matcher, max_image_size=options.max_image_size,
-            min_model_size=options.min_model_size, seed=options.seed))
+            min_model_size=options.min_model_size, seed=options.seed, verbose=options.verbose))
         if not models:
             raise UserError(f"COLMAP reconstructed no 3D model from {len(readable)} images: the photos "
                             "need overlapping views of the same scenes (at least "
@@ -112,7 +113,7 @@ def _mine(photos_dir: Path, names: list[str], unreadable: list[str],
         pairs, counts = covisible_pairs(tracks, options.min_shared_points)
         positives.append(pairs)
         shared.append(counts)
-    settings = {key: value for key, value in asdict(options).items() if key != "overwrite"}
+    settings = {key: value for key, value in asdict(options).items() if key not in ("overwrite", "verbose")}
     settings["pycolmap_version"] = pycolmap.__version__
     return Pairs(
         photo_root=photos_dir, images=names, model_id=model_id,
