@@ -1,0 +1,46 @@
+"""Shared fixtures: a small rendered photo set and its real COLMAP reconstruction."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hashkit.cli.main import app
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str):
+    """Invoke the hashkit CLI in-process; returns typer's Result (exit_code, stdout, stderr)."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def scene_set(tmp_path_factory) -> Path:
+    """3 scenes x 8 views at 320x240, rendered by the example script."""
+    out = tmp_path_factory.mktemp("scenes")
+    subprocess.run([sys.executable, str(REPO / "examples" / "render_scenes.py"), str(out),
+                    "--scenes", "3", "--views", "8", "--size", "320x240", "--seed", "1"],
+                   check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def truth(scene_set) -> dict[str, str]:
+    """Absolute photo path -> true scene (evaluation only)."""
+    with (scene_set / "truth.csv").open() as f:
+        return {str((scene_set / row["path"]).resolve()): row["label"] for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="session")
+def work_dir(scene_set, tmp_path_factory) -> Path:
+    """``hashkit reconstruct`` run once on the rendered set."""
+    work = tmp_path_factory.mktemp("work")
+    result = run_cli("reconstruct", scene_set / "photos", "-o", work, "--json")
+    assert result.exit_code == 0, result.output
+    return work

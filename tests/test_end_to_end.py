@@ -1,0 +1,128 @@
+"""The four commands on a small rendered set, with real pycolmap, torch, HDF5 and FAISS."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from hashkit.hashing.store import read_store
+from hashkit.sfm_pairs import read_pairs
+
+from .conftest import run_cli
+
+TRAIN_ARGS = ["--bits", "32", "--image-size", "64", "--batch-size", "32", "--workers", "0", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def bcdh_model(work_dir, tmp_path_factory):
+    model = tmp_path_factory.mktemp("model") / "bcdh.pt"
+    result = run_cli("train", "--pairs", work_dir / "pairs.h5", "-o", model, "--method", "bcdh",
+                     "--epochs", "2", *TRAIN_ARGS, "--json")
+    assert result.exit_code == 0, result.output
+    return model, json.loads(result.stdout)
+
+
+def test_colmap_finds_one_model_per_scene(work_dir, truth):
+    pairs = read_pairs(work_dir / "pairs.h5")
+    scenes = np.array([truth[str(p.resolve())] for p in pairs.absolute_paths()])
+    assert len(pairs.images) == 24 and pairs.unreadable == []
+    assert int(pairs.model_id.max()) + 1 == 3
+    for model in range(3):  # every model holds the views of exactly one scene
+        assert len(set(scenes[pairs.model_id == model])) == 1
+    assert (pairs.model_id >= 0).sum() >= 21, "nearly every view registers"
+
+
+def test_mined_positives_never_join_two_scenes(work_dir, truth):
+    pairs = read_pairs(work_dir / "pairs.h5")
+    scenes = np.array([truth[str(p.resolve())] for p in pairs.absolute_paths()])
+    assert len(pairs.positives) >= 30
+    assert np.all(scenes[pairs.positives[:, 0]] == scenes[pairs.positives[:, 1]])
+    assert np.all(pairs.shared_points >= pairs.settings["min_shared_points"])
+    assert len(pairs.negatives) > 0
+    assert np.all(scenes[pairs.negatives[:, 0]] != scenes[pairs.negatives[:, 1]])
+
+
+def test_rerun_resumes_without_redoing_colmap(work_dir, scene_set):
+    database = work_dir / "sfm" / "database.db"
+    before = database.stat().st_mtime_ns
+    first = read_pairs(work_dir / "pairs.h5")
+    result = run_cli("reconstruct", scene_set / "photos", "-o", work_dir)
+    assert result.exit_code == 0, result.output
+    assert database.stat().st_mtime_ns == before
+    again = read_pairs(work_dir / "pairs.h5")
+    assert np.array_equal(first.positives, again.positives) and np.array_equal(first.negatives, again.negatives)
+
+
+def test_train_writes_a_safe_checkpoint_and_loss_falls(bcdh_model):
+    import torch
+    model, summary = bcdh_model
+    losses = summary["epoch_losses"]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    payload = torch.load(model, weights_only=True)
+    config = json.loads(payload["config"])
+    assert config["method"] == "bcdh" and config["bits"] == 32 and config["backbone"] == "mobilenet_v2"
+    assert config["image_size"] == 64 and len(config["mean"]) == 3 and config["hashkit_version"]
+
+
+def test_encode_query_and_metrics(bcdh_model, scene_set, tmp_path):
+    model, _ = bcdh_model
+    photos = sorted((scene_set / "photos").glob("*.jpg"))
+    store = tmp_path / "codes.h5"
+    listing = tmp_path / "first.txt"
+    listing.write_text("\n".join(str(p) for p in photos[:10]))
+    result = run_cli("encode", model, listing, "-o", store, "--workers", "0", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["encoded"] == 10
+    result = run_cli("encode", model, scene_set / "photos", "-o", store, "--workers", "0", "--json")
+    summary = json.loads(result.stdout)
+    assert (summary["encoded"], summary["already_present"], summary["total"]) == (14, 10, 24)
+    contents = read_store(store)
+    assert contents.codes.shape == (24, 4) and len(set(contents.paths)) == 24
+
+    results, metrics = tmp_path / "results.h5", tmp_path / "metrics.json"
+    result = run_cli("query", "--db", store, "--queries", store, "-k", "5", "-o", results,
+                     "--ground-truth", scene_set / "truth.csv", "--metrics", metrics)
+    assert result.exit_code == 0, result.output
+    with h5py.File(results) as f:
+        ids, distances = f["ids"][:], f["distances"][:]
+        assert ids.shape == distances.shape == (24, 5)
+        assert [p.decode() for p in f["query_paths"][:]] == contents.paths
+        assert np.all(ids != np.arange(24)[:, None]), "a query's own image is not its own result"
+        assert np.all(np.diff(distances, axis=1) >= 0)
+        assert f["paths"][0, 0].decode() == contents.paths[ids[0, 0]]
+    values = json.loads(metrics.read_text())
+    assert values["evaluated_queries"] == 24
+    for key in ("mAP", "mAP@5", "precision@5", "recall@5"):
+        assert 0.0 <= values[key] <= 1.0
+    assert values["mAP"] > 1 / 3, "better than chance (3 balanced scenes)"
+    assert "ties" in values["conventions"]["ranking"]
+
+    refused = run_cli("query", "--db", store, "--queries", store, "-o", results)
+    assert refused.exit_code == 1 and "exists" in refused.stderr
+
+
+def test_lsh_baseline_and_store_mismatch(work_dir, scene_set, bcdh_model, tmp_path):
+    lsh = tmp_path / "lsh.pt"
+    result = run_cli("train", "--pairs", work_dir / "pairs.h5", "-o", lsh, "--method", "lsh", *TRAIN_ARGS)
+    assert result.exit_code == 0, result.output
+    store = tmp_path / "codes.h5"
+    assert run_cli("encode", bcdh_model[0], scene_set / "photos", "-o", store, "--workers", "0").exit_code == 0
+    before = read_store(store)
+    refused = run_cli("encode", lsh, scene_set / "photos", "-o", store, "--workers", "0")
+    assert refused.exit_code == 1 and "another model" in refused.stderr
+    after = read_store(store)
+    assert after.paths == before.paths and np.array_equal(after.codes, before.codes)
+
+
+def test_unreadable_images_are_reported_not_encoded(bcdh_model, scene_set, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(scene_set / "photos", photos)
+    (photos / "zz_corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    result = run_cli("encode", bcdh_model[0], photos, "-o", tmp_path / "codes.h5", "--workers", "0", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["encoded"] == 24 and summary["unreadable"] == [str((photos / "zz_corrupt.jpg").resolve())]

@@ -1,0 +1,70 @@
+import h5py
+import numpy as np
+import pytest
+
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.store import CodeStoreWriter, StoreMeta, pack_codes, read_store, unpack_codes
+
+META = StoreMeta(bits=16, method="bcdh", model_digest="a" * 64, backbone="mobilenet_v2", hashkit_version="0")
+
+
+def test_pack_unpack_round_trip():
+    outputs = np.array([[0.5, -1.0, 2.0, -0.1] * 4, [-3.0, 0.0, 1e-6, 7.0] * 4])
+    codes = pack_codes(outputs)
+    assert codes.dtype == np.uint8 and codes.shape == (2, 2)
+    assert codes[0, 0] == 0b10101010  # first output -> most significant bit; 0 counts as -1
+    assert np.array_equal(unpack_codes(codes, 16), (outputs > 0).astype(np.uint8))
+
+
+def test_append_and_read(tmp_path):
+    path = tmp_path / "codes.h5"
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 256, (5, 2), dtype=np.uint8)
+    with CodeStoreWriter(path, META) as store:
+        store.append(rows[:3], ["a", "b", "c"])
+    with CodeStoreWriter(path, META) as store:
+        assert store.paths() == ["a", "b", "c"]
+        store.append(rows[3:], ["d", "e"])
+    contents = read_store(path)
+    assert contents.paths == ["a", "b", "c", "d", "e"]
+    assert np.array_equal(contents.codes, rows)
+    assert contents.meta == META
+
+
+def test_rows_beyond_the_committed_count_are_ignored_then_overwritten(tmp_path):
+    path = tmp_path / "codes.h5"
+    with CodeStoreWriter(path, META) as store:
+        store.append(np.ones((2, 2), np.uint8), ["a", "b"])
+    with h5py.File(path, "r+") as f:  # a crash after writing rows, before raising the count
+        f["codes"].resize(3, axis=0)
+        f["codes"][2] = [9, 9]
+        f["paths"].resize(3, axis=0)
+        f["paths"][2] = "half-written"
+    assert read_store(path).paths == ["a", "b"]
+    with CodeStoreWriter(path, META) as store:
+        store.append(np.zeros((1, 2), np.uint8), ["c"])
+    contents = read_store(path)
+    assert contents.paths == ["a", "b", "c"] and contents.codes[2].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("change", [{"bits": 32}, {"model_digest": "b" * 64}])
+def test_store_of_another_model_is_refused(tmp_path, change):
+    path = tmp_path / "codes.h5"
+    with CodeStoreWriter(path, META) as store:
+        store.append(np.ones((1, 2), np.uint8), ["a"])
+    other = StoreMeta(**{**META.__dict__, **change})
+    with pytest.raises(UserError, match="another model"):
+        CodeStoreWriter(path, other)
+    assert read_store(path).paths == ["a"], "the refused store is left intact"
+
+
+def test_wrong_files_are_refused(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(UserError, match="cannot open"):
+        read_store(text)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = 1
+    with pytest.raises(UserError, match="not a hashkit code store"):
+        read_store(other)
