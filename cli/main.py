@@ -67,7 +67,7 @@ def reconstruct(
     as_json: JsonOption = False,
 ) -> None:
     """Reconstruct 3D models from PHOTOS with COLMAP and mine image pairs into OUTPUT/pairs.h5."""
-    from hashkit.sfm_pairs import ReconstructOptions, reconstruct as run
+    from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct as run
     summary = run(photos, output, ReconstructOptions(
         matcher=matcher, min_shared_points=min_shared_points, negatives_per_image=negatives_per_image,
         max_image_size=max_image_size, min_model_size=min_model_size, seed=seed, overwrite=overwrite,

@@ -8,6 +8,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hashkit.sfm_pairs.pairs_file import read_pairs
+
 from .errors import UserError
 
 FOLDERS = "folders"
@@ -45,7 +47,6 @@ def _labels_from_csv(file: Path) -> dict[str, str]:
 
 
 def _labels_from_pairs(file: Path) -> dict[str, str]:
-    from hashkit.sfm_pairs.pairs_file import read_pairs
     pairs = read_pairs(file)
     return {str(path.resolve()): f"model_{m}"
             for path, m in zip(pairs.absolute_paths(), pairs.model_id) if m >= 0}

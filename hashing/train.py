@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hashkit.sfm_pairs.pairs_file import Pairs, read_pairs
+
 from . import __version__
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, backbone_spec, build_backbone
 from .checkpoint import save_checkpoint
@@ -65,7 +67,6 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
     network = HashNetwork(build_backbone(options.backbone, options.weights), spec.feature_dim, options.bits)
     with exclusive_lock(output):
         if isinstance(method, DeepMethod):
-            from hashkit.sfm_pairs.pairs_file import read_pairs
             pairs = read_pairs(pairs_path)
             paths = pairs.absolute_paths()
             losses = _train_on_pairs(network, method, pairs, options, device, generator)
@@ -107,7 +108,6 @@ def _training_images(pairs_path: Path | None, images_dir: Path | None) -> list[P
         if not paths:
             raise UserError(f"no images in {images_dir}")
         return paths
-    from hashkit.sfm_pairs.pairs_file import read_pairs
     return read_pairs(pairs_path).absolute_paths()
 
 
@@ -149,7 +149,7 @@ def epoch_pairs(positives: np.ndarray, negatives: np.ndarray, rng: np.random.Gen
     return rows[rng.permutation(len(rows))]
 
 
-def _train_on_pairs(network: HashNetwork, method: DeepMethod, pairs, options: TrainOptions,
+def _train_on_pairs(network: HashNetwork, method: DeepMethod, pairs: Pairs, options: TrainOptions,
                     device: torch.device, generator: torch.Generator) -> list[float]:
     if len(pairs.positives) == 0 or len(pairs.negatives) == 0:
         raise UserError(f"{len(pairs.positives)} positive and {len(pairs.negatives)} negative pairs: "

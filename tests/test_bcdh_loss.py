@@ -24,7 +24,7 @@ def test_gradient_pulls_positives_and_pushes_negatives():
     def distance_after_step(similar: float) -> float:
         x = outputs.detach().clone().requires_grad_(True)
         method.loss(x, pairs, torch.tensor([similar])).backward()
-        moved = x - 0.1 * x.grad
+        moved = x.detach() - 0.1 * x.grad
         return float((moved[0] - moved[1]).pow(2).sum())
 
     before = float((outputs[0] - outputs[1]).detach().pow(2).sum())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import sysconfig
 import venv
 from pathlib import Path
@@ -15,7 +16,7 @@ def test_wheel_install_in_clean_venv(tmp_path):
     venv.EnvBuilder(with_pip=True).create(target)
     python = target / "bin" / "python"
     # Dependencies (torch alone is gigabytes) come from this environment through a .pth file;
-    # hashkit itself is built and installed from the source tree as a regular wheel.
+    # hashkit itself is built from a copy of the source tree into a wheel and installed from it.
     purelib = subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                       text=True).strip()
     ours = sysconfig.get_paths()["purelib"]
@@ -23,8 +24,12 @@ def test_wheel_install_in_clean_venv(tmp_path):
     build = tmp_path / "src"
     subprocess.run(["cp", "-r", str(REPO), str(build)], check=True)
     subprocess.run(["rm", "-rf", str(build / ".venv")], check=True)
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", str(build)], check=True, cwd=tmp_path)
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "-w", str(wheels), str(build)], check=True, cwd=tmp_path)
+    (wheel,) = wheels.glob("hashkit-*.whl")
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
+                    str(wheel)], check=True, cwd=tmp_path)
     located = subprocess.run([python, "-c", "import hashkit.cli.main as m, hashkit.hashing, hashkit.sfm_pairs; "
                               "print(m.__file__)"], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert located.stdout.strip().startswith(purelib), "imported from the installed wheel, not the tree"
