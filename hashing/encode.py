@@ -53,8 +53,11 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
             present = set(store.paths())
             todo = [p for p in paths if str(p) not in present]
             transform = eval_transform(config["image_size"], config["mean"], config["std"])
+            num_workers = default_workers() if workers is None else workers
+            # Workers come from a fork server, not forked from this process: a forked worker would
+            # inherit the open HDF5 store and the lock, and hold both after this process is killed.
             loader = DataLoader(ImageFiles(todo, transform, config["image_size"]), batch_size=batch_size,
-                                num_workers=default_workers() if workers is None else workers)
+                                num_workers=num_workers, multiprocessing_context="forkserver" if num_workers else None)
             network = model.network.to(torch_device)
             unreadable = []
             for images, indices, ok in progress(loader, desc="encoding", unit="batch"):

@@ -13,12 +13,14 @@ from .errors import UserError
 
 @contextmanager
 def exclusive_lock(target: Path) -> Iterator[None]:
-    """Hold ``<target>.lock`` for the duration; fail at once if another process holds it.
+    """Hold the hidden file ``.<name>.lock`` beside ``target`` for the duration; fail at once
+    if another process holds it.
 
     The lock is an advisory ``flock``: the kernel releases it when the holder dies, even by
     SIGKILL, so a crashed run never leaves a stale lock behind.
     """
-    lock_path = Path(f"{target}.lock")
+    target = Path(target)
+    lock_path = target.with_name(f".{target.name}.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

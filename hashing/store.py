@@ -60,6 +60,8 @@ def _meta(f: h5py.File, path: Path) -> StoreMeta:
 def _open(path: Path, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
+    except BlockingIOError as error:
+        raise UserError(f"{path} is being written by another process; try again when it finishes") from error
     except OSError as error:
         raise UserError(f"cannot open {path} as HDF5: {str(error).splitlines()[0]}") from error
 

@@ -126,3 +126,40 @@ def test_unreadable_images_are_reported_not_encoded(bcdh_model, scene_set, tmp_p
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["encoded"] == 24 and summary["unreadable"] == [str((photos / "zz_corrupt.jpg").resolve())]
+
+
+def test_sigkill_during_encode_then_resume_gives_identical_store(bcdh_model, scene_set, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model, _ = bcdh_model
+    photos = tmp_path / "photos"  # 5 copies of the set, so the encoder is still busy when killed
+    for copy in range(5):
+        shutil.copytree(scene_set / "photos", photos / str(copy))
+    store = tmp_path / "codes.h5"
+    command = [sys.executable, "-m", "hashkit.cli.main", "encode", str(model), str(photos),
+               "-o", str(store), "--batch-size", "1", "--workers", "0"]
+    writer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    committed = 0
+    while committed < 3 and writer.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:  # peek at the count without HDF5's file lock, which the writer holds
+            with h5py.File(store, "r", locking=False) as f:
+                committed = int(f.attrs["count"])
+        except (OSError, KeyError):
+            pass
+    assert writer.poll() is None, "the encoder finished before it could be killed"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    partial = read_store(store)
+    assert 3 <= len(partial.paths) < 120 and len(set(partial.paths)) == len(partial.paths)
+
+    assert run_cli("encode", model, photos, "-o", store, "--workers", "0").exit_code == 0
+    fresh = tmp_path / "fresh.h5"
+    assert run_cli("encode", model, photos, "-o", fresh, "--workers", "0").exit_code == 0
+    resumed, expected = read_store(store), read_store(fresh)
+    assert dict(zip(resumed.paths, map(bytes, resumed.codes))) == dict(zip(expected.paths, map(bytes, expected.codes)))
