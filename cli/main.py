@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -72,7 +73,7 @@ def reconstruct(
         matcher=matcher, min_shared_points=min_shared_points, negatives_per_image=negatives_per_image,
         max_image_size=max_image_size, min_model_size=min_model_size, seed=seed, overwrite=overwrite,
         verbose=verbose))
-    report(summary.as_dict(), as_json, [
+    report(asdict(summary), as_json, [
         f"images: {summary.images} ({len(summary.unreadable)} unreadable, {summary.registered} registered)",
         f"3D models: {len(summary.model_sizes)} (images per model: {summary.model_sizes})",
         f"pairs: {summary.positives} positive, {summary.negatives} negative -> {summary.pairs_path}",
@@ -106,7 +107,7 @@ def train(
                            overwrite=overwrite, **({} if workers is None else {"workers": workers}))
     summary = run(output, options, pairs_path=pairs, images_dir=images)
     losses = ", ".join(f"{loss:.4f}" for loss in summary.epoch_losses) or "closed-form fit"
-    report(summary.as_dict(), as_json, [
+    report(asdict(summary), as_json, [
         f"trained {summary.method} ({summary.bits} bits) on {summary.images} images in {summary.seconds:.1f}s",
         f"loss per epoch: {losses}",
         f"model: {summary.model_path}",
@@ -128,7 +129,7 @@ def encode(
     """Encode images to binary codes in an HDF5 code store."""
     from hashkit.hashing.encode import encode as run
     summary = run(model, inputs, output, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
-    report(summary.as_dict(), as_json, [
+    report(asdict(summary), as_json, [
         f"encoded {summary.encoded} images ({summary.already_present} already in the store, "
         f"{len(summary.unreadable)} unreadable); {summary.total} codes in {summary.store}",
     ] + [f"unreadable: {path}" for path in summary.unreadable])
@@ -159,7 +160,7 @@ def query(
                   f"mAP: {m['mAP']:.4f}   mAP@{k}: {m[f'mAP@{k}']:.4f}   "
                   f"precision@{k}: {m[f'precision@{k}']:.4f}   recall@{k}: {m[f'recall@{k}']:.4f}",
                   f"metrics: {summary.metrics_path}"]
-    report(summary.as_dict(), as_json, lines)
+    report(asdict(summary), as_json, lines)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch
 
 from .backbones import backbone_spec, build_backbone
 from .errors import UserError
-from .locking import replace_atomically
+from .locking import written_atomically
 from .network import HashNetwork
 
 SCHEMA = "hashkit.model"
@@ -27,12 +27,10 @@ class LoadedModel:
 
 def save_checkpoint(path: Path, network: HashNetwork, config: dict) -> None:
     """Write the model file; it appears under ``path`` only once completely written."""
-    path = Path(path)
     config = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **config}
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    torch.save({"config": json.dumps(config, sort_keys=True), "state_dict": state}, tmp)
-    replace_atomically(tmp, path)
+    with written_atomically(path) as tmp:
+        torch.save({"config": json.dumps(config, sort_keys=True), "state_dict": state}, tmp)
 
 
 def load_checkpoint(path: Path) -> LoadedModel:

@@ -1,4 +1,4 @@
-"""An exclusive, non-blocking lock so two runs never write the same output at once."""
+"""Safe outputs: an exclusive lock so two runs never write one output, and atomic replacement."""
 
 from __future__ import annotations
 
@@ -33,8 +33,17 @@ def exclusive_lock(target: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def replace_atomically(tmp_path: Path, final_path: Path) -> None:
-    """Move a completely written ``tmp_path`` to ``final_path`` in one step (same filesystem)."""
-    with open(tmp_path, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp_path, final_path)
+@contextmanager
+def written_atomically(final_path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final_path`` to write; on success it replaces
+    ``final_path`` in one step, so a file under its final name is always complete. On failure
+    the temporary file is removed and ``final_path`` is left as it was."""
+    final_path = Path(final_path)
+    tmp_path = final_path.with_name(final_path.name + ".tmp")
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, final_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)

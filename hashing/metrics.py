@@ -26,7 +26,7 @@ CONVENTIONS = {
     "ap": "over the whole database ranking",
     "self_match": "a query's own image is removed from its ranking when it is in the database",
 }
-QUERY_CHUNK = 256
+CHUNK_BYTES = 1 << 27  # bound on the temporary XOR array while scoring: 128 MiB
 
 
 @dataclass
@@ -67,8 +67,9 @@ def evaluate(database: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, q
     own image (-1 if absent); it is removed from that query's ranking.
     """
     scores = []
-    for start in range(0, len(queries), QUERY_CHUNK):
-        distances = hamming_distances(database, queries[start:start + QUERY_CHUNK])
+    chunk = max(1, CHUNK_BYTES // max(1, database.nbytes))
+    for start in range(0, len(queries), chunk):
+        distances = hamming_distances(database, queries[start:start + chunk])
         for offset, row in enumerate(distances):
             q = start + offset
             label = query_labels[q]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -12,7 +12,7 @@ import numpy as np
 from . import __version__
 from .errors import UserError
 from .ground_truth import label_ids, load_labels
-from .locking import replace_atomically
+from .locking import written_atomically
 from .metrics import evaluate
 from .search import hamming_knn
 from .store import StoreContents, read_store
@@ -30,9 +30,6 @@ class QuerySummary:
     k: int
     metrics_path: str | None = None
     metrics: dict | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth: str | None = None,
@@ -60,9 +57,8 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         metrics = evaluate(db.codes, db_labels, queries.codes, query_labels, k, self_rows).as_dict()
         metrics.update(ground_truth=str(ground_truth), database_store=str(db_path), query_store=str(queries_path),
                        bits=db.meta.bits, method=db.meta.method, hashkit_version=__version__)
-        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        replace_atomically(tmp, metrics_path)
+        with written_atomically(metrics_path) as tmp:
+            tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         summary.metrics_path, summary.metrics = str(metrics_path), metrics
     return summary
 
@@ -92,12 +88,10 @@ def _drop_self(distances: np.ndarray, ids: np.ndarray, self_rows: np.ndarray, k:
 def _write_results(output: Path, distances: np.ndarray, ids: np.ndarray, query_paths: list[str],
                    db_paths: list[str], db_path: Path, bits: int) -> None:
     result_paths = [[db_paths[i] if i >= 0 else "" for i in row] for row in ids]
-    tmp = output.with_name(output.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with written_atomically(output) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, database=str(Path(db_path).resolve()),
                        bits=bits, hashkit_version=__version__)
         f.create_dataset("ids", data=ids)
         f.create_dataset("distances", data=distances)
         f.create_dataset("query_paths", data=query_paths, dtype=_STR)
         f.create_dataset("paths", data=np.array(result_paths, dtype=object).reshape(ids.shape), dtype=_STR)
-    replace_atomically(tmp, output)

@@ -11,7 +11,7 @@ import numpy as np
 
 from hashkit.hashing import __version__
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.locking import replace_atomically
+from hashkit.hashing.locking import written_atomically
 
 SCHEMA = "hashkit.pairs"
 SCHEMA_VERSION = 1
@@ -37,9 +37,7 @@ class Pairs:
 
 def write_pairs(path: Path, pairs: Pairs) -> None:
     """Write ``pairs`` to ``path``; the file appears under its name only once complete."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with written_atomically(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION,
                        photo_root=str(pairs.photo_root), hashkit_version=__version__,
                        settings=json.dumps(pairs.settings, sort_keys=True))
@@ -49,7 +47,6 @@ def write_pairs(path: Path, pairs: Pairs) -> None:
         f.create_dataset("shared_points", data=pairs.shared_points.astype(np.int32))
         f.create_dataset("negatives", data=pairs.negatives.astype(np.int32).reshape(-1, 2))
         f.create_dataset("unreadable", data=pairs.unreadable, dtype=_STR)
-    replace_atomically(tmp, path)
 
 
 def read_pairs(path: Path) -> Pairs:

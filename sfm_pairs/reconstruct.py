@@ -41,9 +41,6 @@ class ReconstructSummary:
     positives: int = 0
     negatives: int = 0
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 def reconstruct(photos_dir: Path, work_dir: Path, options: ReconstructOptions = ReconstructOptions()) -> ReconstructSummary:
     """Reconstruct every scene in ``photos_dir`` and mine pairs into ``work_dir/pairs.h5``.

@@ -14,13 +14,9 @@ import torch
 
 from ..errors import UserError
 
-SUPERVISIONS = ("pairs", "none", "labels", "multilabels")
-
-
 class Method:
     name: ClassVar[str]
-    supervision: ClassVar[str]  # one of SUPERVISIONS
-    summary: ClassVar[str]
+    supervision: ClassVar[str]  # "pairs" (from reconstruct), "none", "labels" or "multilabels"
 
 
 class DeepMethod(Method):

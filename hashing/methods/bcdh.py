@@ -15,7 +15,6 @@ from .base import DeepMethod, register
 class BCDH(DeepMethod):
     name = "bcdh"
     supervision = "pairs"
-    summary = "binary constrained deep hashing, pairs from 3D models"
 
     def __init__(self, margin: float = 2.0, quantization_weight: float = 0.1):
         self.margin = margin  # in units of ||b_i - b_j||^2 / bits, which is 4 x the normalised Hamming distance

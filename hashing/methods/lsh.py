@@ -11,7 +11,6 @@ from .base import FeatureMethod, register
 class LSH(FeatureMethod):
     name = "lsh"
     supervision = "none"
-    summary = "locality-sensitive hashing (random projections) on backbone features"
 
     def fit(self, features: np.ndarray, bits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seed)
