@@ -80,35 +80,71 @@ def reconstruct(
     ] + [f"unreadable: {name}" for name in summary.unreadable])
 
 
+def parse_params(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings to a dict; values become int or float where they parse as such."""
+    params: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param expects KEY=VALUE, got {item!r}")
+        for convert in (int, float, str):
+            try:
+                params[key] = convert(value)
+                break
+            except ValueError:
+                continue
+    return params
+
+
+def cache_dir(path: Optional[Path], disabled: bool) -> Optional[Path]:
+    from hashkit.hashing.features import default_cache_dir
+    return None if disabled else (path or default_cache_dir())
+
+
+FeatureCacheOption = Annotated[Optional[Path], typer.Option(
+    help="Folder of the backbone feature cache [default: ~/.cache/hashkit/features].")]
+NoCacheOption = Annotated[bool, typer.Option("--no-feature-cache", help="Compute backbone features afresh.")]
+
+
 @app.command()
 @user_errors
 def train(
     output: Annotated[Path, typer.Option("-o", "--output", help="Model file to write (model.pt).")],
     pairs: Annotated[Optional[Path], typer.Option(help="pairs.h5 from 'hashkit reconstruct'.")] = None,
-    images: Annotated[Optional[Path], typer.Option(help="Folder of training images (methods without pairs).")] = None,
-    method: Annotated[str, typer.Option(help="Hashing method: bcdh, lsh.")] = "bcdh",
+    images: Annotated[Optional[Path], typer.Option(help="Folder of training images (no pairs needed).")] = None,
+    method: Annotated[str, typer.Option(help="bcdh, dsah, itq or lsh.")] = "bcdh",
+    param: Annotated[Optional[list[str]], typer.Option(
+        help="Method hyperparameter KEY=VALUE (repeatable; see docs/methods.md).")] = None,
     bits: Annotated[int, typer.Option(help="Code length, a multiple of 8.")] = 64,
     backbone: Annotated[str, typer.Option(help="mobilenet_v2, resnet18, resnet50, vgg16 or alexnet.")] = "mobilenet_v2",
     weights: Annotated[str, typer.Option(help="imagenet, none, or a state-dict file for the backbone.")] = "imagenet",
     image_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 224,
+    hidden: Annotated[int, typer.Option(help="Width of a hidden layer before the hash layer (0: none).")] = 0,
+    freeze_backbone: Annotated[bool, typer.Option(
+        "--freeze-backbone", help="Train only the head, on cached backbone features (fast).")] = False,
     epochs: Annotated[int, typer.Option(help="Training epochs (deep methods).")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step (pair methods) or images per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate of the hash layer; the backbone uses lr/10.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step (bcdh) or images per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Learning rate of the head; a trained backbone uses lr/10.")] = 1e-3,
     workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
+    feature_cache: FeatureCacheOption = None,
+    no_feature_cache: NoCacheOption = False,
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Train a hashing model from pairs (or images) and write it to OUTPUT."""
+    """Train a hashing model from pairs or from images alone, and write it to OUTPUT."""
     from hashkit.hashing.train import TrainOptions, train as run
-    options = TrainOptions(method=method, bits=bits, backbone=backbone, weights=weights, image_size=image_size,
-                           epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+    options = TrainOptions(method=method, params=parse_params(param or []), bits=bits, backbone=backbone,
+                           weights=weights, image_size=image_size, hidden=hidden,
+                           freeze_backbone=freeze_backbone, epochs=epochs, batch_size=batch_size, lr=lr,
+                           seed=seed, device=device, feature_cache=cache_dir(feature_cache, no_feature_cache),
                            overwrite=overwrite, **({} if workers is None else {"workers": workers}))
     summary = run(output, options, pairs_path=pairs, images_dir=images)
     losses = ", ".join(f"{loss:.4f}" for loss in summary.epoch_losses) or "closed-form fit"
     report(asdict(summary), as_json, [
-        f"trained {summary.method} ({summary.bits} bits) on {summary.images} images in {summary.seconds:.1f}s",
+        f"trained {summary.method} ({summary.bits} bits) on {summary.images} images in {summary.seconds:.1f}s"
+        + (f" ({summary.skipped_unreadable} undecodable images skipped)" if summary.skipped_unreadable else ""),
         f"loss per epoch: {losses}",
         f"model: {summary.model_path}",
     ])
@@ -123,12 +159,15 @@ def encode(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
     device: DeviceOption = "auto",
+    feature_cache: FeatureCacheOption = None,
+    no_feature_cache: NoCacheOption = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start a new store instead of appending.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Encode images to binary codes in an HDF5 code store."""
     from hashkit.hashing.encode import encode as run
-    summary = run(model, inputs, output, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite)
+    summary = run(model, inputs, output, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite,
+                  feature_cache=cache_dir(feature_cache, no_feature_cache))
     report(asdict(summary), as_json, [
         f"encoded {summary.encoded} images ({summary.already_present} already in the store, "
         f"{len(summary.unreadable)} unreadable); {summary.total} codes in {summary.store}",

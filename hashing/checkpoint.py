@@ -47,7 +47,8 @@ def load_checkpoint(path: Path) -> LoadedModel:
     if config.get("schema") != SCHEMA:
         raise UserError(f"{path} is not a hashkit model file")
     spec = backbone_spec(config["backbone"])
-    network = HashNetwork(build_backbone(config["backbone"], "none"), spec.feature_dim, config["bits"])
+    network = HashNetwork(build_backbone(config["backbone"], "none"), spec.feature_dim, config["bits"],
+                          config.get("hidden", 0))
     try:
         network.load_state_dict(state)
     except RuntimeError as error:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from .images import read_rgb
@@ -52,3 +52,11 @@ class ImageFiles(Dataset):
         if image is None:
             return torch.zeros(3, self.image_size, self.image_size), index, False
         return self.transform(image), index, True
+
+
+def image_loader(dataset: Dataset, batch_size: int | None, workers: int, **kwargs) -> DataLoader:
+    """A DataLoader whose workers come from a fork server rather than a fork of this process,
+    so they never inherit open HDF5 files or output locks (which a forked worker would keep
+    holding after this process is killed)."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                      multiprocessing_context="forkserver" if workers else None, **kwargs)

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from . import __version__
-from .checkpoint import load_checkpoint
-from .data import ImageFiles, eval_transform
+from .checkpoint import LoadedModel, load_checkpoint
+from .data import ImageFiles, eval_transform, image_loader
 from .errors import UserError
+from .features import COMPUTE_CHUNK, FeatureCache, compute_features, default_cache_dir
 from .images import resolve_inputs
 from .locking import exclusive_lock
 from .progress import progress
 from .runtime import default_workers, resolve_device
 from .store import CodeStoreWriter, StoreMeta, pack_codes
+
+_DEFAULT_CACHE = object()
 
 
 @dataclass
@@ -30,10 +34,13 @@ class EncodeSummary:
 
 @torch.no_grad()
 def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int = 64,
-           workers: int | None = None, device: str = "auto", overwrite: bool = False) -> EncodeSummary:
+           workers: int | None = None, device: str = "auto", overwrite: bool = False,
+           feature_cache: Path | None | object = _DEFAULT_CACHE) -> EncodeSummary:
     """Encode every image named by ``inputs`` into the store ``output``.
 
-    An existing store of the same model is appended to, skipping paths it already holds.
+    An existing store of the same model is appended to, skipping paths it already holds. For a
+    model whose backbone was frozen, backbone features come from the feature cache
+    (``feature_cache``: a folder, None for no cache; default ``~/.cache/hashkit/features``).
     """
     output = Path(output)
     model = load_checkpoint(model_path)
@@ -43,24 +50,53 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
     config = model.config
     meta = StoreMeta(config["bits"], config["method"], model.digest, config["backbone"], __version__)
     torch_device = resolve_device(device)
+    num_workers = default_workers() if workers is None else workers
+    cache_dir = default_cache_dir() if feature_cache is _DEFAULT_CACHE else feature_cache
     with exclusive_lock(output):
         if overwrite:
             output.unlink(missing_ok=True)
         with CodeStoreWriter(output, meta) as store:
             present = set(store.paths())
             todo = [p for p in paths if str(p) not in present]
-            transform = eval_transform(config["image_size"], config["mean"], config["std"])
-            num_workers = default_workers() if workers is None else workers
-            # Workers come from a fork server, not forked from this process: a forked worker would
-            # inherit the open HDF5 store and the lock, and hold both after this process is killed.
-            loader = DataLoader(ImageFiles(todo, transform, config["image_size"]), batch_size=batch_size,
-                                num_workers=num_workers, multiprocessing_context="forkserver" if num_workers else None)
-            network = model.network.to(torch_device)
+            model.network.to(torch_device)
+            if config.get("frozen_backbone") and cache_dir is not None:
+                batches = _codes_from_cache(model, todo, Path(cache_dir), batch_size, num_workers, torch_device)
+            else:
+                batches = _codes_from_images(model, todo, batch_size, num_workers, torch_device)
             unreadable = []
-            for images, indices, ok in progress(loader, desc="encoding", unit="batch"):
-                unreadable += [str(todo[i]) for i in indices[~ok]]
-                if ok.any():
-                    codes = pack_codes(network(images[ok].to(torch_device)).cpu().numpy())
-                    store.append(codes, [str(todo[i]) for i in indices[ok]])
+            for codes, chunk_paths, ok in batches:
+                unreadable += [str(p) for p, good in zip(chunk_paths, ok) if not good]
+                store.append(codes[ok], [str(p) for p, good in zip(chunk_paths, ok) if good])
             total = store.count
     return EncodeSummary(str(output), len(todo) - len(unreadable), len(paths) - len(todo), total, unreadable)
+
+
+def _codes_from_images(model: LoadedModel, paths: list[Path], batch_size: int, workers: int,
+                       device: torch.device) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
+    """(packed codes, paths, decodable mask) per batch, through the whole network."""
+    config = model.config
+    transform = eval_transform(config["image_size"], config["mean"], config["std"])
+    loader = image_loader(ImageFiles(paths, transform, config["image_size"]), batch_size, workers)
+    for images, indices, ok in progress(loader, desc="encoding", unit="batch"):
+        codes = pack_codes(model.network(images.to(device)).cpu().numpy())
+        yield codes, [paths[i] for i in indices], ok.numpy()
+
+
+def _codes_from_cache(model: LoadedModel, paths: list[Path], cache_dir: Path, batch_size: int, workers: int,
+                      device: torch.device) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
+    """(packed codes, paths, decodable mask) per chunk: cached backbone features through the head."""
+    config = model.config
+    cache = FeatureCache(cache_dir, config["backbone"], config["backbone_digest"], config["image_size"])
+
+    def compute(chunk: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+        return compute_features(model.network.backbone, chunk, config["image_size"], config["mean"],
+                                config["std"], batch_size, workers, device)
+
+    for start in range(0, len(paths), COMPUTE_CHUNK):
+        chunk = paths[start:start + COMPUTE_CHUNK]
+        features, ok = cache.features(chunk, compute)
+        if features.shape[1] == 0:  # no image of the chunk decodes
+            yield np.zeros((len(chunk), config["bits"] // 8), np.uint8), chunk, ok
+            continue
+        outputs = model.network.head(torch.from_numpy(features).to(device)).cpu().numpy()
+        yield pack_codes(outputs), chunk, ok

@@ -7,15 +7,20 @@ from torch import nn
 
 
 class HashNetwork(nn.Module):
-    """``backbone`` then a linear hash layer; the binary code is the sign of the output."""
+    """``backbone``, an optional hidden layer (Linear + ReLU), then the linear hash layer.
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, bits: int):
+    The binary code is the sign of the output. ``head`` maps backbone features to the output,
+    so a frozen backbone's features can be cached and fed to the head directly.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, bits: int, hidden: int = 0):
         super().__init__()
         self.backbone = backbone
-        self.hash_layer = nn.Linear(feature_dim, bits)
+        self.hidden_layer = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU()) if hidden else nn.Identity()
+        self.hash_layer = nn.Linear(hidden or feature_dim, bits)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.hash_layer(self.hidden_layer(features))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.hash_layer(self.backbone(images))
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images)
+        return self.head(self.backbone(images))

@@ -1,6 +1,6 @@
 """Hashing methods, found by name. Importing this package registers the built-in ones."""
 
-from .base import METHODS, DeepMethod, FeatureMethod, Method, get_method, register
-from . import bcdh, lsh  # noqa: F401,E402 - registration side effect
+from .base import METHODS, Batch, DeepMethod, FeatureMethod, Method, TrainingData, get_method, register
+from . import bcdh, dsah, itq, lsh  # noqa: F401,E402 - registration side effect
 
-__all__ = ["METHODS", "DeepMethod", "FeatureMethod", "Method", "get_method", "register"]
+__all__ = ["METHODS", "Batch", "DeepMethod", "FeatureMethod", "Method", "TrainingData", "get_method", "register"]

@@ -1,18 +1,49 @@
 """The method interface and registry.
 
-A method declares the supervision it needs and either a loss for gradient training of the
-whole network (``DeepMethod``) or a closed-form fit of the hash layer on frozen backbone
-features (``FeatureMethod``). Codes are always the sign of the network output.
+A method declares the supervision it needs and is one of two kinds:
+
+- ``DeepMethod``: trained by gradient descent. It sees the training data once (``setup``),
+  may run an alternating step at the start of each epoch (``start_epoch``: update auxiliary
+  binary codes, refine a similarity matrix, mine hard negatives), lays out each epoch's
+  batches (``batches``) and scores a batch of network outputs (``loss``).
+- ``FeatureMethod``: fits the linear hash layer in closed form on frozen backbone features.
+
+Codes are always the sign of the network output.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from hashkit.sfm_pairs.pairs_file import Pairs
+
 from ..errors import UserError
+
+
+@dataclass
+class TrainingData:
+    """What a method trains from: the images, and where available their backbone features
+    (frozen backbone, or methods that start from feature-space neighbours) and mined pairs."""
+
+    paths: list[Path]
+    features: np.ndarray | None = None  # (N, D) backbone features of ``paths``
+    pairs: Pairs | None = None  # from pairs.h5; image i of the pairs is paths[i]
+
+
+@dataclass
+class Batch:
+    """The training images of one step (rows of the network output, in order) and whatever
+    the method needs to score them."""
+
+    indices: np.ndarray
+    payload: dict[str, Any] = field(default_factory=dict)
+
 
 class Method:
     name: ClassVar[str]
@@ -20,11 +51,22 @@ class Method:
 
 
 class DeepMethod(Method):
-    """Trained end to end by gradient descent on ``loss``."""
+    def wants_features(self, has_pairs: bool) -> bool:
+        """Whether setup() reads backbone features of the training images (they are computed
+        then, through the feature cache, even when the backbone is trained)."""
+        return False
 
-    def loss(self, outputs: torch.Tensor, pairs: torch.Tensor, similar: torch.Tensor) -> torch.Tensor:
-        """Loss for a batch: ``outputs`` (U, bits) real codes of U images, ``pairs`` (B, 2)
-        indices into ``outputs``, ``similar`` (B,) 1.0 for a positive pair, 0.0 for a negative."""
+    def setup(self, data: TrainingData, bits: int, seed: int) -> None:
+        raise NotImplementedError
+
+    def start_epoch(self, epoch: int, epochs: int, outputs: Callable[[], np.ndarray]) -> None:
+        """Alternating step before epoch ``epoch`` of ``epochs``; ``outputs()`` computes the
+        current real-valued codes (N, bits) of all training images. Default: nothing."""
+
+    def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:
+        raise NotImplementedError
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -44,7 +86,11 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str, **params: Any) -> Method:
+    """A new instance of the method ``name``; ``params`` override its hyperparameters."""
     if name not in METHODS:
         raise UserError(f"unknown method {name!r}; choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name]()
+    try:
+        return METHODS[name](**params)
+    except TypeError as error:
+        raise UserError(f"method {name}: {error}") from error

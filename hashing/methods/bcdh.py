@@ -1,14 +1,35 @@
-"""BCDH: binary constrained deep hashing from pairs mined from 3D models (Do et al.).
+"""BCDH: binary constrained deep hashing from pairs mined from 3D models (Do et al., WACV 2019).
 
-Loss per batch (see docs/methods.md): a contrastive term on the normalised squared distance
-between the codes of a pair, plus the quantization error between the codes and their signs.
+Alternating learning with auxiliary binary codes B (one per training image):
+- network step (every batch): weighted pairwise constrained loss on the network outputs plus
+  the quantization error to the current B;
+- binary step (before every epoch): B minimises the same pairwise loss evaluated on binary codes
+  plus the quantization error to the current outputs, by bitwise coordinate descent.
+Negatives are re-mined before every epoch from the current codes (hard negatives), or drawn at
+random. Equations and defaults: docs/methods.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 
-from .base import DeepMethod, register
+from ..errors import UserError
+from ..pair_mining import hard_negatives, mutual_neighbour_pairs, neighbour_sets
+from .base import Batch, DeepMethod, TrainingData, register
+
+
+def pair_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """||a - b||^2 / K per row: for binary codes, 4 x Hamming distance / K."""
+    return (a - b).pow(2).sum(dim=1) / a.shape[1]
+
+
+def constrained_pair_loss(distance: torch.Tensor, similar: torch.Tensor, weight: torch.Tensor,
+                          margin: float) -> torch.Tensor:
+    """Positives: weight * d. Negatives: max(0, margin - d)."""
+    return similar * weight * distance + (1 - similar) * torch.clamp(margin - distance, min=0)
 
 
 @register
@@ -16,14 +37,126 @@ class BCDH(DeepMethod):
     name = "bcdh"
     supervision = "pairs"
 
-    def __init__(self, margin: float = 2.0, quantization_weight: float = 0.1):
-        self.margin = margin  # in units of ||b_i - b_j||^2 / bits, which is 4 x the normalised Hamming distance
-        self.quantization_weight = quantization_weight
+    def __init__(self, margin: float = 2.0, quantization_weight: float = 0.1, negatives: str = "hard",
+                 negatives_per_image: int = 5, binary_sweeps: int = 3, neighbours: int = 10):
+        if negatives not in ("hard", "random"):
+            raise UserError("bcdh: negatives must be 'hard' or 'random'")
+        self.margin = float(margin)  # in units of ||b_i - b_j||^2 / K = 4 x normalised Hamming
+        self.quantization_weight = float(quantization_weight)
+        self.negatives_mode = negatives
+        self.negatives_per_image = int(negatives_per_image)
+        self.binary_sweeps = int(binary_sweeps)
+        self.neighbours = int(neighbours)  # k of the mutual-kNN pairs used when no pairs.h5 is given
 
-    def loss(self, outputs: torch.Tensor, pairs: torch.Tensor, similar: torch.Tensor) -> torch.Tensor:
-        bits = outputs.shape[1]
-        distance = (outputs[pairs[:, 0]] - outputs[pairs[:, 1]]).pow(2).sum(dim=1) / bits
-        pull = similar * distance
-        push = (1 - similar) * torch.clamp(self.margin - distance, min=0)
-        quantization = (outputs - torch.sign(outputs).detach()).pow(2).sum(dim=1) / bits
-        return (pull + push).mean() + self.quantization_weight * quantization.mean()
+    def wants_features(self, has_pairs: bool) -> bool:
+        return not has_pairs  # pairs then come from feature-space neighbours
+
+    def setup(self, data: TrainingData, bits: int, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        n = len(data.paths)
+        if data.pairs is not None:
+            self.positives = data.pairs.positives.astype(np.int64)
+            shared = data.pairs.shared_points.astype(np.float64)
+            # Saturating weight in (0, 1): pairs sharing many 3D points count fully.
+            self.weights = 1 - np.exp(-shared / max(np.median(shared), 1.0)) if len(shared) else shared
+            self.groups = data.pairs.model_id.astype(np.int64)
+            self.random_negatives = data.pairs.negatives.astype(np.int64)
+            self.eligible = lambda rows: (self.groups[rows, None] != self.groups[None, :]) \
+                & (self.groups[rows, None] >= 0) & (self.groups[None, :] >= 0)
+        else:
+            if data.features is None:
+                raise UserError("bcdh without --pairs needs backbone features of the training images")
+            self.positives = mutual_neighbour_pairs(data.features, self.neighbours)
+            self.weights = np.ones(len(self.positives))
+            self.groups = None
+            near = neighbour_sets(data.features, 3 * self.neighbours)
+            near |= near.T
+            np.fill_diagonal(near, True)
+            self.eligible = lambda rows: ~near[rows]
+            self.random_negatives = self._random_negatives(n)
+        if len(self.positives) == 0 or len(self.random_negatives) == 0:
+            raise UserError(f"bcdh: {len(self.positives)} positive and {len(self.random_negatives)} negative "
+                            "pairs; training needs both (at least two 3D models with covisible images)")
+        self.anchors = np.unique(self.positives)
+        self.negatives = self.random_negatives
+        self.codes = None  # auxiliary binary codes B (N, K), set before the first epoch
+
+    def _random_negatives(self, n: int) -> np.ndarray:
+        anchors = np.repeat(np.arange(n), self.negatives_per_image)
+        partners = self.rng.integers(0, n, size=anchors.size)
+        keep = self.eligible(np.arange(n))[anchors, partners]
+        return np.stack([anchors[keep], partners[keep]], axis=1)
+
+    def start_epoch(self, epoch: int, epochs: int, outputs: Callable[[], np.ndarray]) -> None:
+        current = outputs()
+        if self.codes is None:
+            self.codes = np.where(current > 0, 1.0, -1.0)
+        else:
+            self.codes = self.binary_step(current)
+        if self.negatives_mode == "hard" and epoch > 0:
+            self.negatives = hard_negatives(current, self.anchors, self.eligible, self.negatives_per_image,
+                                            self.groups)
+
+    def _pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All pair rows (i, j), their similarity (1/0) and weight."""
+        pairs = np.concatenate([self.positives, self.negatives])
+        similar = np.concatenate([np.ones(len(self.positives)), np.zeros(len(self.negatives))])
+        weights = np.concatenate([self.weights, np.ones(len(self.negatives))])
+        return pairs, similar, weights
+
+    def binary_step(self, outputs: np.ndarray) -> np.ndarray:
+        """Update B with the network fixed: for each image in turn, flip the bits that lower
+        sum_pairs loss(b_i, b_j) + mu * ||b_i - h_i||^2 / K, computed bit by bit."""
+        codes = self.codes.copy()
+        bits = codes.shape[1]
+        pairs, similar, weights = self._pairs()
+        both = np.concatenate([pairs, pairs[:, ::-1]])
+        similar, weights = np.tile(similar, 2), np.tile(weights, 2)
+        order = np.argsort(both[:, 0], kind="stable")
+        both, similar, weights = both[order], similar[order], weights[order]
+        starts = np.searchsorted(both[:, 0], np.arange(len(codes) + 1))
+        for _ in range(self.binary_sweeps):
+            for i in self.rng.permutation(len(codes)):
+                lo, hi = starts[i], starts[i + 1]
+                partners = both[lo:hi, 1]
+                # flipping bit k changes quantization by 4 mu b_ik h_ik / K
+                delta = 4 * self.quantization_weight * codes[i] * outputs[i] / bits
+                if hi > lo:
+                    agree = codes[partners] == codes[i]  # (P, K)
+                    step = np.where(agree, 4.0, -4.0) / bits  # change of d_ij per flipped bit
+                    distance = (4.0 / bits) * (~agree).sum(axis=1, keepdims=True)
+                    is_pos = similar[lo:hi, None] == 1
+                    push_now = np.maximum(self.margin - distance, 0)
+                    push_new = np.maximum(self.margin - distance - step, 0)
+                    change = np.where(is_pos, weights[lo:hi, None] * step, push_new - push_now)
+                    delta = delta + change.sum(axis=0)
+                codes[i] = np.where(delta < 0, -codes[i], codes[i])
+        return codes
+
+    def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:
+        """Every positive once and as many negatives (with replacement only when too few), shuffled;
+        ``batch_size`` pairs per batch, each distinct image once."""
+        draw = rng.choice(len(self.negatives), size=len(self.positives),
+                          replace=len(self.negatives) < len(self.positives))
+        pairs = np.concatenate([self.positives, self.negatives[draw]])
+        similar = np.concatenate([np.ones(len(self.positives)), np.zeros(len(draw))])
+        weights = np.concatenate([self.weights, np.ones(len(draw))])
+        order = rng.permutation(len(pairs))
+        batches = []
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            images, local = np.unique(pairs[rows], return_inverse=True)
+            batches.append(Batch(images, {"pairs": torch.from_numpy(local.reshape(-1, 2)),
+                                          "similar": torch.from_numpy(similar[rows]).float(),
+                                          "weights": torch.from_numpy(weights[rows]).float()}))
+        return batches
+
+    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+        p = batch.payload
+        pairs = p["pairs"].to(outputs.device)
+        distance = pair_distance(outputs[pairs[:, 0]], outputs[pairs[:, 1]])
+        pair_term = constrained_pair_loss(distance, p["similar"].to(outputs.device),
+                                          p["weights"].to(outputs.device), self.margin)
+        codes = torch.as_tensor(self.codes[batch.indices], dtype=outputs.dtype, device=outputs.device)
+        quantization = pair_distance(outputs, codes)
+        return pair_term.mean() + self.quantization_weight * quantization.mean()

@@ -1,0 +1,125 @@
+"""Backbone features, computed once per image and backbone and kept in an HDF5 cache.
+
+A cache file holds the features of one backbone configuration: its name, the SHA-256 of its
+weights and the input size. Rows are keyed by absolute image path and stamped with the file's
+size and modification time, so an edited image is computed again. Methods that keep the
+backbone frozen (LSH, ITQ, ``--freeze-backbone``) train and encode from these features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from .data import ImageFiles, eval_transform, image_loader
+from .locking import exclusive_lock
+from .progress import progress
+
+SCHEMA = "hashkit.features"
+SCHEMA_VERSION = 1
+_STR = h5py.string_dtype("utf-8")
+COMPUTE_CHUNK = 4096  # images computed (and written to the cache) at a time
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hashkit" / "features"
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's tensors (names, shapes and values), identifying its weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+class FeatureCache:
+    """Features of one backbone configuration, stored in ``cache_dir``."""
+
+    def __init__(self, cache_dir: Path, backbone: str, digest: str, image_size: int):
+        self.path = Path(cache_dir) / f"{backbone}-{digest[:16]}-{image_size}.h5"
+        self.attrs = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "backbone": backbone,
+                      "weights_digest": digest, "image_size": image_size}
+
+    def _read_index(self) -> dict[str, tuple[int, tuple[int, int]]]:
+        if not self.path.exists():
+            return {}
+        with h5py.File(self.path, "r") as f:
+            paths = [p.decode() for p in f["paths"][:]]
+            stamps = f["stamps"][:]
+        return {p: (row, (int(s[0]), int(s[1]))) for row, (p, s) in enumerate(zip(paths, stamps))}
+
+    def features(self, paths: list[Path], compute) -> tuple[np.ndarray, np.ndarray]:
+        """Features of ``paths`` (float32) and a mask of the decodable ones.
+
+        Rows not cached (or whose file changed) are computed by ``compute(paths) -> (features,
+        ok)`` and added; undecodable images are not cached and come back as zero rows.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.path):
+            index = self._read_index()
+            stamps = [_stamp(p) for p in paths]
+            rows = [index.get(str(p)) for p in paths]
+            fresh = [i for i, (row, stamp) in enumerate(zip(rows, stamps)) if row is None or row[1] != stamp]
+            for start in range(0, len(fresh), COMPUTE_CHUNK):  # each chunk is kept once computed
+                chunk = fresh[start:start + COMPUTE_CHUNK]
+                computed, ok = compute([paths[i] for i in chunk])
+                self._append([str(paths[i]) for i, good in zip(chunk, ok) if good],
+                             [stamps[i] for i, good in zip(chunk, ok) if good], computed[ok])
+            if fresh:
+                index = self._read_index()
+            if not self.path.exists():  # nothing decodable was ever cached
+                return np.zeros((len(paths), 0), np.float32), np.zeros(len(paths), bool)
+            with h5py.File(self.path, "r") as f:
+                dim = f["features"].shape[1]
+                out = np.zeros((len(paths), dim), np.float32)
+                found = np.array([str(p) in index and index[str(p)][1] == s for p, s in zip(paths, stamps)])
+                cached_rows = np.array([index[str(p)][0] for p, good in zip(paths, found) if good], dtype=np.int64)
+                if cached_rows.size:
+                    order = np.argsort(cached_rows)
+                    values = f["features"][cached_rows[order]]  # h5py reads increasing indices
+                    out[np.flatnonzero(found)[order]] = values
+        return out, found
+
+    def _append(self, paths: list[str], stamps: list[tuple[int, int]], features: np.ndarray) -> None:
+        if not paths:
+            return
+        with h5py.File(self.path, "a") as f:
+            if "features" not in f:
+                f.attrs.update(self.attrs)
+                f.create_dataset("features", shape=(0, features.shape[1]), maxshape=(None, features.shape[1]),
+                                 dtype=np.float16, chunks=(1024, features.shape[1]))
+                f.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+                f.create_dataset("stamps", shape=(0, 2), maxshape=(None, 2), dtype=np.int64, chunks=(1024, 2))
+            start = f["paths"].shape[0]
+            end = start + len(paths)
+            for name, values in (("features", features), ("paths", paths), ("stamps", stamps)):
+                f[name].resize(end, axis=0)
+                f[name][start:end] = values
+
+
+@torch.no_grad()
+def compute_features(backbone: nn.Module, paths: list[Path], image_size: int, mean, std,
+                     batch_size: int, workers: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone features (N, D) float32 of ``paths`` and the mask of decodable images."""
+    loader = image_loader(ImageFiles(paths, eval_transform(image_size, mean, std), image_size), batch_size, workers)
+    backbone = backbone.to(device).eval()
+    chunks, masks = [], []
+    for images, _, ok in progress(loader, desc="backbone features", unit="batch"):
+        chunks.append(backbone(images.to(device)).float().cpu().numpy())
+        masks.append(ok.numpy())
+    return np.concatenate(chunks), np.concatenate(masks)

@@ -1,0 +1,108 @@
+"""The shared training loop of deep methods, on images (end to end) or on cached features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .backbones import IMAGENET_MEAN, IMAGENET_STD
+from .data import image_loader, load_tensor, train_transform
+from .errors import UserError
+from .features import compute_features
+from .methods import Batch, DeepMethod, TrainingData
+from .network import HashNetwork
+from .progress import progress
+
+
+class BatchImages(Dataset):
+    """Item b: the augmented images of batch b, stacked in the batch's order."""
+
+    def __init__(self, paths: list[Path], batches: list[Batch], image_size: int):
+        self.paths, self.batches, self.image_size = paths, batches, image_size
+        self.transform = train_transform(image_size, IMAGENET_MEAN, IMAGENET_STD)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, list[str]]:
+        tensors, unreadable = [], []
+        for i in self.batches[index].indices:
+            image = load_tensor(self.paths[i])
+            if image is None:
+                unreadable.append(str(self.paths[i]))
+                image = torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
+            tensors.append(self.transform(image))
+        return torch.stack(tensors), index, unreadable
+
+
+class DeepTrainer:
+    """Runs ``method`` for ``epochs``: its alternating step before each epoch, then one
+    optimiser step per batch. With ``frozen``, only the head trains, on ``data.features``."""
+
+    def __init__(self, network: HashNetwork, method: DeepMethod, data: TrainingData, *, frozen: bool,
+                 image_size: int, lr: float, workers: int, device: torch.device, generator: torch.Generator):
+        self.network, self.method, self.data, self.frozen = network, method, data, frozen
+        self.image_size, self.workers, self.device, self.generator = image_size, workers, device, generator
+        head = list(network.hidden_layer.parameters()) + list(network.hash_layer.parameters())
+        groups = [{"params": head, "lr": lr}]
+        if frozen:
+            network.backbone.requires_grad_(False)
+            self.features = torch.from_numpy(np.ascontiguousarray(data.features, np.float32))
+        else:
+            groups.append({"params": network.backbone.parameters(), "lr": lr / 10})
+        self.optimizer = torch.optim.Adam(groups)
+
+    @torch.no_grad()
+    def outputs(self) -> np.ndarray:
+        """Current real-valued codes of every training image (evaluation mode)."""
+        self.network.eval()
+        if self.frozen:
+            chunks = [self.network.head(self.features[i:i + 4096].to(self.device)).cpu()
+                      for i in range(0, len(self.features), 4096)]
+            return torch.cat(chunks).numpy()
+        features, _ = compute_features(self.network.backbone, self.data.paths, self.image_size, IMAGENET_MEAN,
+                                       IMAGENET_STD, 64, self.workers, self.device)
+        return self.network.head(torch.from_numpy(features).to(self.device)).cpu().numpy()
+
+    def _inputs(self, batches: list[Batch]):
+        """(network input, batch) pairs: feature rows when frozen, else loaded images."""
+        if self.frozen:
+            for batch in batches:
+                yield self.features[batch.indices], batch
+            return
+        loader = image_loader(BatchImages(self.data.paths, batches, self.image_size), None, self.workers,
+                              generator=self.generator)
+        for images, index, unreadable in loader:
+            if unreadable:
+                raise UserError(f"cannot decode training image {unreadable[0]}")
+            yield images, batches[index]
+
+    def fit(self, epochs: int, batch_size: int, seed: int) -> list[float]:
+        rng = np.random.default_rng(seed)
+        self.method.setup(self.data, self.network.hash_layer.out_features, seed)
+        self.network.to(self.device)
+        losses = []
+        for epoch in range(epochs):
+            self.method.start_epoch(epoch, epochs, self.outputs)
+            batches = self.method.batches(epoch, batch_size, rng)
+            self.network.train()
+            if self.frozen:
+                self.network.backbone.eval()
+            total = 0.0
+            bar = progress(self._inputs(batches), total=len(batches), desc=f"epoch {epoch + 1}/{epochs}",
+                           unit="batch")
+            for inputs, batch in bar:
+                inputs = inputs.to(self.device)
+                outputs = self.network.head(inputs) if self.frozen else self.network(inputs)
+                loss = self.method.loss(outputs, batch)
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+                total += loss.item()
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            losses.append(round(total / max(len(batches), 1), 6))
+        self.network.cpu().eval()
+        return losses

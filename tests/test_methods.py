@@ -1,0 +1,124 @@
+"""Method pieces against hand-computed cases and their defining properties."""
+
+import numpy as np
+import pytest
+import torch
+
+from hashkit.hashing.methods import Batch, TrainingData, get_method
+from hashkit.hashing.methods.dsah import initial_similarity, pic_weights, refine_similarity
+from hashkit.hashing.pair_mining import hard_negatives, mutual_neighbour_pairs
+from hashkit.sfm_pairs import Pairs
+
+
+def bcdh_with_codes(codes, margin=2.0, mu=0.5):
+    method = get_method("bcdh", margin=margin, quantization_weight=mu)
+    method.codes = np.asarray(codes, dtype=float)
+    return method
+
+
+def test_bcdh_loss_by_hand():
+    method = bcdh_with_codes([[1, 1], [1, -1], [1, 1]])
+    outputs = torch.tensor([[1.0, 1.0], [1.0, -1.0], [0.5, 1.0]])
+    batch = Batch(np.array([0, 1, 2]), {"pairs": torch.tensor([[0, 1], [0, 1], [0, 2]]),
+                                        "similar": torch.tensor([1.0, 0.0, 1.0]),
+                                        "weights": torch.tensor([1.0, 1.0, 0.5])})
+    # d/K: (0,1) -> 4/2 = 2; (0,2) -> 0.25/2 = 0.125
+    # positive (0,1): 1 * 2; negative (0,1): max(0, 2 - 2) = 0; positive (0,2): 0.5 * 0.125 -> sum 2.0625
+    # quantization to B: rows 0, 1 exact; row 2: (0.5 - 1)^2 / 2 = 0.125 -> mean 0.125 / 3
+    expected = 2.0625 / 3 + 0.5 * 0.125 / 3
+    assert float(method.loss(outputs, batch)) == pytest.approx(expected)
+
+
+def test_bcdh_gradient_pulls_positives_and_pushes_negatives():
+    method = bcdh_with_codes(np.ones((2, 4)), mu=0.0)
+    start = torch.tensor([[0.9, 0.2, -0.4, 0.7], [0.1, -0.3, 0.6, 0.8]])
+
+    def distance_after_step(similar: float) -> float:
+        x = start.clone().requires_grad_(True)
+        batch = Batch(np.array([0, 1]), {"pairs": torch.tensor([[0, 1]]), "similar": torch.tensor([similar]),
+                                         "weights": torch.tensor([1.0])})
+        method.loss(x, batch).backward()
+        moved = x.detach() - 0.1 * x.grad
+        return float((moved[0] - moved[1]).pow(2).sum())
+
+    before = float((start[0] - start[1]).pow(2).sum())
+    assert distance_after_step(1.0) < before < distance_after_step(0.0)
+
+
+def objective(method, codes, outputs):
+    pairs, similar, weights = method._pairs()
+    d = ((codes[pairs[:, 0]] - codes[pairs[:, 1]]) ** 2).sum(1) / codes.shape[1]
+    pair = np.where(similar == 1, weights * d, np.maximum(method.margin - d, 0)).sum()
+    return pair + method.quantization_weight * ((codes - outputs) ** 2).sum() / codes.shape[1]
+
+
+def test_bcdh_binary_step_lowers_its_objective_and_stays_binary():
+    rng = np.random.default_rng(0)
+    n, bits = 40, 16
+    model_id = np.repeat(np.arange(4), 10).astype(np.int32)
+    positives = np.array([(i, j) for i in range(n) for j in range(i + 1, n) if model_id[i] == model_id[j]][::3])
+    pairs = Pairs(photo_root=None, images=[str(i) for i in range(n)], model_id=model_id, positives=positives,
+                  shared_points=np.full(len(positives), 30), negatives=np.array([[0, 10], [5, 25], [12, 33]]))
+    method = get_method("bcdh", negatives="hard", negatives_per_image=3)
+    method.setup(TrainingData([None] * n, pairs=pairs), bits, seed=0)
+    outputs = rng.standard_normal((n, bits))
+    method.start_epoch(0, 3, lambda: outputs)
+    before = objective(method, method.codes, outputs)
+    method.codes = method.binary_step(outputs)
+    assert set(np.unique(method.codes)) <= {-1.0, 1.0}
+    assert objective(method, method.codes, outputs) < before
+
+
+def test_hard_negatives_are_nearest_eligible_and_one_per_group():
+    codes = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [9.0]])
+    groups = np.array([0, 1, 1, 2, 2, 3])
+    eligible = lambda rows: groups[rows, None] != groups[None, :]  # noqa: E731
+    found = hard_negatives(codes, np.array([0]), eligible, per_anchor=2, groups=groups)
+    assert found.tolist() == [[0, 1], [0, 3]]  # nearest of group 1, then nearest of group 2
+    without_groups = hard_negatives(codes, np.array([0]), eligible, per_anchor=2)
+    assert without_groups.tolist() == [[0, 1], [0, 2]]
+
+
+def test_mutual_neighbour_pairs():
+    features = np.array([[1, 0], [0.99, 0.1], [0, 1], [0.1, 0.99], [-1, 0.05]], float)
+    assert mutual_neighbour_pairs(features, k=1).tolist() == [[0, 1], [2, 3]]
+
+
+def test_itq_rotation_reduces_quantization_error_below_pca():
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((300, 20)) @ rng.standard_normal((20, 20))
+    itq = get_method("itq")
+    weight, bias = itq.fit(features, 8, seed=0)
+    projected = features @ weight.T + bias
+    error = np.abs(np.sign(projected) - projected / np.abs(projected).mean()).mean()
+    zero_iterations = get_method("itq", iterations=0)
+    w0, b0 = zero_iterations.fit(features, 8, seed=0)
+    p0 = features @ w0.T + b0
+    error0 = np.abs(np.sign(p0) - p0 / np.abs(p0).mean()).mean()
+    assert error < error0
+    gram = weight @ weight.T  # rows stay orthonormal directions (rotated principal axes)
+    assert np.allclose(gram, np.eye(8), atol=1e-4)
+
+
+def test_dsah_initial_similarity_by_hand():
+    features = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], float)
+    similarity = initial_similarity(features, k=1, shared_fraction=1.0)
+    expected = np.array([[1, 1, -1, -1], [1, 1, -1, -1], [-1, -1, 1, 1], [-1, -1, 1, 1]])
+    assert np.array_equal(similarity, expected)
+
+
+def test_dsah_refinement_uses_statistics_of_similar_pairs():
+    codes = np.array([[1, 1, 1, 1], [1, 1, 1, 0.8], [1, 1, -1, -1], [-1, -1, 1, 1]], float)
+    similarity = np.array([[1, 1, -1, -1], [1, 1, -1, -1], [-1, -1, 1, -1], [-1, -1, -1, 1]], np.int8)
+    refined = refine_similarity(similarity, codes, spread=0.0)  # threshold = cos(0, 1)
+    assert refined[0, 1] == 1 and refined[0, 2] == -1 and refined[2, 3] == -1
+    assert np.array_equal(refined, refined.T) and np.all(np.diag(refined) == 1)
+
+
+def test_pic_weights_favour_dissimilar_pairs_and_average_one():
+    similarity = torch.tensor([[1.0, 0.8, -0.5], [0.8, 1.0, 0.0], [-0.5, 0.0, 1.0]])
+    for variant in ("row", "batch"):
+        weights = pic_weights(similarity, variant, temperature=0.5)
+        assert float(weights.mean()) == pytest.approx(1.0)
+        assert weights[0, 2] > weights[0, 1] > weights[0, 0]
+    assert torch.all(pic_weights(similarity, "none", 0.5) == 1)
