@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test bench-quality clean
 
 venv: $(VENV)/.ready
 
@@ -22,6 +22,13 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# Retrieval quality of the label-free methods (about 30 minutes on 2 cores). Needs Debian's
+# dataset-fashion-mnist package, installed here when missing (as root, or through sudo).
+bench-quality: venv
+	test -d /usr/share/datasets/fashion-mnist || { apt-get update && apt-get install -y dataset-fashion-mnist; } \
+		|| { sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist; }
+	$(BIN)/python benchmarks/quality.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

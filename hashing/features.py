@@ -102,7 +102,7 @@ class FeatureCache:
             if "features" not in f:
                 f.attrs.update(self.attrs)
                 f.create_dataset("features", shape=(0, features.shape[1]), maxshape=(None, features.shape[1]),
-                                 dtype=np.float16, chunks=(1024, features.shape[1]))
+                                 dtype=np.float32, chunks=(1024, features.shape[1]))
                 f.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
                 f.create_dataset("stamps", shape=(0, 2), maxshape=(None, 2), dtype=np.int64, chunks=(1024, 2))
             start = f["paths"].shape[0]
