@@ -106,6 +106,7 @@ def fashion_mnist(data: Path, cache: Path, image_size: int) -> list[dict]:
         "lsh": dict(method="lsh"),
         "itq": dict(method="itq"),
         "dsah": dict(method="dsah", epochs=30, batch_size=128, lr=1e-3, **deep),
+        "dsah-no-refinement": dict(method="dsah", params={"rounds": 0}, epochs=30, batch_size=128, lr=1e-3, **deep),
         "bcdh": dict(method="bcdh", epochs=20, batch_size=256, lr=1e-3, **deep),
     }
     records = []

@@ -37,10 +37,10 @@ class BCDH(DeepMethod):
     name = "bcdh"
     supervision = "pairs"
 
-    def __init__(self, margin: float = 2.0, quantization_weight: float = 0.1, negatives: str = "hard",
+    def __init__(self, margin: float = 2.0, quantization_weight: float = 0.1, negatives: str = "auto",
                  negatives_per_image: int = 5, binary_sweeps: int = 3, neighbours: int = 10):
-        if negatives not in ("hard", "random"):
-            raise UserError("bcdh: negatives must be 'hard' or 'random'")
+        if negatives not in ("auto", "hard", "random"):
+            raise UserError("bcdh: negatives must be 'auto', 'hard' or 'random'")
         self.margin = float(margin)  # in units of ||b_i - b_j||^2 / K = 4 x normalised Hamming
         self.quantization_weight = float(quantization_weight)
         self.negatives_mode = negatives
@@ -77,6 +77,8 @@ class BCDH(DeepMethod):
         if len(self.positives) == 0 or len(self.random_negatives) == 0:
             raise UserError(f"bcdh: {len(self.positives)} positive and {len(self.random_negatives)} negative "
                             "pairs; training needs both (at least two 3D models with covisible images)")
+        if self.negatives_mode == "auto":  # hard negatives only where 3D models vouch for them
+            self.negatives_mode = "hard" if data.pairs is not None else "random"
         self.anchors = np.unique(self.positives)
         self.negatives = self.random_negatives
         self.codes = None  # auxiliary binary codes B (N, K), set before the first epoch

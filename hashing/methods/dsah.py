@@ -46,14 +46,18 @@ def refine_similarity(similarity: np.ndarray, codes: np.ndarray, spread: float) 
 
 
 def pic_weights(code_similarity: torch.Tensor, variant: str, temperature: float) -> torch.Tensor:
-    """Pair weights from a softmax over -similarity (more dissimilar pairs weigh more), scaled
-    to mean 1: per anchor row (``row``) or over the whole batch (``batch``); ``none``: all 1."""
+    """Pairwise information content: ``-log p_ij`` with ``p`` the softmax of the pair
+    similarities divided by ``temperature``, per anchor row (``row``) or over the whole batch
+    (``batch``), scaled to mean 1. A more dissimilar pair is less probable, so it carries more
+    information and weighs more. ``none``: all weights 1."""
     if variant == "none":
         return torch.ones_like(code_similarity)
-    logits = -code_similarity.detach() / temperature
+    logits = code_similarity.detach() / temperature
     if variant == "row":
-        return torch.softmax(logits, dim=1) * logits.shape[1]
-    return torch.softmax(logits.flatten(), dim=0).view_as(logits) * logits.numel()
+        information = -torch.log_softmax(logits, dim=1)
+    else:
+        information = -torch.log_softmax(logits.flatten(), dim=0).view_as(logits)
+    return information / information.mean()
 
 
 @register
@@ -62,8 +66,8 @@ class DSAH(DeepMethod):
     supervision = "none"
 
     def __init__(self, neighbours: int = 20, shared_fraction: float = 0.5, rounds: int = 2,
-                 spread: float = 1.0, pic: str = "row", temperature: float = 0.5,
-                 quantization_weight: float = 0.1):
+                 spread: float = -0.5, pic: str = "row", temperature: float = 0.5,
+                 quantization_weight: float = 0.1, balance: bool = True):
         if pic not in PIC_VARIANTS:
             raise UserError(f"dsah: pic must be one of {', '.join(PIC_VARIANTS)}")
         self.neighbours = int(neighbours)
@@ -73,6 +77,7 @@ class DSAH(DeepMethod):
         self.pic = pic
         self.temperature = float(temperature)
         self.quantization_weight = float(quantization_weight)
+        self.balance = bool(balance)  # similar and dissimilar pairs weigh half each
 
     def wants_features(self, has_pairs: bool) -> bool:
         return True
@@ -102,6 +107,10 @@ class DSAH(DeepMethod):
         target = torch.as_tensor(self.similarity[np.ix_(batch.indices, batch.indices)],
                                  dtype=outputs.dtype, device=outputs.device)
         weights = pic_weights(inner, self.pic, self.temperature)
+        if self.balance:
+            similar = target > 0
+            weights = torch.where(similar, weights / weights[similar].sum().clamp(min=1e-12),
+                                  weights / weights[~similar].sum().clamp(min=1e-12)) * weights.numel() / 2
         reconstruction = (weights * (inner - target).pow(2)).mean()
         quantization = (codes - torch.sign(outputs).detach()).pow(2).sum(dim=1).mean() / bits
         return reconstruction + self.quantization_weight * quantization
