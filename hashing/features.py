@@ -70,7 +70,7 @@ class FeatureCache:
         ok)`` and added; undecodable images are not cached and come back as zero rows.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with exclusive_lock(self.path):
+        with exclusive_lock(self.path, wait=True):  # a second run waits, then finds the rows cached
             index = self._read_index()
             stamps = [_stamp(p) for p in paths]
             rows = [index.get(str(p)) for p in paths]

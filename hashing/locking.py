@@ -12,9 +12,9 @@ from .errors import UserError
 
 
 @contextmanager
-def exclusive_lock(target: Path) -> Iterator[None]:
-    """Hold the hidden file ``.<name>.lock`` beside ``target`` for the duration; fail at once
-    if another process holds it.
+def exclusive_lock(target: Path, wait: bool = False) -> Iterator[None]:
+    """Hold the hidden file ``.<name>.lock`` beside ``target`` for the duration; if another
+    process holds it, fail at once (or, with ``wait``, wait for it).
 
     The lock is an advisory ``flock``: the kernel releases it when the holder dies, even by
     SIGKILL, so a crashed run never leaves a stale lock behind.
@@ -25,7 +25,7 @@ def exclusive_lock(target: Path) -> Iterator[None]:
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError as error:
             raise UserError(f"{target} is in use by another hashkit process") from error
         yield

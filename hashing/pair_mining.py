@@ -46,6 +46,7 @@ def hard_negatives(codes: np.ndarray, anchors: np.ndarray, eligible, per_anchor:
     """
     found = []
     squared = (codes ** 2).sum(axis=1)
+    members = [] if groups is None else [np.flatnonzero(groups == g) for g in np.unique(groups[groups >= 0])]
     for start in range(0, len(anchors), ANCHOR_CHUNK):
         rows = anchors[start:start + ANCHOR_CHUNK]
         distance = squared[rows, None] - 2 * codes[rows] @ codes.T + squared[None, :]
@@ -53,7 +54,6 @@ def hard_negatives(codes: np.ndarray, anchors: np.ndarray, eligible, per_anchor:
         if groups is None:
             candidates = np.arange(distance.shape[1])[None, :].repeat(len(rows), axis=0)
         else:  # per group, only its nearest image stays a candidate
-            members = [np.flatnonzero(groups == g) for g in np.unique(groups[groups >= 0])]
             candidates = np.stack([m[np.argmin(distance[:, m], axis=1)] for m in members], axis=1)
             distance = np.take_along_axis(distance, candidates, axis=1)
         order = np.argsort(distance, axis=1, kind="stable")[:, :per_anchor]

@@ -3,9 +3,10 @@
 - Adaptive Neighbour Discovery (AND): an initial similarity matrix S in {+1, -1} from the
   shared k-nearest-neighbour structure of backbone features, refined during training from the
   learned codes (threshold from the statistics of the currently similar pairs).
-- Pairwise Information Content (PIC): per-pair weights from a softmax over pair similarities,
-  larger for more dissimilar pairs.
-- Loss: PIC-weighted similarity reconstruction plus quantization. Details: docs/methods.md.
+- Pairwise Information Content (PIC): per-pair weights -log p from a softmax over pair
+  similarities, so more dissimilar (less probable) pairs weigh more.
+- Loss: PIC-weighted, similar/dissimilar-balanced similarity reconstruction plus quantization.
+  Details: docs/methods.md.
 """
 
 from __future__ import annotations
