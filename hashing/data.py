@@ -54,9 +54,11 @@ class ImageFiles(Dataset):
         return self.transform(image), index, True
 
 
-def image_loader(dataset: Dataset, batch_size: int | None, workers: int, **kwargs) -> DataLoader:
-    """A DataLoader whose workers come from a fork server rather than a fork of this process,
-    so they never inherit open HDF5 files or output locks (which a forked worker would keep
-    holding after this process is killed)."""
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                      multiprocessing_context="forkserver" if workers else None, **kwargs)
+def image_loader(dataset: Dataset, batch_size: int | None, workers: int, isolated: bool = False,
+                 **kwargs) -> DataLoader:
+    """A DataLoader over ``dataset``. With ``isolated``, workers come from a fork server rather
+    than a fork of this process, so they never inherit an open HDF5 store or an output lock
+    (which a forked worker would keep holding for a few seconds after this process is killed);
+    it costs each worker a fresh interpreter start, so only encoding, which holds a store, uses it."""
+    context = "forkserver" if isolated and workers else None
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, multiprocessing_context=context, **kwargs)

@@ -113,10 +113,12 @@ class FeatureCache:
 
 
 @torch.no_grad()
-def compute_features(backbone: nn.Module, paths: list[Path], image_size: int, mean, std,
-                     batch_size: int, workers: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Backbone features (N, D) float32 of ``paths`` and the mask of decodable images."""
-    loader = image_loader(ImageFiles(paths, eval_transform(image_size, mean, std), image_size), batch_size, workers)
+def compute_features(backbone: nn.Module, paths: list[Path], image_size: int, mean, std, batch_size: int,
+                     workers: int, device: torch.device, isolated: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone features (N, D) float32 of ``paths`` and the mask of decodable images
+    (``isolated``: see ``image_loader``)."""
+    loader = image_loader(ImageFiles(paths, eval_transform(image_size, mean, std), image_size), batch_size,
+                          workers, isolated)
     backbone = backbone.to(device).eval()
     chunks, masks = [], []
     for images, _, ok in progress(loader, desc="backbone features", unit="batch"):
