@@ -163,3 +163,16 @@ def test_sigkill_during_encode_then_resume_gives_identical_store(bcdh_model, sce
     assert run_cli("encode", model, photos, "-o", fresh, "--workers", "0").exit_code == 0
     resumed, expected = read_store(store), read_store(fresh)
     assert dict(zip(resumed.paths, map(bytes, resumed.codes))) == dict(zip(expected.paths, map(bytes, expected.codes)))
+
+
+def test_reconstruct_records_undecodable_photos_and_keeps_the_rest(scene_set, tmp_path):
+    photos = tmp_path / "photos"
+    shutil.copytree(scene_set / "photos", photos)
+    (photos / "broken.JPG").write_bytes(b"\xff\xd8\xff not an image")
+    result = run_cli("reconstruct", photos, "-o", tmp_path / "work", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["unreadable"] == ["broken.JPG"] and summary["images"] == 25
+    pairs = read_pairs(tmp_path / "work" / "pairs.h5")
+    assert pairs.unreadable == ["broken.JPG"] and "broken.JPG" not in pairs.images
+    assert int(pairs.model_id.max()) + 1 == 3
