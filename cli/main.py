@@ -195,10 +195,13 @@ def query(
     lines = [f"{summary.queries} queries x {summary.database} codes, top {summary.k} -> {summary.results}"]
     if summary.metrics:
         m = summary.metrics
-        lines += [f"evaluated queries: {m['evaluated_queries']} of {m['queries']}",
-                  f"mAP: {m['mAP']:.4f}   mAP@{k}: {m[f'mAP@{k}']:.4f}   "
-                  f"precision@{k}: {m[f'precision@{k}']:.4f}   recall@{k}: {m[f'recall@{k}']:.4f}",
-                  f"metrics: {summary.metrics_path}"]
+        lines.append(f"evaluated queries: {m['evaluated_queries']} of {m['queries']}")
+        if m["evaluated_queries"]:
+            lines.append(f"mAP: {m['mAP']:.4f}   mAP@{k}: {m[f'mAP@{k}']:.4f}   "
+                         f"precision@{k}: {m[f'precision@{k}']:.4f}   recall@{k}: {m[f'recall@{k}']:.4f}")
+        else:
+            lines.append("no query has a relevant database item: no means to report")
+        lines.append(f"metrics: {summary.metrics_path}")
     report(asdict(summary), as_json, lines)
 
 

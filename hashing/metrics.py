@@ -33,11 +33,11 @@ CHUNK_BYTES = 1 << 27  # bound on the temporary XOR array while scoring: 128 MiB
 class RankingMetrics:
     k: int
     queries: int
-    evaluated: int
-    mean_ap: float
-    mean_ap_at_k: float
-    precision_at_k: float
-    recall_at_k: float
+    evaluated: int  # the means below are None when no query could be evaluated
+    mean_ap: float | None
+    mean_ap_at_k: float | None
+    precision_at_k: float | None
+    recall_at_k: float | None
 
     def as_dict(self) -> dict:
         return {"k": self.k, "queries": self.queries, "evaluated_queries": self.evaluated,
@@ -79,5 +79,5 @@ def evaluate(database: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, q
             relevant = (db_labels[order] == label) & (label >= 0)
             if relevant.any():
                 scores.append(ranking_scores(relevant, k))
-    mean = np.mean(scores, axis=0) if scores else np.full(4, np.nan)
-    return RankingMetrics(k, len(queries), len(scores), *(round(float(v), 6) for v in mean))
+    means = [round(float(v), 6) for v in np.mean(scores, axis=0)] if scores else [None] * 4
+    return RankingMetrics(k, len(queries), len(scores), *means)

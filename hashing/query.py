@@ -46,14 +46,19 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
     _check_comparable(db, queries, db_path, queries_path)
     if not len(db.codes) or not len(queries.codes):
         raise UserError(f"{db_path if not len(db.codes) else queries_path} holds no codes")
+    if ground_truth:  # check the labels before any output is written
+        db_labels, query_labels = label_ids(load_labels(ground_truth, db.paths + queries.paths),
+                                            db.paths, queries.paths)
+        for name, found in (("database", db_labels), ("query", query_labels)):
+            if not (found >= 0).any():
+                raise UserError(f"--ground-truth {ground_truth} gives a label to none of the {name} images "
+                                "(paths in a CSV are relative to the CSV's folder)")
     self_rows = _self_rows(db.paths, queries.paths) if exclude_self else np.full(len(queries.paths), -1)
     distances, ids = hamming_knn(db.codes, queries.codes, min(k + 1, len(db.codes)))
     distances, ids = _drop_self(distances, ids, self_rows, k)
     _write_results(output, distances, ids, queries.paths, db.paths, db_path, db.meta.bits)
     summary = QuerySummary(str(output), len(queries.paths), len(db.paths), k)
     if ground_truth:
-        labels = load_labels(ground_truth, db.paths + queries.paths)
-        db_labels, query_labels = label_ids(labels, db.paths, queries.paths)
         metrics = evaluate(db.codes, db_labels, queries.codes, query_labels, k, self_rows).as_dict()
         metrics.update(ground_truth=str(ground_truth), database_store=str(db_path), query_store=str(queries_path),
                        bits=db.meta.bits, method=db.meta.method, hashkit_version=__version__)

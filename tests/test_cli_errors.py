@@ -88,3 +88,17 @@ def test_console_entry_point_exits_1_without_traceback(tmp_path: Path):
     assert completed.returncode == 1
     assert completed.stderr.strip().count("\n") == 0 and "not a folder" in completed.stderr
     assert completed.stdout == ""
+
+
+def test_ground_truth_that_names_no_image_is_refused_before_writing(tmp_path):
+    from hashkit.hashing.store import CodeStoreWriter, StoreMeta
+
+    store = tmp_path / "codes.h5"
+    with CodeStoreWriter(store, StoreMeta(8, "lsh", "d" * 64, "resnet18", "0")) as writer:
+        writer.append(np.array([[1], [2], [3]], np.uint8), [str(tmp_path / n) for n in ("a.png", "b.png", "c.png")])
+    truth = tmp_path / "sub" / "truth.csv"
+    truth.parent.mkdir()
+    truth.write_text("path,label\na.png,x\nb.png,x\n")  # relative to sub/, so it names no stored image
+    result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "r.h5", "--ground-truth", truth)
+    assert_one_line_error(result, "gives a label to none of the database images")
+    assert not (tmp_path / "r.h5").exists() and not (tmp_path / "metrics.json").exists()

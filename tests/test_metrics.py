@@ -64,3 +64,9 @@ def test_hamming_knn_pads_when_database_is_small():
     database = np.zeros((2, 1), np.uint8)
     distances, ids = hamming_knn(database, np.zeros((1, 1), np.uint8), k=4)
     assert ids[0, 2:].tolist() == [-1, -1] and distances[0, 2:].tolist() == [-1, -1]
+
+
+def test_no_evaluable_query_gives_empty_means():
+    database = codes_from_bits([[0] * 8, [1] * 8])
+    metrics = evaluate(database, np.array([0, 0]), database[:1], np.array([1]), k=1)
+    assert metrics.evaluated == 0 and metrics.mean_ap is None and metrics.precision_at_k is None
