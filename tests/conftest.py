@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 def run_cli(*args: str):
     """Invoke the hashkit CLI in-process; returns typer's Result (exit_code, stdout, stderr)."""
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_feature_cache(tmp_path_factory) -> None:
+    """Keep the tests' feature cache out of the user's ~/.cache; torch's weights stay found."""
+    import torch.hub
+    os.environ.setdefault("TORCH_HOME", str(Path(torch.hub.get_dir()).parent))
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
 
 
 @pytest.fixture(scope="session")
