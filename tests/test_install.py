@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,9 +22,9 @@ def test_wheel_install_in_clean_venv(tmp_path):
                                       text=True).strip()
     ours = sysconfig.get_paths()["purelib"]
     Path(purelib, "deps.pth").write_text(ours + "\n")
-    build = tmp_path / "src"
-    subprocess.run(["cp", "-r", str(REPO), str(build)], check=True)
-    subprocess.run(["rm", "-rf", str(build / ".venv")], check=True)
+    build = tmp_path / "src"  # the source tree without environments, outputs and data
+    shutil.copytree(REPO, build, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "demo-output", "benchmarks", ".devcarry", "__pycache__", "*.egg-info", "build"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--disable-pip-version-check", "-w", str(wheels), str(build)], check=True, cwd=tmp_path)
