@@ -99,11 +99,13 @@ class BCDH(DeepMethod):
             self.negatives = hard_negatives(current, self.anchors, self.eligible, self.negatives_per_image,
                                             self.groups)
 
-    def _pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All pair rows (i, j), their similarity (1/0) and weight."""
-        pairs = np.concatenate([self.positives, self.negatives])
-        similar = np.concatenate([np.ones(len(self.positives)), np.zeros(len(self.negatives))])
-        weights = np.concatenate([self.weights, np.ones(len(self.negatives))])
+    def _pairs(self, negatives: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The positives and ``negatives`` (default: all current ones) as pair rows (i, j),
+        their similarity (1/0) and weight."""
+        negatives = self.negatives if negatives is None else negatives
+        pairs = np.concatenate([self.positives, negatives])
+        similar = np.concatenate([np.ones(len(self.positives)), np.zeros(len(negatives))])
+        weights = np.concatenate([self.weights, np.ones(len(negatives))])
         return pairs, similar, weights
 
     def binary_step(self, outputs: np.ndarray) -> np.ndarray:
@@ -140,9 +142,7 @@ class BCDH(DeepMethod):
         ``batch_size`` pairs per batch, each distinct image once."""
         draw = rng.choice(len(self.negatives), size=len(self.positives),
                           replace=len(self.negatives) < len(self.positives))
-        pairs = np.concatenate([self.positives, self.negatives[draw]])
-        similar = np.concatenate([np.ones(len(self.positives)), np.zeros(len(draw))])
-        weights = np.concatenate([self.weights, np.ones(len(draw))])
+        pairs, similar, weights = self._pairs(self.negatives[draw])
         order = rng.permutation(len(pairs))
         batches = []
         for start in range(0, len(order), batch_size):
