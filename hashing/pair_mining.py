@@ -7,8 +7,8 @@ import numpy as np
 ANCHOR_CHUNK = 1024  # anchors per block of the distance matrix
 
 
-def _cosine_neighbours(features: np.ndarray, k: int) -> np.ndarray:
-    """Indices (N, k) of each row's k most cosine-similar other rows."""
+def cosine_neighbours(features: np.ndarray, k: int) -> np.ndarray:
+    """Indices (N, k) of each row's k most cosine-similar other rows, nearest first."""
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     neighbours = np.empty((len(unit), k), np.int64)
     for start in range(0, len(unit), ANCHOR_CHUNK):
@@ -21,17 +21,21 @@ def _cosine_neighbours(features: np.ndarray, k: int) -> np.ndarray:
     return neighbours
 
 
-def neighbour_sets(features: np.ndarray, k: int) -> np.ndarray:
-    """Boolean (N, N) matrix: j is among the k cosine nearest neighbours of i."""
-    neighbours = _cosine_neighbours(features, k)
-    member = np.zeros((len(features), len(features)), bool)
-    member[np.repeat(np.arange(len(features)), k), neighbours.ravel()] = True
+def membership(neighbours: np.ndarray) -> np.ndarray:
+    """Boolean (N, N) matrix from neighbour indices (N, k): j is among the neighbours of i."""
+    n, k = neighbours.shape
+    member = np.zeros((n, n), bool)
+    member[np.repeat(np.arange(n), k), neighbours.ravel()] = True
     return member
 
 
-def mutual_neighbour_pairs(features: np.ndarray, k: int) -> np.ndarray:
-    """Pairs (i < j) that are each among the other's k cosine nearest neighbours."""
-    member = neighbour_sets(features, k)
+def neighbour_sets(features: np.ndarray, k: int) -> np.ndarray:
+    """Boolean (N, N) matrix: j is among the k cosine nearest neighbours of i."""
+    return membership(cosine_neighbours(features, k))
+
+
+def mutual_pairs(member: np.ndarray) -> np.ndarray:
+    """Pairs (i < j) where each is a neighbour of the other in the membership matrix."""
     i, j = np.nonzero(np.triu(member & member.T, k=1))
     return np.stack([i, j], axis=1).astype(np.int64)
 

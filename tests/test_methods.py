@@ -6,7 +6,7 @@ import torch
 
 from hashkit.hashing.methods import Batch, TrainingData, get_method
 from hashkit.hashing.methods.dsah import initial_similarity, pic_weights, refine_similarity
-from hashkit.hashing.pair_mining import hard_negatives, mutual_neighbour_pairs
+from hashkit.hashing.pair_mining import hard_negatives, mutual_pairs, neighbour_sets
 from hashkit.sfm_pairs import Pairs
 
 
@@ -81,7 +81,7 @@ def test_hard_negatives_are_nearest_eligible_and_one_per_group():
 
 def test_mutual_neighbour_pairs():
     features = np.array([[1, 0], [0.99, 0.1], [0, 1], [0.1, 0.99], [-1, 0.05]], float)
-    assert mutual_neighbour_pairs(features, k=1).tolist() == [[0, 1], [2, 3]]
+    assert mutual_pairs(neighbour_sets(features, k=1)).tolist() == [[0, 1], [2, 3]]
 
 
 def test_itq_rotation_reduces_quantization_error_below_pca():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..pair_mining import hard_negatives, mutual_neighbour_pairs, neighbour_sets
+from ..pair_mining import cosine_neighbours, hard_negatives, membership, mutual_pairs
 from .base import Batch, DeepMethod, TrainingData, register
 
 
@@ -66,10 +66,11 @@ class BCDH(DeepMethod):
         else:
             if data.features is None:
                 raise UserError("bcdh without --pairs needs backbone features of the training images")
-            self.positives = mutual_neighbour_pairs(data.features, self.neighbours)
+            ranked = cosine_neighbours(data.features, 3 * self.neighbours)  # one search serves both uses
+            self.positives = mutual_pairs(membership(ranked[:, :self.neighbours]))
             self.weights = np.ones(len(self.positives))
             self.groups = None
-            near = neighbour_sets(data.features, 3 * self.neighbours)
+            near = membership(ranked)
             near |= near.T
             np.fill_diagonal(near, True)
             self.eligible = lambda rows: ~near[rows]
