@@ -1,8 +1,14 @@
-"""Ground-truth labels for evaluation: parent folders, a ``path,label`` CSV, or a ``pairs.h5``."""
+"""Labels of images: parent folders, a CSV of ``path,label`` or ``path,"a;b;c"`` rows, or a ``pairs.h5``.
+
+Every image has a label set (a tuple of strings): one label for single-label data, several
+for multi-label data. Training (``--labels``), encoding (labels stored with the codes) and
+evaluation (``--ground-truth``) read labels through ``load_labels``.
+"""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
 
 import h5py
@@ -13,51 +19,82 @@ from hashkit.sfm_pairs.pairs_file import read_pairs
 from .errors import UserError
 
 FOLDERS = "folders"
+SEPARATOR = ";"  # between the labels of a multi-label CSV cell
+LabelSet = tuple[str, ...]
 
 
-def load_labels(source: str, paths: list[str]) -> dict[str, str]:
-    """Label of each path (absolute path strings) that ``source`` knows.
+def load_labels(source: str, paths: list[str]) -> dict[str, LabelSet]:
+    """Label set of each path (absolute path strings) that ``source`` knows.
 
-    ``source``: ``folders`` (the name of the image's parent folder), a CSV file of
-    ``path,label`` rows (header optional; relative paths are relative to the CSV's folder),
-    or a ``pairs.h5`` (the 3D model of each registered image; unregistered ones stay unknown).
+    ``source``: ``folders`` (the name of the image's parent folder), a CSV file (header
+    optional; relative paths are relative to the CSV's folder; a label cell may hold several
+    labels separated by ``;``), or a ``pairs.h5`` (the 3D model of each registered image;
+    unregistered ones stay unknown).
     """
     if source == FOLDERS:
-        return {p: Path(p).parent.name for p in paths}
+        return {p: (Path(p).parent.name,) for p in paths}
     file = Path(source)
     if not file.is_file():
-        raise UserError(f"--ground-truth: expected 'folders', a CSV or a pairs.h5, got {source!r}")
+        raise UserError(f"labels: expected 'folders', a CSV or a pairs.h5, got {source!r}")
     if h5py.is_hdf5(file):
         return _labels_from_pairs(file)
     return _labels_from_csv(file)
 
 
-def _labels_from_csv(file: Path) -> dict[str, str]:
-    labels = {}
-    with file.open(newline="", encoding="utf-8") as f:
-        for number, row in enumerate(csv.reader(f), start=1):
-            if not row or (number == 1 and [c.strip().lower() for c in row] == ["path", "label"]):
-                continue
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise UserError(f"{file}:{number}: expected 'path,label', got {','.join(row)!r}")
-            path = Path(row[0].strip())
-            path = path if path.is_absolute() else file.parent / path
-            labels[str(path.resolve())] = row[1].strip()
+def _labels_from_csv(file: Path) -> dict[str, LabelSet]:
+    labels: dict[str, LabelSet] = {}
+    try:
+        with file.open(newline="", encoding="utf-8") as f:
+            for number, row in enumerate(csv.reader(f), start=1):
+                if not row or (number == 1 and [c.strip().lower() for c in row] in (["path", "label"],
+                                                                                   ["path", "labels"])):
+                    continue
+                label_set = tuple(sorted({part.strip() for part in row[1].split(SEPARATOR)} - {""})) \
+                    if len(row) == 2 else ()
+                if not row[0].strip() or not label_set:
+                    raise UserError(f"{file}:{number}: expected 'path,label' or 'path,\"a;b\"', "
+                                    f"got {','.join(row)!r}")
+                path = Path(row[0].strip())
+                path = path if path.is_absolute() else file.parent / path
+                key = str(path.resolve())
+                if key in labels and labels[key] != label_set:
+                    raise UserError(f"{file}:{number}: {row[0].strip()} is labelled twice, differently")
+                labels[key] = label_set
+    except UnicodeDecodeError as error:
+        raise UserError(f"{file} is not a UTF-8 CSV file") from error
     return labels
 
 
-def _labels_from_pairs(file: Path) -> dict[str, str]:
+def _labels_from_pairs(file: Path) -> dict[str, LabelSet]:
     pairs = read_pairs(file)
-    return {str(path.resolve()): f"model_{m}"
+    return {str(path.resolve()): (f"model_{m}",)
             for path, m in zip(pairs.absolute_paths(), pairs.model_id) if m >= 0}
 
 
-def label_ids(labels: dict[str, str], db_paths: list[str], query_paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Integer labels for database and query paths (-1 = unknown), from one shared vocabulary."""
-    vocabulary: dict[str, int] = {}
+def vocabulary(label_sets: Iterable[LabelSet]) -> list[str]:
+    """The sorted list of distinct labels."""
+    return sorted({label for label_set in label_sets for label in label_set})
+
+
+def label_matrix(label_sets: list[LabelSet | None], classes: list[str]) -> np.ndarray:
+    """Multi-hot (N, len(classes)) bool matrix; a None (unknown) label set is an all-false row;
+    labels outside ``classes`` are ignored."""
+    column = {label: j for j, label in enumerate(classes)}
+    matrix = np.zeros((len(label_sets), len(classes)), bool)
+    for i, label_set in enumerate(label_sets):
+        for label in label_set or ():
+            if label in column:
+                matrix[i, column[label]] = True
+    return matrix
+
+
+def label_ids(labels: dict[str, LabelSet], db_paths: list[str], query_paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Integer labels for database and query paths (-1 = unknown), from one shared vocabulary;
+    multi-label sets count as one label each (use ``label_matrix`` for shared-label relevance)."""
+    ids_of: dict[LabelSet, int] = {}
 
     def ids(paths: list[str]) -> np.ndarray:
-        return np.array([vocabulary.setdefault(labels[p], len(vocabulary)) if p in labels else -1
+        return np.array([ids_of.setdefault(labels[p], len(ids_of)) if p in labels else -1
                          for p in paths], dtype=np.int64)
 
     return ids(db_paths), ids(query_paths)
