@@ -1,4 +1,5 @@
-"""torchvision backbones as image-to-feature-vector networks, with their weights."""
+"""torchvision backbones with their weights, as image-to-feature-vector networks or as
+convolutional trunks that keep the last feature maps (for heads with attention, VLAD or parts)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class BackboneSpec:
     weights: torchvision.models.WeightsEnum
     feature_dim: int
     to_features: Callable[[nn.Module], nn.Module]  # torchvision classifier -> feature extractor
+    map_channels: int
+    to_maps: Callable[[nn.Module], nn.Module]  # torchvision classifier -> last convolutional maps
 
 
 def _drop_last_classifier_layer(model: nn.Module) -> nn.Module:
@@ -36,17 +39,33 @@ def _drop_fc(model: nn.Module) -> nn.Module:
     return model
 
 
+def _convolutional_features(model: nn.Module) -> nn.Module:
+    return model.features
+
+
+def _resnet_trunk(model: nn.Module) -> nn.Module:
+    return nn.Sequential(*list(model.children())[:-2])  # drop global pooling and fc
+
+
 M = torchvision.models
 BACKBONES: dict[str, BackboneSpec] = {
-    "mobilenet_v2": BackboneSpec(M.mobilenet_v2, M.MobileNet_V2_Weights.IMAGENET1K_V1, 1280, _drop_classifier),
-    "resnet18": BackboneSpec(M.resnet18, M.ResNet18_Weights.IMAGENET1K_V1, 512, _drop_fc),
-    "resnet50": BackboneSpec(M.resnet50, M.ResNet50_Weights.IMAGENET1K_V1, 2048, _drop_fc),
-    "vgg16": BackboneSpec(M.vgg16, M.VGG16_Weights.IMAGENET1K_V1, 4096, _drop_last_classifier_layer),
-    "alexnet": BackboneSpec(M.alexnet, M.AlexNet_Weights.IMAGENET1K_V1, 4096, _drop_last_classifier_layer),
+    "mobilenet_v2": BackboneSpec(M.mobilenet_v2, M.MobileNet_V2_Weights.IMAGENET1K_V1, 1280, _drop_classifier,
+                                 1280, _convolutional_features),
+    "resnet18": BackboneSpec(M.resnet18, M.ResNet18_Weights.IMAGENET1K_V1, 512, _drop_fc, 512, _resnet_trunk),
+    "resnet50": BackboneSpec(M.resnet50, M.ResNet50_Weights.IMAGENET1K_V1, 2048, _drop_fc, 2048, _resnet_trunk),
+    "vgg16": BackboneSpec(M.vgg16, M.VGG16_Weights.IMAGENET1K_V1, 4096, _drop_last_classifier_layer,
+                          512, _convolutional_features),
+    "alexnet": BackboneSpec(M.alexnet, M.AlexNet_Weights.IMAGENET1K_V1, 4096, _drop_last_classifier_layer,
+                            256, _convolutional_features),
 }
 # ImageNet statistics, used by every torchvision classification weight set above.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def output_size(spec: BackboneSpec, maps: bool) -> int:
+    """Width of the backbone output: feature dimensions, or channels of the maps."""
+    return spec.map_channels if maps else spec.feature_dim
 
 
 def backbone_spec(name: str) -> BackboneSpec:
@@ -55,8 +74,9 @@ def backbone_spec(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
-def build_backbone(name: str, weights: str = "imagenet") -> nn.Module:
-    """The backbone ``name`` mapping an image batch to (B, feature_dim) features.
+def build_backbone(name: str, weights: str = "imagenet", maps: bool = False) -> nn.Module:
+    """The backbone ``name`` mapping an image batch to (B, feature_dim) features, or with
+    ``maps`` to its last convolutional feature maps (B, map_channels, h, w).
 
     ``weights``: ``imagenet`` (torchvision's weights API; it reads its local cache
     ``$TORCH_HOME/hub/checkpoints`` first and downloads only when the file is missing),
@@ -75,7 +95,7 @@ def build_backbone(name: str, weights: str = "imagenet") -> nn.Module:
         model = spec.constructor(weights=None)
         if weights != "none":
             _load_state_dict(model, Path(weights), name)
-    return spec.to_features(model)
+    return spec.to_maps(model) if maps else spec.to_features(model)
 
 
 def _load_state_dict(model: nn.Module, path: Path, name: str) -> None:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import torch
 
-from .backbones import backbone_spec, build_backbone
+from .backbones import backbone_spec, build_backbone, output_size
 from .errors import UserError
 from .locking import written_atomically
+from .methods import Method, get_method
 from .network import HashNetwork
 
 SCHEMA = "hashkit.model"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the head is a module of its own (state keys "head.*"); classes in the config
 
 
 @dataclass
@@ -23,6 +24,14 @@ class LoadedModel:
     network: HashNetwork
     config: dict
     digest: str  # sha256 of the model file, identifies the codes it makes
+
+
+def build_network(method: Method, backbone: str, weights: str, bits: int, hidden: int,
+                  classes: int) -> HashNetwork:
+    """The network of ``method``: the backbone (pooled features or feature maps) and its head."""
+    spec = backbone_spec(backbone)
+    head = method.build_head(output_size(spec, method.uses_maps), bits, hidden, classes)
+    return HashNetwork(build_backbone(backbone, weights, maps=method.uses_maps), head)
 
 
 def save_checkpoint(path: Path, network: HashNetwork, config: dict) -> None:
@@ -46,9 +55,11 @@ def load_checkpoint(path: Path) -> LoadedModel:
         raise UserError(f"{path} is not a readable hashkit model file ({type(error).__name__})") from error
     if config.get("schema") != SCHEMA:
         raise UserError(f"{path} is not a hashkit model file")
-    spec = backbone_spec(config["backbone"])
-    network = HashNetwork(build_backbone(config["backbone"], "none"), spec.feature_dim, config["bits"],
-                          config.get("hidden", 0))
+    method = get_method(config["method"], **config.get("params", {}))
+    network = build_network(method, config["backbone"], "none", config["bits"], config.get("hidden", 0),
+                            len(config.get("classes", [])))
+    if config.get("schema_version") == 1:  # the hash layer and hidden layer sat on the network itself
+        state = {k if k.startswith("backbone.") else f"head.{k}": v for k, v in state.items()}
     try:
         network.load_state_dict(state)
     except RuntimeError as error:

@@ -4,6 +4,8 @@ A cache file holds the features of one backbone configuration: its name, the SHA
 weights and the input size. Rows are keyed by absolute image path and stamped with the file's
 size and modification time, so an edited image is computed again. Methods that keep the
 backbone frozen (LSH, ITQ, ``--freeze-backbone``) train and encode from these features.
+Feature vectors are stored as float32, feature maps (N, C, h, w) as float16 (half the disk,
+well within the precision the heads need).
 """
 
 from __future__ import annotations
@@ -85,13 +87,13 @@ class FeatureCache:
             if not self.path.exists():  # nothing decodable was ever cached
                 return np.zeros((len(paths), 0), np.float32), np.zeros(len(paths), bool)
             with h5py.File(self.path, "r") as f:
-                dim = f["features"].shape[1]
-                out = np.zeros((len(paths), dim), np.float32)
+                stored = f["features"]
+                out = np.zeros((len(paths), *stored.shape[1:]), stored.dtype)
                 found = np.array([str(p) in index and index[str(p)][1] == s for p, s in zip(paths, stamps)])
                 cached_rows = np.array([index[str(p)][0] for p, good in zip(paths, found) if good], dtype=np.int64)
                 if cached_rows.size:
                     order = np.argsort(cached_rows)
-                    values = f["features"][cached_rows[order]]  # h5py reads increasing indices
+                    values = stored[cached_rows[order]]  # h5py reads increasing indices
                     out[np.flatnonzero(found)[order]] = values
         return out, found
 
@@ -101,8 +103,10 @@ class FeatureCache:
         with h5py.File(self.path, "a") as f:
             if "features" not in f:
                 f.attrs.update(self.attrs)
-                f.create_dataset("features", shape=(0, features.shape[1]), maxshape=(None, features.shape[1]),
-                                 dtype=np.float32, chunks=(1024, features.shape[1]))
+                shape = features.shape[1:]
+                maps = len(shape) > 1
+                f.create_dataset("features", shape=(0, *shape), maxshape=(None, *shape),
+                                 dtype=np.float16 if maps else np.float32, chunks=(64 if maps else 1024, *shape))
                 f.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
                 f.create_dataset("stamps", shape=(0, 2), maxshape=(None, 2), dtype=np.int64, chunks=(1024, 2))
             start = f["paths"].shape[0]
@@ -115,13 +119,14 @@ class FeatureCache:
 @torch.no_grad()
 def compute_features(backbone: nn.Module, paths: list[Path], image_size: int, mean, std, batch_size: int,
                      workers: int, device: torch.device, isolated: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Backbone features (N, D) float32 of ``paths`` and the mask of decodable images
-    (``isolated``: see ``image_loader``)."""
+    """Backbone outputs of ``paths`` (float32 features (N, D) or float16 maps (N, C, h, w)) and
+    the mask of decodable images (``isolated``: see ``image_loader``)."""
     loader = image_loader(ImageFiles(paths, eval_transform(image_size, mean, std), image_size), batch_size,
                           workers, isolated)
     backbone = backbone.to(device).eval()
     chunks, masks = [], []
     for images, _, ok in progress(loader, desc="backbone features", unit="batch"):
-        chunks.append(backbone(images.to(device)).float().cpu().numpy())
+        output = backbone(images.to(device))
+        chunks.append((output.half() if output.dim() > 2 else output.float()).cpu().numpy())
         masks.append(ok.numpy())
     return np.concatenate(chunks), np.concatenate(masks)

@@ -1,4 +1,9 @@
-"""The hashing network: backbone features to a real-valued code of ``bits`` dimensions."""
+"""The hashing network: a backbone, then a head that maps its output to a real-valued code.
+
+The binary code is the sign of the head's output (``forward``). Heads with more to say during
+training (class scores, part features, attention maps) return them from ``outputs``. ``head``
+is a separate module, so a frozen backbone's output can be cached and fed to it directly.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,36 @@ import torch
 from torch import nn
 
 
+class Head(nn.Module):
+    """Backbone output to ``{"codes": (B, bits), ...}``; ``forward`` gives the codes alone."""
+
+    def outputs(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.outputs(features)["codes"]
+
+
+class MLPHead(Head):
+    """An optional hidden layer (Linear + ReLU), then the linear hash layer; feature maps, when
+    given, are averaged over space first."""
+
+    def __init__(self, in_features: int, bits: int, hidden: int = 0):
+        super().__init__()
+        self.hidden_layer = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU()) if hidden else nn.Identity()
+        self.hash_layer = nn.Linear(hidden or in_features, bits)
+
+    def outputs(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        if features.dim() == 4:
+            features = features.mean(dim=(2, 3))
+        return {"codes": self.hash_layer(self.hidden_layer(features))}
+
+
 class HashNetwork(nn.Module):
-    """``backbone``, an optional hidden layer (Linear + ReLU), then the linear hash layer.
-
-    The binary code is the sign of the output. ``head`` maps backbone features to the output,
-    so a frozen backbone's features can be cached and fed to the head directly.
-    """
-
-    def __init__(self, backbone: nn.Module, feature_dim: int, bits: int, hidden: int = 0):
+    def __init__(self, backbone: nn.Module, head: Head):
         super().__init__()
         self.backbone = backbone
-        self.hidden_layer = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU()) if hidden else nn.Identity()
-        self.hash_layer = nn.Linear(hidden or feature_dim, bits)
-
-    def head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.hash_layer(self.hidden_layer(features))
+        self.head = head
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))

@@ -13,10 +13,11 @@ import torch
 from hashkit.sfm_pairs.pairs_file import read_pairs
 
 from . import __version__
-from .backbones import IMAGENET_MEAN, IMAGENET_STD, backbone_spec, build_backbone
-from .checkpoint import save_checkpoint
+from .backbones import IMAGENET_MEAN, IMAGENET_STD
+from .checkpoint import build_network, save_checkpoint
 from .errors import UserError
 from .features import FeatureCache, compute_features, default_cache_dir, weights_digest
+from .ground_truth import label_matrix, load_labels, vocabulary
 from .images import find_images
 from .locking import exclusive_lock
 from .methods import DeepMethod, FeatureMethod, Method, TrainingData, get_method
@@ -53,50 +54,53 @@ class TrainSummary:
     images: int
     seconds: float
     epoch_losses: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
     skipped_unreadable: int = 0
+    classes: int = 0
 
 
 def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
-          images_dir: Path | None = None) -> TrainSummary:
-    """Train ``options.method`` from a ``pairs.h5`` or an image folder; write ``output``."""
+          images_dir: Path | None = None, labels: str | None = None) -> TrainSummary:
+    """Train ``options.method`` from a ``pairs.h5`` or an image folder (with ``labels``:
+    ``folders`` or a CSV, for supervised methods); write ``output``."""
     output = Path(output)
     method = get_method(options.method, **options.params)
-    _check_options(output, options, method, pairs_path, images_dir)
+    _check_options(output, options, method, pairs_path, images_dir, labels)
     started = time.perf_counter()
     generator = seed_everything(options.seed)
     device = resolve_device(options.device)
-    spec = backbone_spec(options.backbone)
-    network = HashNetwork(build_backbone(options.backbone, options.weights), spec.feature_dim,
-                          options.bits, options.hidden)
-    backbone_digest = weights_digest(network.backbone)
     frozen = isinstance(method, FeatureMethod) or options.freeze_backbone
     with exclusive_lock(output):
-        data = _training_data(method, pairs_path, images_dir)
+        data = _training_data(method, pairs_path, images_dir, labels)
+        network = build_network(method, options.backbone, options.weights, options.bits, options.hidden,
+                                len(data.classes))
         skipped = 0
         if frozen or (isinstance(method, DeepMethod) and method.wants_features(data.pairs is not None)):
-            data, skipped = _with_features(data, network, backbone_digest, options, device)
-        losses = []
+            data, skipped = _with_features(data, network, weights_digest(network.backbone), options, device)
+        losses, seconds = [], []
         if isinstance(method, FeatureMethod):
             _fit_hash_layer(network, method, data.features, options)
         else:
             trainer = DeepTrainer(network, method, data, frozen=frozen, image_size=options.image_size,
                                   lr=options.lr, workers=options.workers, device=device, generator=generator)
-            losses = trainer.fit(options.epochs, options.batch_size, options.seed)
+            losses, seconds = trainer.fit(options.epochs, options.batch_size, options.bits, options.seed)
         config = {
             "method": method.name, "params": options.params, "bits": options.bits,
             "backbone": options.backbone, "init_weights": options.weights, "hidden": options.hidden,
             "frozen_backbone": frozen, "backbone_digest": weights_digest(network.backbone),
+            "backbone_output": "maps" if method.uses_maps else "features",
             "image_size": options.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "hashkit_version": __version__, "seed": options.seed, "epochs": options.epochs if losses else 0,
             "trained_on": str(pairs_path or images_dir), "training_images": len(data.paths),
+            "labels": labels, "classes": data.classes,
         }
         save_checkpoint(output, network, config)
     return TrainSummary(str(output), method.name, options.bits, len(data.paths),
-                        round(time.perf_counter() - started, 2), losses, skipped)
+                        round(time.perf_counter() - started, 2), losses, seconds, skipped, len(data.classes))
 
 
-def _check_options(output: Path, options: TrainOptions, method: Method,
-                   pairs_path: Path | None, images_dir: Path | None) -> None:
+def _check_options(output: Path, options: TrainOptions, method: Method, pairs_path: Path | None,
+                   images_dir: Path | None, labels: str | None) -> None:
     if options.bits <= 0 or options.bits % 8:
         raise UserError(f"--bits must be a positive multiple of 8, got {options.bits}")
     if options.epochs < 1 or options.batch_size < 2 or options.image_size < 32 or options.hidden < 0:
@@ -105,22 +109,43 @@ def _check_options(output: Path, options: TrainOptions, method: Method,
         raise UserError(f"method {method.name} fits a linear hash layer; --hidden must be 0")
     if output.exists() and not options.overwrite:
         raise UserError(f"{output} exists; use --overwrite to replace it")
-    if method.supervision not in ("pairs", "none"):
-        raise UserError(f"method {method.name} needs {method.supervision}, which is not supported yet")
     if pairs_path is None and images_dir is None:
         raise UserError("give --pairs PAIRS.h5 or --images DIR")
+    supervised = method.supervision in ("labels", "multilabels")
+    if supervised and labels is None:
+        raise UserError(f"method {method.name} is supervised: give --labels folders|LABELS.csv")
+    if labels is not None and not supervised:
+        raise UserError(f"method {method.name} does not use labels; drop --labels")
 
 
-def _training_data(method: Method, pairs_path: Path | None, images_dir: Path | None) -> TrainingData:
+def _training_data(method: Method, pairs_path: Path | None, images_dir: Path | None,
+                   labels: str | None) -> TrainingData:
     """Pairs methods use the pairs file when given; everything else trains from the images of
-    ``--images`` (or the images listed in the pairs file)."""
+    ``--images`` (or the images listed in the pairs file), with their labels when given."""
     if pairs_path is not None:
         pairs = read_pairs(pairs_path)
-        return TrainingData(pairs.absolute_paths(), pairs=pairs if method.supervision == "pairs" else None)
-    paths = find_images(Path(images_dir))
-    if not paths:
-        raise UserError(f"no images in {images_dir}")
-    return TrainingData(paths)
+        data = TrainingData(pairs.absolute_paths(), pairs=pairs if method.supervision == "pairs" else None)
+    else:
+        paths = find_images(Path(images_dir))
+        if not paths:
+            raise UserError(f"no images in {images_dir}")
+        data = TrainingData(paths)
+    if labels is not None:
+        data.labels, data.classes = _labels_of(data.paths, labels)
+    return data
+
+
+def _labels_of(paths: list[Path], source: str) -> tuple[np.ndarray, list[str]]:
+    """Multi-hot labels of every training image and the class names; every image needs one."""
+    known = load_labels(source, [str(p) for p in paths])
+    missing = [p for p in paths if str(p) not in known]
+    if missing:
+        raise UserError(f"{source} gives no label for {len(missing)} training images, e.g. {missing[0]}")
+    label_sets = [known[str(p)] for p in paths]
+    classes = vocabulary(label_sets)
+    if len(classes) < 2:
+        raise UserError(f"{source}: supervised training needs at least two classes, found {classes}")
+    return label_matrix(label_sets, classes), classes
 
 
 def _with_features(data: TrainingData, network: HashNetwork, digest: str, options: TrainOptions,
@@ -143,12 +168,11 @@ def _with_features(data: TrainingData, network: HashNetwork, digest: str, option
         raise UserError(f"cannot decode {data.paths[int(np.argmin(ok))]} (listed in the pairs file)")
     if ok.sum() < 2:
         raise UserError("fewer than two decodable training images")
-    kept = [p for p, good in zip(data.paths, ok) if good]
-    return TrainingData(kept, features[ok]), int((~ok).sum())
+    return TrainingData(data.paths, features, labels=data.labels, classes=data.classes).subset(ok), int((~ok).sum())
 
 
 def _fit_hash_layer(network: HashNetwork, method: FeatureMethod, features: np.ndarray,
                     options: TrainOptions) -> None:
     weight, bias = method.fit(features, options.bits, options.seed)
-    network.hash_layer.weight.data = torch.from_numpy(np.asarray(weight, np.float32))
-    network.hash_layer.bias.data = torch.from_numpy(np.asarray(bias, np.float32))
+    network.head.hash_layer.weight.data = torch.from_numpy(np.asarray(weight, np.float32))
+    network.head.hash_layer.bias.data = torch.from_numpy(np.asarray(bias, np.float32))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import time
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -46,11 +48,10 @@ class DeepTrainer:
                  image_size: int, lr: float, workers: int, device: torch.device, generator: torch.Generator):
         self.network, self.method, self.data, self.frozen = network, method, data, frozen
         self.image_size, self.workers, self.device, self.generator = image_size, workers, device, generator
-        head = list(network.hidden_layer.parameters()) + list(network.hash_layer.parameters())
-        groups = [{"params": head, "lr": lr}]
+        groups = [{"params": network.head.parameters(), "lr": lr}]
         if frozen:
             network.backbone.requires_grad_(False)
-            self.features = torch.from_numpy(np.ascontiguousarray(data.features, np.float32))
+            self.features = torch.from_numpy(np.ascontiguousarray(data.features))  # float16 for maps
         else:
             groups.append({"params": network.backbone.parameters(), "lr": lr / 10})
         self.optimizer = torch.optim.Adam(groups)
@@ -60,12 +61,12 @@ class DeepTrainer:
         """Current real-valued codes of every training image (evaluation mode)."""
         self.network.eval()
         if self.frozen:
-            chunks = [self.network.head(self.features[i:i + 4096].to(self.device)).cpu()
-                      for i in range(0, len(self.features), 4096)]
+            chunks = [self.network.head(self.features[i:i + 1024].to(self.device).float()).cpu()
+                      for i in range(0, len(self.features), 1024)]
             return torch.cat(chunks).numpy()
         features, _ = compute_features(self.network.backbone, self.data.paths, self.image_size, IMAGENET_MEAN,
                                        IMAGENET_STD, 64, self.workers, self.device)
-        return self.network.head(torch.from_numpy(features).to(self.device)).cpu().numpy()
+        return self.network.head(torch.from_numpy(features).to(self.device).float()).cpu().numpy()
 
     def _inputs(self, batches: list[Batch]):
         """(network input, batch) pairs: feature rows when frozen, else loaded images."""
@@ -80,12 +81,14 @@ class DeepTrainer:
                 raise UserError(f"cannot decode training image {unreadable[0]}")
             yield images, batches[index]
 
-    def fit(self, epochs: int, batch_size: int, seed: int) -> list[float]:
+    def fit(self, epochs: int, batch_size: int, bits: int, seed: int) -> tuple[list[float], list[float]]:
+        """Train; the mean loss and the seconds of each epoch (its alternating step included)."""
         rng = np.random.default_rng(seed)
-        self.method.setup(self.data, self.network.hash_layer.out_features, seed)
+        self.method.setup(self.data, bits, seed)
         self.network.to(self.device)
-        losses = []
+        losses, seconds = [], []
         for epoch in range(epochs):
+            started = time.perf_counter()
             self.method.start_epoch(epoch, epochs, self.outputs)
             batches = self.method.batches(epoch, batch_size, rng)
             self.network.train()
@@ -95,14 +98,15 @@ class DeepTrainer:
             bar = progress(self._inputs(batches), total=len(batches), desc=f"epoch {epoch + 1}/{epochs}",
                            unit="batch")
             for inputs, batch in bar:
-                inputs = inputs.to(self.device)
-                outputs = self.network.head(inputs) if self.frozen else self.network(inputs)
-                loss = self.method.loss(outputs, batch)
+                inputs = inputs.to(self.device).float()
+                features = inputs if self.frozen else self.network.backbone(inputs)
+                loss = self.method.loss(self.network.head.outputs(features), batch)
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
                 total += loss.item()
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             losses.append(round(total / max(len(batches), 1), 6))
+            seconds.append(round(time.perf_counter() - started, 3))
         self.network.cpu().eval()
-        return losses
+        return losses, seconds

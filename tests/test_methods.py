@@ -26,7 +26,7 @@ def test_bcdh_loss_by_hand():
     # positive (0,1): 1 * 2; negative (0,1): max(0, 2 - 2) = 0; positive (0,2): 0.5 * 0.125 -> sum 2.0625
     # quantization to B: rows 0, 1 exact; row 2: (0.5 - 1)^2 / 2 = 0.125 -> mean 0.125 / 3
     expected = 2.0625 / 3 + 0.5 * 0.125 / 3
-    assert float(method.loss(outputs, batch)) == pytest.approx(expected)
+    assert float(method.loss({"codes": outputs}, batch)) == pytest.approx(expected)
 
 
 def test_bcdh_gradient_pulls_positives_and_pushes_negatives():
@@ -37,7 +37,7 @@ def test_bcdh_gradient_pulls_positives_and_pushes_negatives():
         x = start.clone().requires_grad_(True)
         batch = Batch(np.array([0, 1]), {"pairs": torch.tensor([[0, 1]]), "similar": torch.tensor([similar]),
                                          "weights": torch.tensor([1.0])})
-        method.loss(x, batch).backward()
+        method.loss({"codes": x}, batch).backward()
         moved = x.detach() - 0.1 * x.grad
         return float((moved[0] - moved[1]).pow(2).sum())
 

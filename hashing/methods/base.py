@@ -8,7 +8,10 @@ A method declares the supervision it needs and is one of two kinds:
   batches (``batches``) and scores a batch of network outputs (``loss``).
 - ``FeatureMethod``: fits the linear hash layer in closed form on frozen backbone features.
 
-Codes are always the sign of the network output.
+A method also builds the head of its network (``build_head``): by default a hidden layer and a
+linear hash layer on the pooled backbone features; methods whose ``uses_maps`` is true read the
+backbone's last feature maps instead (attention, VLAD, parts). Codes are always the sign of the
+head's output.
 """
 
 from __future__ import annotations
@@ -24,16 +27,25 @@ import torch
 from hashkit.sfm_pairs.pairs_file import Pairs
 
 from ..errors import UserError
+from ..network import Head, MLPHead
 
 
 @dataclass
 class TrainingData:
     """What a method trains from: the images, and where available their backbone features
-    (frozen backbone, or methods that start from feature-space neighbours) and mined pairs."""
+    (frozen backbone, or methods that start from feature-space neighbours), mined pairs, labels."""
 
     paths: list[Path]
-    features: np.ndarray | None = None  # (N, D) backbone features of ``paths``
+    features: np.ndarray | None = None  # (N, D) backbone features or (N, C, h, w) maps of ``paths``
     pairs: Pairs | None = None  # from pairs.h5; image i of the pairs is paths[i]
+    labels: np.ndarray | None = None  # (N, len(classes)) multi-hot bool
+    classes: list[str] = field(default_factory=list)
+
+    def subset(self, keep: np.ndarray) -> TrainingData:
+        """The images where ``keep`` (bool) is true, with their features and labels (not pairs)."""
+        return TrainingData([p for p, k in zip(self.paths, keep) if k],
+                            None if self.features is None else self.features[keep], None,
+                            None if self.labels is None else self.labels[keep], self.classes)
 
 
 @dataclass
@@ -48,6 +60,11 @@ class Batch:
 class Method:
     name: ClassVar[str]
     supervision: ClassVar[str]  # "pairs" (from reconstruct), "none", "labels" or "multilabels"
+    uses_maps: ClassVar[bool] = False  # the head reads feature maps rather than pooled features
+
+    def build_head(self, in_features: int, bits: int, hidden: int, classes: int) -> Head:
+        """The head for a backbone output of width ``in_features`` (features or map channels)."""
+        return MLPHead(in_features, bits, hidden)
 
 
 class DeepMethod(Method):
@@ -66,8 +83,30 @@ class DeepMethod(Method):
     def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:
         raise NotImplementedError
 
-    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        """The batch's loss from the head's ``outputs`` (``outputs["codes"]``: (B, bits))."""
         raise NotImplementedError
+
+
+def image_batches(count: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:
+    """One epoch of shuffled image batches; a last batch of a single image is dropped."""
+    order = rng.permutation(count)
+    return [Batch(order[start:start + batch_size]) for start in range(0, count, batch_size)
+            if len(order[start:start + batch_size]) > 1]
+
+
+def quantization_error(codes: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ||u - sign(u)||^2 / K, for codes u in [-1, 1]."""
+    return (codes - torch.sign(codes).detach()).pow(2).sum(dim=1).mean() / codes.shape[1]
+
+
+def class_indices(labels: np.ndarray, name: str) -> np.ndarray:
+    """Class index per image from a one-label-per-image multi-hot matrix."""
+    counts = labels.sum(axis=1)
+    if (counts != 1).any():
+        raise UserError(f"{name} takes exactly one label per image; {int((counts != 1).sum())} images have "
+                        f"{int(counts[counts != 1][0])}")
+    return labels.argmax(axis=1)
 
 
 class FeatureMethod(Method):

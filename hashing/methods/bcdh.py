@@ -154,7 +154,8 @@ class BCDH(DeepMethod):
                                           "weights": torch.from_numpy(weights[rows]).float()}))
         return batches
 
-    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        outputs = outputs["codes"]
         p = batch.payload
         pairs = p["pairs"].to(outputs.device)
         distance = pair_distance(outputs[pairs[:, 0]], outputs[pairs[:, 1]])

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import UserError
 from ..pair_mining import neighbour_sets
-from .base import Batch, DeepMethod, TrainingData, register
+from .base import Batch, DeepMethod, TrainingData, image_batches, quantization_error, register
 
 PIC_VARIANTS = ("row", "batch", "none")
 
@@ -97,11 +97,10 @@ class DSAH(DeepMethod):
             self.refined += 1
 
     def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:
-        order = rng.permutation(len(self.similarity))
-        return [Batch(order[start:start + batch_size]) for start in range(0, len(order), batch_size)
-                if len(order[start:start + batch_size]) > 1]
+        return image_batches(len(self.similarity), batch_size, rng)
 
-    def loss(self, outputs: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
+        outputs = outputs["codes"]
         bits = outputs.shape[1]
         codes = torch.tanh(outputs)
         inner = codes @ codes.T / bits  # in [-1, 1]
@@ -113,5 +112,4 @@ class DSAH(DeepMethod):
             weights = torch.where(similar, weights / weights[similar].sum().clamp(min=1e-12),
                                   weights / weights[~similar].sum().clamp(min=1e-12)) * weights.numel() / 2
         reconstruction = (weights * (inner - target).pow(2)).mean()
-        quantization = (codes - torch.sign(outputs).detach()).pow(2).sum(dim=1).mean() / bits
-        return reconstruction + self.quantization_weight * quantization
+        return reconstruction + self.quantization_weight * quantization_error(codes)
