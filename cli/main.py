@@ -162,12 +162,15 @@ def encode(
     feature_cache: FeatureCacheOption = None,
     no_feature_cache: NoCacheOption = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start a new store instead of appending.")] = False,
+    labels: Annotated[Optional[str], typer.Option(
+        help="Store each image's labels with its code: 'folders', a path,label CSV (a cell may hold 'a;b'), "
+             "or a pairs.h5; images it does not label are stored as unknown.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Encode images to binary codes in an HDF5 code store."""
     from hashkit.hashing.encode import encode as run
     summary = run(model, inputs, output, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite,
-                  feature_cache=cache_dir(feature_cache, no_feature_cache))
+                  feature_cache=cache_dir(feature_cache, no_feature_cache), labels=labels)
     report(asdict(summary), as_json, [
         f"encoded {summary.encoded} images ({summary.already_present} already in the store, "
         f"{len(summary.unreadable)} unreadable); {summary.total} codes in {summary.store}",

@@ -14,11 +14,12 @@ from .checkpoint import LoadedModel, load_checkpoint
 from .data import ImageFiles, eval_transform, image_loader
 from .errors import UserError
 from .features import COMPUTE_CHUNK, FeatureCache, compute_features, default_cache_dir
+from .ground_truth import load_labels
 from .images import resolve_inputs
 from .locking import exclusive_lock
 from .progress import progress
 from .runtime import default_workers, resolve_device
-from .store import CodeStoreWriter, StoreMeta, pack_codes
+from .store import CodeStoreWriter, StoreMeta, label_cell, pack_codes, read_store
 
 _DEFAULT_CACHE = object()
 
@@ -35,12 +36,14 @@ class EncodeSummary:
 @torch.no_grad()
 def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int = 64,
            workers: int | None = None, device: str = "auto", overwrite: bool = False,
-           feature_cache: Path | None | object = _DEFAULT_CACHE) -> EncodeSummary:
+           feature_cache: Path | None | object = _DEFAULT_CACHE, labels: str | None = None) -> EncodeSummary:
     """Encode every image named by ``inputs`` into the store ``output``.
 
     An existing store of the same model is appended to, skipping paths it already holds. For a
     model whose backbone was frozen, backbone features come from the feature cache
     (``feature_cache``: a folder, None for no cache; default ``~/.cache/hashkit/features``).
+    With ``labels`` (a source for ``ground_truth.load_labels``), each image's labels are stored
+    with its code; images the source does not label are stored as unknown.
     """
     output = Path(output)
     model = load_checkpoint(model_path)
@@ -53,11 +56,12 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
     num_workers = default_workers() if workers is None else workers
     cache_dir = default_cache_dir() if feature_cache is _DEFAULT_CACHE else feature_cache
     with exclusive_lock(output):
+        present = set() if overwrite or not output.exists() else set(read_store(output).paths)
+        todo = [p for p in paths if str(p) not in present]
+        cells = _label_cells(labels, todo)  # refused before anything is written
         if overwrite:
             output.unlink(missing_ok=True)
         with CodeStoreWriter(output, meta) as store:
-            present = set(store.paths())
-            todo = [p for p in paths if str(p) not in present]
             model.network.to(torch_device)
             if config.get("frozen_backbone") and cache_dir is not None:
                 batches = _codes_from_cache(model, todo, Path(cache_dir), batch_size, num_workers, torch_device)
@@ -66,9 +70,22 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
             unreadable = []
             for codes, chunk_paths, ok in batches:
                 unreadable += [str(p) for p, good in zip(chunk_paths, ok) if not good]
-                store.append(codes[ok], [str(p) for p, good in zip(chunk_paths, ok) if good])
+                encoded = [str(p) for p, good in zip(chunk_paths, ok) if good]
+                store.append(codes[ok], encoded, [cells.get(p, "") for p in encoded])
             total = store.count
     return EncodeSummary(str(output), len(todo) - len(unreadable), len(paths) - len(todo), total, unreadable)
+
+
+def _label_cells(source: str | None, paths: list[Path]) -> dict[str, str]:
+    """Stored label cell of each of ``paths`` that ``source`` labels; an error if it labels none."""
+    if source is None:
+        return {}
+    known = load_labels(source, [str(p) for p in paths])
+    cells = {str(p): label_cell(known[str(p)]) for p in paths if str(p) in known}
+    if paths and not cells:
+        raise UserError(f"--labels {source} labels none of the {len(paths)} images to encode "
+                        "(paths in a CSV are relative to the CSV's folder)")
+    return cells
 
 
 def _codes_from_images(model: LoadedModel, paths: list[Path], batch_size: int, workers: int,
@@ -98,5 +115,5 @@ def _codes_from_cache(model: LoadedModel, paths: list[Path], cache_dir: Path, ba
         if features.shape[1] == 0:  # no image of the chunk decodes
             yield np.zeros((len(chunk), config["bits"] // 8), np.uint8), chunk, ok
             continue
-        outputs = model.network.head(torch.from_numpy(features).to(device)).cpu().numpy()
+        outputs = model.network.head(torch.from_numpy(features).to(device).float()).cpu().numpy()
         yield pack_codes(outputs), chunk, ok

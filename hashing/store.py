@@ -1,4 +1,4 @@
-"""The ``codes.h5`` code store: packed binary codes, their image paths, and metadata.
+"""The ``codes.h5`` code store: packed binary codes, their image paths and labels, and metadata.
 
 Rows are appended in commits. Each commit writes the rows, flushes, then raises the
 ``count`` attribute and flushes again: a run killed mid-commit leaves rows beyond ``count``
@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from .errors import UserError
+from .ground_truth import SEPARATOR, LabelSet
 
 SCHEMA = "hashkit.codes"
 SCHEMA_VERSION = 1
@@ -38,6 +39,19 @@ class StoreContents:
     meta: StoreMeta
     codes: np.ndarray  # uint8 (N, bits / 8)
     paths: list[str]
+    labels: list[LabelSet | None] | None  # each row's label set, None where unknown; None: no labels stored
+
+
+def label_cell(label_set: LabelSet | None) -> str:
+    """A label set as the store holds it: its labels joined by ``;``; "" when unknown."""
+    for label in label_set or ():
+        if SEPARATOR in label:
+            raise UserError(f"label {label!r} contains {SEPARATOR!r}, which separates labels in the code store")
+    return SEPARATOR.join(label_set or ())
+
+
+def _label_set(cell: bytes) -> LabelSet | None:
+    return tuple(cell.decode().split(SEPARATOR)) if cell else None
 
 
 def pack_codes(outputs: np.ndarray) -> np.ndarray:
@@ -74,7 +88,11 @@ def read_store(path: Path) -> StoreContents:
     with _open(path, "r") as f:
         meta = _meta(f, path)
         count = int(f.attrs["count"])
-        return StoreContents(meta, f["codes"][:count], [s.decode() for s in f["paths"][:count]])
+        labels = None
+        if "labels" in f:  # absent from stores written before labels were stored
+            cells = f["labels"][:count]  # shorter when a hashkit without labels appended: unknown
+            labels = [_label_set(cell) for cell in cells] + [None] * (count - len(cells))
+        return StoreContents(meta, f["codes"][:count], [s.decode() for s in f["paths"][:count]], labels)
 
 
 class CodeStoreWriter:
@@ -96,28 +114,32 @@ class CodeStoreWriter:
                                    backbone=meta.backbone, hashkit_version=meta.hashkit_version)
             self.file.create_dataset("codes", shape=(0, meta.bits // 8), maxshape=(None, meta.bits // 8),
                                      dtype=np.uint8, chunks=(CHUNK_ROWS, meta.bits // 8))
-            self.file.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=_STR,
-                                     chunks=(CHUNK_ROWS,))
+            self._create_strings("paths")
+            self._create_strings("labels")
             self.file.flush()
         self.count = int(self.file.attrs["count"])
 
-    def paths(self) -> list[str]:
-        return [s.decode() for s in self.file["paths"][:self.count]]
-
-    def append(self, codes: np.ndarray, paths: list[str]) -> None:
-        """Write ``codes`` and ``paths`` as one commit."""
-        if len(codes) != len(paths):
-            raise ValueError("codes and paths differ in length")
+    def append(self, codes: np.ndarray, paths: list[str], labels: list[str] | None = None) -> None:
+        """Write ``codes``, ``paths`` and ``labels`` (cells made by ``label_cell``; default all
+        unknown) as one commit."""
+        labels = [""] * len(paths) if labels is None else labels
+        if not len(codes) == len(paths) == len(labels):
+            raise ValueError("codes, paths and labels differ in length")
         if not len(codes):
             return
         end = self.count + len(codes)
-        for name, rows in (("codes", codes), ("paths", paths)):
+        if "labels" not in self.file:  # a store written before labels were stored: earlier rows unknown
+            self._create_strings("labels")
+        for name, rows in (("codes", codes), ("paths", paths), ("labels", labels)):
             self.file[name].resize(end, axis=0)
             self.file[name][self.count:end] = rows
         self.file.flush()
         self.file.attrs["count"] = end
         self.file.flush()
         self.count = end
+
+    def _create_strings(self, name: str) -> None:
+        self.file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=_STR, chunks=(CHUNK_ROWS,))
 
     def close(self) -> None:
         self.file.close()

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.store import CodeStoreWriter, StoreMeta, pack_codes, read_store, unpack_codes
+from hashkit.hashing.store import CodeStoreWriter, StoreMeta, label_cell, pack_codes, read_store, unpack_codes
 
 META = StoreMeta(bits=16, method="bcdh", model_digest="a" * 64, backbone="mobilenet_v2", hashkit_version="0")
 
@@ -22,13 +22,38 @@ def test_append_and_read(tmp_path):
     rows = rng.integers(0, 256, (5, 2), dtype=np.uint8)
     with CodeStoreWriter(path, META) as store:
         store.append(rows[:3], ["a", "b", "c"])
+    assert read_store(path).paths == ["a", "b", "c"]
     with CodeStoreWriter(path, META) as store:
-        assert store.paths() == ["a", "b", "c"]
-        store.append(rows[3:], ["d", "e"])
+        store.append(rows[3:], ["d", "e"], [label_cell(("x",)), label_cell(None)])
     contents = read_store(path)
     assert contents.paths == ["a", "b", "c", "d", "e"]
     assert np.array_equal(contents.codes, rows)
     assert contents.meta == META
+    assert contents.labels == [None, None, None, ("x",), None], "rows appended without labels are unknown"
+
+
+def test_label_sets_round_trip_and_a_separator_inside_a_label_is_refused(tmp_path):
+    path = tmp_path / "codes.h5"
+    with CodeStoreWriter(path, META) as store:
+        store.append(np.zeros((3, 2), np.uint8), ["a", "b", "c"],
+                     [label_cell(("cat", "dog")), label_cell(("dog",)), label_cell(None)])
+    assert read_store(path).labels == [("cat", "dog"), ("dog",), None]
+    assert label_cell(("cat", "dog")) == "cat;dog"
+    with pytest.raises(UserError, match="separates labels"):
+        label_cell(("a;b",))
+
+
+def test_store_without_labels_reads_as_unlabelled_and_gets_labels_when_appended_to(tmp_path):
+    path = tmp_path / "codes.h5"
+    with CodeStoreWriter(path, META) as store:
+        store.append(np.ones((2, 2), np.uint8), ["a", "b"])
+    with h5py.File(path, "r+") as f:  # as written before labels were stored
+        del f["labels"]
+    assert read_store(path).labels is None
+    with CodeStoreWriter(path, META) as store:
+        store.append(np.zeros((1, 2), np.uint8), ["c"], [label_cell(("x",))])
+    contents = read_store(path)
+    assert contents.paths == ["a", "b", "c"] and contents.labels == [None, None, ("x",)]
 
 
 def test_rows_beyond_the_committed_count_are_ignored_then_overwritten(tmp_path):
@@ -40,11 +65,14 @@ def test_rows_beyond_the_committed_count_are_ignored_then_overwritten(tmp_path):
         f["codes"][2] = [9, 9]
         f["paths"].resize(3, axis=0)
         f["paths"][2] = "half-written"
-    assert read_store(path).paths == ["a", "b"]
+        f["labels"].resize(3, axis=0)
+        f["labels"][2] = "half;written"
+    assert read_store(path).paths == ["a", "b"] and read_store(path).labels == [None, None]
     with CodeStoreWriter(path, META) as store:
         store.append(np.zeros((1, 2), np.uint8), ["c"])
     contents = read_store(path)
     assert contents.paths == ["a", "b", "c"] and contents.codes[2].tolist() == [0, 0]
+    assert contents.labels == [None, None, None], "the half-written label is overwritten too"
 
 
 @pytest.mark.parametrize("change", [{"bits": 32}, {"model_digest": "b" * 64}])
