@@ -185,7 +185,8 @@ def query(
     output: Annotated[Path, typer.Option("-o", "--output", help="Results file (results.h5).")],
     k: Annotated[int, typer.Option("-k", help="Neighbours per query.")] = 100,
     ground_truth: Annotated[Optional[str], typer.Option(
-        help="Evaluate against labels: 'folders', a path,label CSV, or a pairs.h5 (3D model ids).")] = None,
+        help="Evaluate against labels: 'stored' (those encoded with --labels; the default when both stores "
+             "hold some), 'folders', a path,label CSV, or a pairs.h5 (3D model ids).")] = None,
     metrics: Annotated[Optional[Path], typer.Option(help="Metrics file [default: metrics.json beside OUTPUT].")] = None,
     keep_self: Annotated[bool, typer.Option("--keep-self", help="Keep a query's own image in its results.")] = False,
     overwrite: OverwriteOption = False,
@@ -198,10 +199,13 @@ def query(
     lines = [f"{summary.queries} queries x {summary.database} codes, top {summary.k} -> {summary.results}"]
     if summary.metrics:
         m = summary.metrics
-        lines.append(f"evaluated queries: {m['evaluated_queries']} of {m['queries']}")
+        lines.append(f"evaluated queries: {m['evaluated_queries']} of {m['queries']} "
+                     f"(ground truth: {m['ground_truth']})")
         if m["evaluated_queries"]:
             lines.append(f"mAP: {m['mAP']:.4f}   mAP@{k}: {m[f'mAP@{k}']:.4f}   "
                          f"precision@{k}: {m[f'precision@{k}']:.4f}   recall@{k}: {m[f'recall@{k}']:.4f}")
+            if "wmAP" in m:  # multi-label ground truth
+                lines.append(f"NDCG@{k}: {m[f'NDCG@{k}']:.4f}   ACG@{k}: {m[f'ACG@{k}']:.4f}   wmAP: {m['wmAP']:.4f}")
         else:
             lines.append("no query has a relevant database item: no means to report")
         lines.append(f"metrics: {summary.metrics_path}")

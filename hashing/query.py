@@ -11,12 +11,13 @@ import numpy as np
 
 from . import __version__
 from .errors import UserError
-from .ground_truth import label_ids, load_labels
+from .ground_truth import LabelSet, label_matrix, load_labels, vocabulary
 from .locking import written_atomically
 from .metrics import evaluate
 from .search import hamming_knn
 from .store import StoreContents, read_store
 
+STORED = "stored"  # --ground-truth: the labels stored with the codes
 SCHEMA = "hashkit.results"
 SCHEMA_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
@@ -34,38 +35,62 @@ class QuerySummary:
 
 def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth: str | None = None,
           metrics_path: Path | None = None, exclude_self: bool = True, overwrite: bool = False) -> QuerySummary:
-    """Search every query code in ``db_path`` and write ``output`` (and metrics, with ground truth)."""
+    """Search every query code in ``db_path`` and write ``output`` (and metrics, with ground truth).
+
+    ``ground_truth``: ``stored`` (the labels stored with the codes), or a source for
+    ``ground_truth.load_labels``; when None, the stored labels if both stores hold some.
+    """
     output = Path(output)
     metrics_path = Path(metrics_path) if metrics_path else output.parent / "metrics.json"
     if k < 1:
         raise UserError(f"-k must be at least 1, got {k}")
-    for path in (output, metrics_path if ground_truth else None):
-        if path is not None and path.exists() and not overwrite:
-            raise UserError(f"{path} exists; use --overwrite to replace it")
     db, queries = read_store(db_path), read_store(queries_path)
     _check_comparable(db, queries, db_path, queries_path)
     if not len(db.codes) or not len(queries.codes):
         raise UserError(f"{db_path if not len(db.codes) else queries_path} holds no codes")
+    if ground_truth is None and _has_labels(db) and _has_labels(queries):
+        ground_truth = STORED
     if ground_truth:  # check the labels before any output is written
-        db_labels, query_labels = label_ids(load_labels(ground_truth, db.paths + queries.paths),
-                                            db.paths, queries.paths)
-        for name, found in (("database", db_labels), ("query", query_labels)):
-            if not (found >= 0).any():
-                raise UserError(f"--ground-truth {ground_truth} gives a label to none of the {name} images "
-                                "(paths in a CSV are relative to the CSV's folder)")
+        db_sets, query_sets = _label_sets(ground_truth, db, queries, db_path, queries_path)
+    for path in (output, metrics_path if ground_truth else None):
+        if path is not None and path.exists() and not overwrite:
+            raise UserError(f"{path} exists; use --overwrite to replace it")
     self_rows = _self_rows(db.paths, queries.paths) if exclude_self else np.full(len(queries.paths), -1)
     distances, ids = hamming_knn(db.codes, queries.codes, min(k + 1, len(db.codes)))
     distances, ids = _drop_self(distances, ids, self_rows, k)
     _write_results(output, distances, ids, queries.paths, db.paths, db_path, db.meta.bits)
     summary = QuerySummary(str(output), len(queries.paths), len(db.paths), k)
     if ground_truth:
-        metrics = evaluate(db.codes, db_labels, queries.codes, query_labels, k, self_rows).as_dict()
+        classes = vocabulary(label_set for label_set in db_sets + query_sets if label_set)
+        metrics = evaluate(db.codes, label_matrix(db_sets, classes), queries.codes,
+                           label_matrix(query_sets, classes), k, self_rows).as_dict()
         metrics.update(ground_truth=str(ground_truth), database_store=str(db_path), query_store=str(queries_path),
                        bits=db.meta.bits, method=db.meta.method, hashkit_version=__version__)
         with written_atomically(metrics_path) as tmp:
             tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         summary.metrics_path, summary.metrics = str(metrics_path), metrics
     return summary
+
+
+def _has_labels(store: StoreContents) -> bool:
+    return any(store.labels or ())
+
+
+def _label_sets(ground_truth: str, db: StoreContents, queries: StoreContents, db_path: Path,
+                queries_path: Path) -> tuple[list[LabelSet | None], list[LabelSet | None]]:
+    """The label set (None: unknown) of each database and query row; an error if either has none."""
+    if ground_truth == STORED:
+        for store, path in ((db, db_path), (queries, queries_path)):
+            if not _has_labels(store):
+                raise UserError(f"--ground-truth stored: {path} holds no labels (encode with --labels)")
+        return db.labels, queries.labels
+    labels = load_labels(ground_truth, db.paths + queries.paths)
+    db_sets, query_sets = [labels.get(p) for p in db.paths], [labels.get(p) for p in queries.paths]
+    for name, sets in (("database", db_sets), ("query", query_sets)):
+        if not any(sets):
+            raise UserError(f"--ground-truth {ground_truth} gives a label to none of the {name} images "
+                            "(paths in a CSV are relative to the CSV's folder)")
+    return db_sets, query_sets
 
 
 def _check_comparable(db: StoreContents, queries: StoreContents, db_path: Path, queries_path: Path) -> None:

@@ -24,6 +24,11 @@ def codes_from_bits(rows):
     return pack_codes(np.array(rows, dtype=float) - 0.5)
 
 
+def one_hot(ids, classes=2):
+    """Single-label ids (-1: unknown) as the multi-hot matrix ``evaluate`` takes."""
+    return np.arange(classes) == np.asarray(ids)[:, None]
+
+
 def test_evaluate_small_case_with_ties_self_and_unknown_labels():
     database = codes_from_bits([
         [0, 0, 0, 0, 0, 0, 0, 0],  # row 0, label 0 (also query 0 itself)
@@ -31,9 +36,9 @@ def test_evaluate_small_case_with_ties_self_and_unknown_labels():
         [0, 1, 0, 0, 0, 0, 0, 0],  # row 2, label 0, distance 1 (tie with row 1: row 1 ranks first)
         [1, 1, 1, 1, 0, 0, 0, 0],  # row 3, label 0, distance 4
     ])
-    db_labels = np.array([0, 1, 0, 0])
+    db_labels = one_hot([0, 1, 0, 0])
     queries = codes_from_bits([[0] * 8, [1, 1, 1, 1, 1, 1, 1, 1], [0] * 8])
-    query_labels = np.array([0, 1, -1])
+    query_labels = one_hot([0, 1, -1])
     metrics = evaluate(database, db_labels, queries, query_labels, k=2, self_rows=np.array([0, -1, -1]))
     # query 0 (self removed): ranking rows 1, 2, 3 -> relevance F, T, T
     ap0, ap0_k = (1 / 2 + 2 / 3) / 2, 1 / 2
@@ -44,6 +49,7 @@ def test_evaluate_small_case_with_ties_self_and_unknown_labels():
     assert metrics.mean_ap_at_k == pytest.approx((ap0_k + ap1_k) / 2, abs=1e-6)
     assert metrics.precision_at_k == pytest.approx((1 / 2 + 1 / 2) / 2)
     assert metrics.recall_at_k == pytest.approx((1 / 2 + 1) / 2)
+    assert not metrics.multi_label and "wmAP" not in metrics.as_dict(), "single-label: no graded metrics"
 
 
 def test_hamming_knn_matches_brute_force():
@@ -68,5 +74,5 @@ def test_hamming_knn_pads_when_database_is_small():
 
 def test_no_evaluable_query_gives_empty_means():
     database = codes_from_bits([[0] * 8, [1] * 8])
-    metrics = evaluate(database, np.array([0, 0]), database[:1], np.array([1]), k=1)
+    metrics = evaluate(database, one_hot([0, 0]), database[:1], one_hot([1]), k=1)
     assert metrics.evaluated == 0 and metrics.mean_ap is None and metrics.precision_at_k is None

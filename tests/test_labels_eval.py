@@ -1,0 +1,222 @@
+"""Labels stored with the codes, and multi-label evaluation (NDCG@k, ACG@k, wmAP)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hashkit.hashing import metrics as metrics_module
+from hashkit.hashing.ground_truth import label_matrix, vocabulary
+from hashkit.hashing.metrics import evaluate, graded_scores
+from hashkit.hashing.store import read_store
+
+from .conftest import run_cli
+from .test_cli_errors import assert_one_line_error
+from .test_metrics import codes_from_bits
+
+
+def test_graded_scores_by_hand():
+    shared = np.array([2, 0, 1, 0, 1])
+    ndcg, acg, wap = graded_scores(shared, k=3)
+    dcg = (2**2 - 1) / math.log2(2) + 0 + (2**1 - 1) / math.log2(4)
+    ideal = (2**2 - 1) / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)  # r sorted: 2, 1, 1, 0, 0
+    assert ndcg == pytest.approx(dcg / ideal)
+    assert acg == pytest.approx((2 + 0 + 1) / 3)
+    assert wap == pytest.approx((2 / 1 + 3 / 3 + 4 / 5) / 3)  # ACG@1, ACG@3, ACG@5 at the relevant ranks
+
+
+def test_evaluate_multi_label_small_case_with_ties_and_self():
+    database = codes_from_bits([
+        [0, 0, 0, 0, 0, 0, 0, 0],  # row 0: {a, b}, query 0 itself
+        [1, 0, 0, 0, 0, 0, 0, 0],  # row 1: {c}, distance 1 from query 0
+        [0, 1, 0, 0, 0, 0, 0, 0],  # row 2: {a, b}, distance 1 (tie with row 1: row 1 ranks first)
+        [1, 1, 1, 1, 0, 0, 0, 0],  # row 3: {a}, distance 4
+    ])
+    classes = ["a", "b", "c"]
+    db_labels = label_matrix([("a", "b"), ("c",), ("a", "b"), ("a",)], classes)
+    queries = codes_from_bits([[0] * 8, [1] * 8])
+    query_labels = label_matrix([("a", "b"), ("b", "c")], classes)
+    result = evaluate(database, db_labels, queries, query_labels, k=2, self_rows=np.array([0, -1]))
+    # query 0, self removed: rows 1, 2, 3 -> r = 0, 2, 1; ideal order 2, 1, 0
+    ndcg0 = (3 / math.log2(3)) / (3 / 1 + 1 / math.log2(3))
+    acg0, wap0 = (0 + 2) / 2, (2 / 2 + 3 / 3) / 2
+    # query 1: distances 8, 7, 7, 4 -> rows 3, 1, 2, 0 -> r = 0, 1, 1, 1
+    ndcg1 = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    acg1, wap1 = (0 + 1) / 2, (1 / 2 + 2 / 3 + 3 / 4) / 3
+    assert result.multi_label and result.evaluated == 2
+    assert result.ndcg_at_k == pytest.approx((ndcg0 + ndcg1) / 2, abs=1e-6)
+    assert result.acg_at_k == pytest.approx((acg0 + acg1) / 2, abs=1e-6)
+    assert result.weighted_map == pytest.approx((wap0 + wap1) / 2, abs=1e-6)
+    assert result.precision_at_k == pytest.approx((1 / 2 + 1 / 2) / 2)  # relevant = shares a label
+    values = result.as_dict()
+    assert {"NDCG@2", "ACG@2", "wmAP"} <= values.keys() and "wmap" in values["conventions"]
+
+
+def reference(db_codes, db_sets, query_codes, query_sets, self_rows, k):
+    """Every metric, the slow and obvious way: Python ints and sets."""
+    def distance(a, b):
+        return bin(int.from_bytes(bytes(a), "big") ^ int.from_bytes(bytes(b), "big")).count("1")
+
+    per_query = []
+    for q, code in enumerate(query_codes):
+        rows = sorted((row for row in range(len(db_codes)) if row != self_rows[q]),
+                      key=lambda row: (distance(code, db_codes[row]), row))
+        r = [len(set(query_sets[q] or ()) & set(db_sets[row] or ())) for row in rows]
+        relevant_ranks = [n for n in range(1, len(r) + 1) if r[n - 1] > 0]
+        if not relevant_ranks:
+            continue
+        top_hits = [n for n in relevant_ranks if n <= k]
+        ap = sum(len([m for m in relevant_ranks if m <= n]) / n for n in relevant_ranks) / len(relevant_ranks)
+        ap_k = sum(len([m for m in top_hits if m <= n]) / n for n in top_hits) / len(top_hits) if top_hits else 0
+        dcg = sum((2 ** r[i] - 1) / math.log2(i + 2) for i in range(min(k, len(r))))
+        ideal = sorted(r, reverse=True)
+        idcg = sum((2 ** ideal[i] - 1) / math.log2(i + 2) for i in range(min(k, len(r))))
+        wap = sum(sum(r[:n]) / n for n in relevant_ranks) / len(relevant_ranks)
+        per_query.append([ap, ap_k, len(top_hits) / k, len(top_hits) / len(relevant_ranks),
+                          dcg / idcg, sum(r[:k]) / k, wap])
+    return len(per_query), [sum(column) / len(per_query) for column in zip(*per_query)]
+
+
+def random_case(seed: int, max_labels: int):
+    """Codes with many Hamming ties, label sets of 0 (unknown) to ``max_labels`` labels; half the
+    queries are database images."""
+    rng = np.random.default_rng(seed)
+    db_codes = rng.integers(0, 256, (60, 1), dtype=np.uint8) & 0b10110110
+    names = ["a", "b", "c", "d", "e"]
+    db_sets = [tuple(sorted(map(str, rng.choice(names, rng.integers(0, max_labels + 1), replace=False)))) or None
+               for _ in range(60)]
+    own = rng.choice(60, 8, replace=False)
+    query_codes = np.concatenate([db_codes[own], rng.integers(0, 256, (8, 1), dtype=np.uint8)])
+    query_sets = [db_sets[row] for row in own] + [(str(rng.choice(names)),) for _ in range(8)]
+    self_rows = np.concatenate([own, np.full(8, -1)])
+    return db_codes, db_sets, query_codes, query_sets, self_rows
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("max_labels", [1, 3])
+def test_evaluate_matches_the_slow_reference(seed, max_labels, monkeypatch):
+    if seed % 2:  # several chunks of queries
+        monkeypatch.setattr(metrics_module, "CHUNK_BYTES", 60 * 14 * 3)
+    db_codes, db_sets, query_codes, query_sets, self_rows = random_case(seed, max_labels)
+    classes = vocabulary(s for s in db_sets + query_sets if s)
+    k = 7
+    result = evaluate(db_codes, label_matrix(db_sets, classes), query_codes, label_matrix(query_sets, classes),
+                      k, self_rows)
+    evaluated, means = reference(db_codes, db_sets, query_codes, query_sets, self_rows, k)
+    assert result.evaluated == evaluated and result.queries == 16
+    multi_label = max_labels > 1
+    assert result.multi_label == multi_label
+    ours = [result.mean_ap, result.mean_ap_at_k, result.precision_at_k, result.recall_at_k]
+    if multi_label:
+        ours += [result.ndcg_at_k, result.acg_at_k, result.weighted_map]
+    else:
+        assert result.ndcg_at_k is None and "wmAP" not in result.as_dict()
+    assert ours == pytest.approx(means[:len(ours)], abs=1e-6)
+
+
+# --- through the CLI, with real HDF5 stores -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lsh_model(scene_set, tmp_path_factory) -> Path:
+    model = tmp_path_factory.mktemp("lsh") / "lsh.pt"
+    result = run_cli("train", "--images", scene_set / "photos", "-o", model, "--method", "lsh", "--bits", "16",
+                     "--image-size", "64", "--workers", "0", "--seed", "0")
+    assert result.exit_code == 0, result.output
+    return model
+
+
+@pytest.fixture(scope="module")
+def photos(scene_set) -> list[str]:
+    return sorted(str(p.resolve()) for p in (scene_set / "photos").glob("*.jpg"))
+
+
+def write_csv(path: Path, labels: dict[str, str]) -> Path:
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("path", "labels"), *labels.items()])
+    return path
+
+
+@pytest.fixture(scope="module")
+def multi_labels(truth, photos) -> dict[str, str]:
+    """The true scene plus a second label by photo parity; the last two photos unlabelled."""
+    return {p: f"{truth[p]};{'even' if i % 2 == 0 else 'odd'}" for i, p in enumerate(photos[:-2])}
+
+
+def encode(model, inputs, store, *extra):
+    result = run_cli("encode", model, *inputs, "-o", store, "--workers", "0", *extra)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_query_evaluates_from_stored_labels_as_from_the_csv(lsh_model, scene_set, multi_labels, photos, tmp_path):
+    labels_csv = write_csv(tmp_path / "labels.csv", multi_labels)
+    store = tmp_path / "codes.h5"
+    encode(lsh_model, [scene_set / "photos"], store, "--labels", labels_csv)
+    contents = read_store(store)
+    assert contents.labels == [tuple(sorted(multi_labels[p].split(";"))) if p in multi_labels else None
+                               for p in contents.paths]
+
+    runs = {}
+    for name, extra in (("implicit", []), ("stored", ["--ground-truth", "stored"]),
+                        ("csv", ["--ground-truth", labels_csv])):
+        metrics = tmp_path / f"{name}.json"
+        result = run_cli("query", "--db", store, "--queries", store, "-k", "5", "-o", tmp_path / f"{name}.h5",
+                         "--metrics", metrics, *extra)
+        assert result.exit_code == 0, result.output
+        assert "NDCG@5" in result.stdout and "wmAP" in result.stdout
+        runs[name] = json.loads(metrics.read_text())
+    assert runs["implicit"]["ground_truth"] == runs["stored"]["ground_truth"] == "stored"
+    assert runs["csv"]["ground_truth"] == str(labels_csv)
+    assert runs["implicit"]["evaluated_queries"] == 22, "the two unlabelled photos are not evaluated"
+    for values in runs.values():
+        assert 0 <= values["NDCG@5"] <= 1 and 0 <= values["mAP"] <= 1
+        assert 0 <= values["ACG@5"] <= 2 and 0 <= values["wmAP"] <= 2, "at most 2 labels shared"
+    numbers = [{key: value for key, value in values.items() if key != "ground_truth"} for values in runs.values()]
+    assert numbers[0] == numbers[1] == numbers[2]
+
+
+def test_appending_keeps_labels_aligned_with_paths(lsh_model, truth, photos, tmp_path):
+    first = tmp_path / "first.txt"
+    first.write_text("\n".join(photos[:10]))
+    labels_csv = write_csv(tmp_path / "scenes.csv", {p: truth[p] for p in photos[:5] + photos[12:]})
+    store = tmp_path / "codes.h5"
+    encode(lsh_model, [first], store, "--labels", labels_csv)
+    everything = tmp_path / "all.txt"
+    everything.write_text("\n".join(photos[::-1]))  # another order; photos[:10] are already stored
+    encode(lsh_model, [everything], store, "--labels", labels_csv)
+    encode(lsh_model, [everything], store)  # nothing new: labels untouched
+    contents = read_store(store)
+    assert len(contents.paths) == 24 and contents.paths[:10] == photos[:10]
+    expected = {p: (truth[p],) if p in photos[:5] + photos[12:] else None for p in photos}
+    assert dict(zip(contents.paths, contents.labels)) == expected
+
+
+def test_labels_that_name_no_encoded_image_are_refused_before_writing(lsh_model, photos, tmp_path):
+    store = tmp_path / "codes.h5"
+    elsewhere = write_csv(tmp_path / "elsewhere.csv", {"not/an/encoded/photo.jpg": "x"})
+    for extra in ([], ["--overwrite"]):  # a new store is not created
+        result = run_cli("encode", lsh_model, *photos, "-o", store, "--labels", elsewhere, *extra)
+        assert_one_line_error(result, "labels none of the 24 images")
+        assert not store.exists()
+    encode(lsh_model, photos[:3], store)
+    before = store.read_bytes()
+    for extra in ([], ["--overwrite"]):  # an existing one is left as it was
+        result = run_cli("encode", lsh_model, *photos, "-o", store, "--labels", elsewhere, *extra)
+        assert_one_line_error(result, "labels none of the")
+        assert store.read_bytes() == before
+
+
+def test_stored_ground_truth_needs_labels_in_both_stores(lsh_model, scene_set, photos, tmp_path):
+    store = tmp_path / "codes.h5"
+    encode(lsh_model, [scene_set / "photos"], store)
+    result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "r.h5", "--ground-truth", "stored")
+    assert_one_line_error(result, "holds no labels")
+    assert not (tmp_path / "r.h5").exists() and not (tmp_path / "metrics.json").exists()
+    result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "r.h5")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "metrics.json").exists(), "no labels, no --ground-truth: no evaluation"
