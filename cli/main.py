@@ -112,7 +112,12 @@ def train(
     output: Annotated[Path, typer.Option("-o", "--output", help="Model file to write (model.pt).")],
     pairs: Annotated[Optional[Path], typer.Option(help="pairs.h5 from 'hashkit reconstruct'.")] = None,
     images: Annotated[Optional[Path], typer.Option(help="Folder of training images (no pairs needed).")] = None,
-    method: Annotated[str, typer.Option(help="bcdh, dsah, itq or lsh.")] = "bcdh",
+    labels: Annotated[Optional[str], typer.Option(
+        help="Labels for supervised methods: 'folders' (one sub-folder per class), or a CSV of path,label "
+             "or path,\"a;b;c\" rows.")] = None,
+    method: Annotated[str, typer.Option(
+        help="Label-free: bcdh, dsah, itq, lsh. Supervised (--labels): ath, rvssdh, exchnet; dsrh (multi-label).")]
+        = "bcdh",
     param: Annotated[Optional[list[str]], typer.Option(
         help="Method hyperparameter KEY=VALUE (repeatable; see docs/methods.md).")] = None,
     bits: Annotated[int, typer.Option(help="Code length, a multiple of 8.")] = 64,
@@ -140,10 +145,11 @@ def train(
                            freeze_backbone=freeze_backbone, epochs=epochs, batch_size=batch_size, lr=lr,
                            seed=seed, device=device, feature_cache=cache_dir(feature_cache, no_feature_cache),
                            overwrite=overwrite, **({} if workers is None else {"workers": workers}))
-    summary = run(output, options, pairs_path=pairs, images_dir=images)
+    summary = run(output, options, pairs_path=pairs, images_dir=images, labels=labels)
     losses = ", ".join(f"{loss:.4f}" for loss in summary.epoch_losses) or "closed-form fit"
     report(asdict(summary), as_json, [
-        f"trained {summary.method} ({summary.bits} bits) on {summary.images} images in {summary.seconds:.1f}s"
+        f"trained {summary.method} ({summary.bits} bits) on {summary.images} images"
+        + (f" of {summary.classes} classes" if summary.classes else "") + f" in {summary.seconds:.1f}s"
         + (f" ({summary.skipped_unreadable} undecodable images skipped)" if summary.skipped_unreadable else ""),
         f"loss per epoch: {losses}",
         f"model: {summary.model_path}",

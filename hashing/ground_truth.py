@@ -86,15 +86,3 @@ def label_matrix(label_sets: list[LabelSet | None], classes: list[str]) -> np.nd
             if label in column:
                 matrix[i, column[label]] = True
     return matrix
-
-
-def label_ids(labels: dict[str, LabelSet], db_paths: list[str], query_paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Integer labels for database and query paths (-1 = unknown), from one shared vocabulary;
-    multi-label sets count as one label each (use ``label_matrix`` for shared-label relevance)."""
-    ids_of: dict[LabelSet, int] = {}
-
-    def ids(paths: list[str]) -> np.ndarray:
-        return np.array([ids_of.setdefault(labels[p], len(ids_of)) if p in labels else -1
-                         for p in paths], dtype=np.int64)
-
-    return ids(db_paths), ids(query_paths)

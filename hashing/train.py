@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,8 @@ def _check_options(output: Path, options: TrainOptions, method: Method, pairs_pa
         raise UserError("--epochs must be >= 1, --batch-size >= 2, --image-size >= 32 and --hidden >= 0")
     if isinstance(method, FeatureMethod) and options.hidden:
         raise UserError(f"method {method.name} fits a linear hash layer; --hidden must be 0")
+    if method.uses_maps and options.hidden:
+        raise UserError(f"method {method.name} sets its own layer widths (see --param); --hidden must be 0")
     if output.exists() and not options.overwrite:
         raise UserError(f"{output} exists; use --overwrite to replace it")
     if pairs_path is None and images_dir is None:
@@ -162,13 +165,14 @@ def _with_features(data: TrainingData, network: HashNetwork, digest: str, option
     else:
         cache = FeatureCache(options.feature_cache, options.backbone, digest, options.image_size)
         features, ok = cache.features(data.paths, compute)
+    data = dataclasses.replace(data, features=features)
     if ok.all():
-        return TrainingData(data.paths, features, data.pairs), 0
+        return data, 0
     if data.pairs is not None:
         raise UserError(f"cannot decode {data.paths[int(np.argmin(ok))]} (listed in the pairs file)")
     if ok.sum() < 2:
         raise UserError("fewer than two decodable training images")
-    return TrainingData(data.paths, features, labels=data.labels, classes=data.classes).subset(ok), int((~ok).sum())
+    return data.subset(ok), int((~ok).sum())
 
 
 def _fit_hash_layer(network: HashNetwork, method: FeatureMethod, features: np.ndarray,
