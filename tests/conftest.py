@@ -53,3 +53,13 @@ def work_dir(scene_set, tmp_path_factory) -> Path:
     result = run_cli("reconstruct", scene_set / "photos", "-o", work, "--json")
     assert result.exit_code == 0, result.output
     return work
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory) -> Path:
+    """scikit-learn's digits as class folders train/db/queries (30/20/5 per class) and multi-label
+    2x2 mosaics of each split (examples/labelled_sets.py)."""
+    out = tmp_path_factory.mktemp("digits")
+    subprocess.run([sys.executable, str(REPO / "examples" / "labelled_sets.py"), "digits", str(out)],
+                   check=True, capture_output=True)
+    return out
