@@ -29,9 +29,9 @@ class LoadedModel:
 def build_network(method: Method, backbone: str, weights: str, bits: int, hidden: int,
                   classes: int) -> HashNetwork:
     """The network of ``method``: the backbone (pooled features or feature maps) and its head."""
-    spec = backbone_spec(backbone)
-    head = method.build_head(output_size(spec, method.uses_maps), bits, hidden, classes)
-    return HashNetwork(build_backbone(backbone, weights, maps=method.uses_maps), head)
+    trunk = build_backbone(backbone, weights, maps=method.uses_maps)  # first: the seeded draws stay in order
+    head = method.build_head(output_size(backbone_spec(backbone), method.uses_maps), bits, hidden, classes)
+    return HashNetwork(trunk, head)
 
 
 def save_checkpoint(path: Path, network: HashNetwork, config: dict) -> None:
