@@ -1,14 +1,17 @@
-"""Retrieval quality of the label-free methods, on real photos and on the rendered scene set.
+"""Retrieval quality of every method, on Fashion-MNIST, multi-label mosaics and rendered scenes.
 
-    python benchmarks/quality.py            # or: make bench-quality
+    python benchmarks/quality.py                     # or: make bench-quality (every section)
+    python benchmarks/quality.py --only supervised   # some sections; the others' results are kept
 
 Writes benchmarks/results/quality.md (for people) and quality.json (one record per dataset,
-method and bit length: the metrics, training time and seed). Every step goes through the same
-library functions as the CLI (train, encode, query). Work files go to benchmarks/data/.
+method and bit length: the metrics, training time, seconds per epoch, seed). Every step goes
+through the same library functions as the CLI (train, encode, query). Work files go to
+benchmarks/data/.
 
 Fashion-MNIST (Debian package dataset-fashion-mnist; `make bench-quality` installs it):
 1,000 queries (100 per class) from the test split; the database is every other image (69,000);
-5,000 training images (500 per class) drawn from the database; labels are used for scoring only.
+5,000 training images (500 per class) drawn from the database. Label-free methods use the
+labels for scoring only; the supervised sections are described in benchmarks/supervised.py.
 Rendered scenes (examples/render_scenes.py, 5 scenes x 14 views): a seeded fifth of the photos
 is held out as queries, the rest is reconstructed with COLMAP (pairs for BCDH) and is the
 database; relevance = same true scene.
@@ -17,89 +20,31 @@ database; relevance = same true scene.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import cv2
 import numpy as np
+from common import FASHION_MNIST, SEED, evaluate, export_fashion_mnist, record, timed_train
+from supervised import fashion_mnist_mosaics, fashion_mnist_supervised
 
-from hashkit.hashing.encode import encode
-from hashkit.hashing.query import query
-from hashkit.hashing.train import TrainOptions, train
+from hashkit.hashing.train import TrainOptions
 from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
 
 REPO = Path(__file__).resolve().parents[1]
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 BITS = (16, 32, 64)
-SEED = 0
-HIDDEN = 1024  # hidden layer of the deep methods' heads (backbone frozen)
+HIDDEN = 1024  # hidden layer of the label-free deep methods' heads (backbone frozen)
+LABEL_FREE_SIZE = 64  # Fashion-MNIST input size of the label-free section
+SUPERVISED_SIZE = 96  # of the supervised sections: MobileNetV2 then gives 3 x 3 feature maps
 
 
-def read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def export_fashion_mnist(root: Path) -> tuple[Path, Path, Path]:
-    """Write the protocol's query, database and training images as PNGs in class folders."""
-    query_dir, db_dir, train_dir = root / "query", root / "db", root / "train"
-    if (root / "done").exists():
-        return query_dir, db_dir, train_dir
-    shutil.rmtree(root, ignore_errors=True)
-    images = np.concatenate([read_idx(FASHION_MNIST / "train-images-idx3-ubyte.gz"),
-                             read_idx(FASHION_MNIST / "t10k-images-idx3-ubyte.gz")])
-    labels = np.concatenate([read_idx(FASHION_MNIST / "train-labels-idx1-ubyte.gz"),
-                             read_idx(FASHION_MNIST / "t10k-labels-idx1-ubyte.gz")])
-    rng = np.random.default_rng(SEED)
-    test = np.arange(60000, 70000)
-    queries = np.concatenate([rng.choice(test[labels[test] == c], 100, replace=False) for c in range(10)])
-    database = np.setdiff1d(np.arange(70000), queries)
-    training = np.concatenate([rng.choice(database[labels[database] == c], 500, replace=False)
-                               for c in range(10)])
-    for folder, members in ((query_dir, queries), (db_dir, database)):
-        for c in CLASSES:
-            (folder / c).mkdir(parents=True)
-        for i in members:
-            cv2.imwrite(str(folder / CLASSES[labels[i]] / f"{i:05d}.png"), images[i])
-    for i in training:  # the same files, linked, so their cached features are shared
-        target = train_dir / CLASSES[labels[i]] / f"{i:05d}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.link(db_dir / CLASSES[labels[i]] / f"{i:05d}.png", target)
-    (root / "done").touch()
-    return query_dir, db_dir, train_dir
-
-
-def evaluate(model: Path, db_inputs: list[Path], query_inputs: list[Path], work: Path, k: int,
-             ground_truth: str, cache: Path) -> dict:
-    db, queries = work / f"{model.stem}-db.h5", work / f"{model.stem}-queries.h5"
-    encode(model, db_inputs, db, overwrite=True, feature_cache=cache)
-    encode(model, query_inputs, queries, overwrite=True, feature_cache=cache)
-    summary = query(db, queries, k, work / f"{model.stem}-results.h5", ground_truth=ground_truth,
-                    metrics_path=work / f"{model.stem}-metrics.json", overwrite=True)
-    return summary.metrics
-
-
-def timed_train(model: Path, options: TrainOptions, **sources) -> float:
-    started = time.perf_counter()
-    train(model, options, **sources)
-    return round(time.perf_counter() - started, 2)
-
-
-def fashion_mnist(data: Path, cache: Path, image_size: int) -> list[dict]:
+def fashion_mnist(data: Path, cache: Path) -> list[dict]:
     query_dir, db_dir, train_dir = export_fashion_mnist(data / "fashion-mnist")
     work = data / "fashion-mnist-work"
     work.mkdir(exist_ok=True)
-    common = dict(backbone="mobilenet_v2", weights="imagenet", image_size=image_size, seed=SEED,
+    common = dict(backbone="mobilenet_v2", weights="imagenet", image_size=LABEL_FREE_SIZE, seed=SEED,
                   feature_cache=cache, overwrite=True)
     deep = dict(freeze_backbone=True, hidden=HIDDEN)
     settings = {
@@ -113,11 +58,11 @@ def fashion_mnist(data: Path, cache: Path, image_size: int) -> list[dict]:
     for bits in BITS:
         for name, extra in settings.items():
             model = work / f"{name}-{bits}.pt"
-            seconds = timed_train(model, TrainOptions(bits=bits, **common, **extra), images_dir=train_dir)
+            trained = timed_train(model, TrainOptions(bits=bits, **common, **extra), images_dir=train_dir)
             metrics = evaluate(model, [db_dir], [query_dir], work, 1000, "folders", cache)
-            records.append(record("fashion-mnist", name, bits, metrics, seconds, extra))
+            records.append(record("fashion-mnist", name, bits, {1000: metrics}, trained, extra))
             print(f"fashion-mnist {name} {bits}: mAP {metrics['mAP']:.4f} mAP@1000 {metrics['mAP@1000']:.4f} "
-                  f"train {seconds}s", flush=True)
+                  f"train {trained[0]}s", flush=True)
     return records
 
 
@@ -153,88 +98,138 @@ def scenes(data: Path, cache: Path) -> list[dict]:
             if name == "itq" and bits > len(photos) - len(held_out):
                 continue
             model = work / f"{name}-{bits}.pt"
-            seconds = timed_train(model, TrainOptions(bits=bits, **common, **extra), **source)
+            trained = timed_train(model, TrainOptions(bits=bits, **common, **extra), **source)
             metrics = evaluate(model, [root / "db"], [root / "queries"], work, 10, str(truth), cache)
-            records.append(record("rendered-scenes", name, bits, metrics, seconds, extra))
+            records.append(record("rendered-scenes", name, bits, {10: metrics}, trained, extra))
             print(f"scenes {name} {bits}: mAP {metrics['mAP']:.4f} mAP@10 {metrics['mAP@10']:.4f} "
-                  f"train {seconds}s", flush=True)
+                  f"train {trained[0]}s", flush=True)
     return records
 
 
-def record(dataset: str, method: str, bits: int, metrics: dict, seconds: float, settings: dict) -> dict:
-    k = metrics["k"]
-    return {"dataset": dataset, "method": method, "bits": bits, "seed": SEED, "train_seconds": seconds,
-            "mAP": metrics["mAP"], f"mAP@{k}": metrics[f"mAP@{k}"], f"precision@{k}": metrics[f"precision@{k}"],
-            "evaluated_queries": metrics["evaluated_queries"], "settings": settings}
 
 
-def cache_speedup(data: Path, cache: Path, image_size: int) -> dict:
+TABLES = {  # dataset: (note, metric columns)
+    "fashion-mnist": (
+        "Label-free. 1,000 queries, 69,000 database images, 5,000 training images, inputs 64 px; deep heads: "
+        f"hidden layer of {HIDDEN} + hash layer on the frozen backbone. BCDH's pairs are mutual 10-nearest "
+        "neighbours in the backbone's feature space (no labels); dsah-no-refinement is DSAH with its AND "
+        "refinement switched off (`--param rounds=0`).",
+        ("mAP@1000", "mAP", "precision@1000")),
+    "rendered-scenes": (
+        "Label-free. 14 held-out photos as queries, 56 as database; BCDH is trained end to end (backbone "
+        "fine-tuned, 128 px, 3 epochs) on the pairs COLMAP mined from the 56; ITQ needs at most as many bits as "
+        "training images, so it has no 64-bit row here.",
+        ("mAP@10", "mAP", "precision@10")),
+    "fashion-mnist-supervised": (
+        "Supervised (class labels of the 5,000 training images). Same queries and database; inputs 96 px, so the "
+        "frozen MobileNetV2 gives 3 x 3 x 1280 feature maps, which every deep head reads (20 epochs, batch 128, "
+        "Adam 1e-3). LSH and ITQ hash the same backbone's pooled features: the floor. "
+        "rvssdh-learned-centres is RV-SSDH with NetVLAD-style trained centres (`--param centres=learned`).",
+        ("mAP", "mAP@1000", "mAP@10", "precision@10")),
+    "fashion-mnist-small": (
+        "Small-sample regime: 20 training images per class (200 in all; deep methods 40 epochs, batch 64), "
+        "same queries and database, 32 bits.",
+        ("mAP", "mAP@1000", "mAP@10", "precision@10")),
+    "fashion-mnist-mosaics": (
+        "Multi-label: 2 x 2 mosaics of Fashion-MNIST images (56 px, shown at 96 px), label set = the classes "
+        "of the four tiles; 5,000 training, 1,000 query and 10,000 database mosaics (tiles of queries and "
+        "database from the test split, of training mosaics from the training split). Relevance = number of "
+        "shared labels. ath-single-label is ATH trained on one label per mosaic (its top-left tile's class).",
+        ("NDCG@100", "ACG@100", "wmAP", "mAP", "mAP@100")),
+}
+
+
+def write_markdown(path: Path, records: list[dict]) -> None:
+    lines = ["# Retrieval quality", "",
+             "Produced by `make bench-quality` (`python benchmarks/quality.py`); seed 0; one 2-core CPU; "
+             "torchvision MobileNetV2 with ImageNet weights, frozen, for every method on Fashion-MNIST.", ""]
+    for dataset, (note, columns) in TABLES.items():
+        rows = [r for r in records if r["dataset"] == dataset]
+        if rows:
+            lines += [f"## {dataset}", "", note, "",
+                      "| method | bits | " + " | ".join(columns) + " | train s |",
+                      "|---|---|" + "---|" * (len(columns) + 1)]
+            lines += [f"| {r['method']} | {r['bits']} | " + " | ".join(f"{r[c]:.4f}" for c in columns)
+                      + f" | {r['train_seconds']} |" for r in rows]
+            lines.append("")
+    epochs = [r for r in records if r.get("epoch_seconds") and r["bits"] == 32
+              and r["dataset"] in ("fashion-mnist-supervised", "fashion-mnist-mosaics", "epoch-timing")]
+    if epochs:
+        lines += ["## Seconds per training epoch", "",
+                  "5,000 training images, 96 px inputs, frozen backbone (cached feature maps or features), "
+                  "32 bits, this machine's 2 CPU cores; an epoch includes the method's alternating step.", "",
+                  "| method | data | s / epoch |", "|---|---|---|"]
+        lines += [f"| {r['method']} | {r['dataset']} | {r['epoch_seconds']} |" for r in epochs]
+        lines.append("")
+    cache = [r for r in records if r["dataset"] == "feature-cache"]
+    if cache:
+        c = cache[0]
+        lines += ["## Feature cache", "",
+                  f"LSH on {c['images']} Fashion-MNIST images: {c['cold_seconds']} s with an empty cache, "
+                  f"{c['warm_seconds']} s with it filled ({c['speedup']}x).", ""]
+    path.write_text("\n".join(lines))
+
+
+def epoch_timing(data: Path, cache: Path) -> list[dict]:
+    """Seconds per epoch of the label-free deep methods on the supervised protocol's 5,000 training
+    images and input size (3 epochs, 32 bits), for the per-epoch comparison of every method."""
+    train_dir = data / "fashion-mnist" / "train"
+    records = []
+    for name, extra in (("dsah", dict(method="dsah", batch_size=128)), ("bcdh", dict(method="bcdh", batch_size=256))):
+        options = TrainOptions(bits=32, image_size=SUPERVISED_SIZE, seed=SEED, feature_cache=cache, overwrite=True,
+                               freeze_backbone=True, hidden=HIDDEN, epochs=3, **extra)
+        trained = timed_train(data / "timing.pt", options, images_dir=train_dir)
+        records.append(record("epoch-timing", name, 32, {}, trained, extra))
+    return records
+
+
+def cache_speedup(data: Path, cache: Path) -> list[dict]:
     """LSH training time with an empty feature cache, then again with the cache filled."""
     train_dir = data / "fashion-mnist" / "train"
     fresh = data / "cache-timing"
     shutil.rmtree(fresh, ignore_errors=True)
-    options = TrainOptions(method="lsh", bits=64, image_size=image_size, seed=SEED, feature_cache=fresh,
+    options = TrainOptions(method="lsh", bits=64, image_size=LABEL_FREE_SIZE, seed=SEED, feature_cache=fresh,
                            overwrite=True)
-    cold = timed_train(data / "timing.pt", options, images_dir=train_dir)
-    warm = timed_train(data / "timing.pt", options, images_dir=train_dir)
-    return {"images": 5000, "cold_seconds": cold, "warm_seconds": warm, "speedup": round(cold / warm, 1)}
+    cold = timed_train(data / "timing.pt", options, images_dir=train_dir)[0]
+    warm = timed_train(data / "timing.pt", options, images_dir=train_dir)[0]
+    return [{"dataset": "feature-cache", "images": 5000, "cold_seconds": cold, "warm_seconds": warm,
+             "speedup": round(cold / warm, 1)}]
 
 
-def write_markdown(path: Path, records: list[dict], timing: dict, image_size: int) -> None:
-    lines = ["# Retrieval quality (label-free methods)", "",
-             "Produced by `make bench-quality` (`python benchmarks/quality.py`); seed 0; one 2-core CPU.",
-             f"Backbone: torchvision MobileNetV2, ImageNet weights, frozen for every method on Fashion-MNIST "
-             f"(inputs {image_size} px); deep heads: hidden layer of {HIDDEN} + hash layer.", ""]
-    notes = {
-        "fashion-mnist": "1,000 queries, 69,000 database images, 5,000 training images; BCDH's pairs are mutual "
-                         "10-nearest neighbours in the backbone's feature space (no labels); dsah-no-refinement "
-                         "is DSAH with its AND refinement switched off (`--param rounds=0`).",
-        "rendered-scenes": "14 held-out photos as queries, 56 as database; BCDH is trained end to end (backbone "
-                           "fine-tuned, 128 px, 3 epochs) on the pairs COLMAP mined from the 56; ITQ needs at "
-                           "most as many bits as training images, so it has no 64-bit row here.",
-    }
-    for dataset, k in (("fashion-mnist", 1000), ("rendered-scenes", 10)):
-        rows = [r for r in records if r["dataset"] == dataset]
-        if not rows:
-            continue
-        lines += [f"## {dataset}", "", notes[dataset], "",
-                  f"| method | bits | mAP@{k} | mAP (whole database) | precision@{k} | train s |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['bits']} | {r[f'mAP@{k}']:.4f} | {r['mAP']:.4f} | {r[f'precision@{k}']:.4f} "
-                  f"| {r['train_seconds']} |" for r in rows]
-        lines.append("")
-    if timing:
-        lines += ["## Feature cache", "",
-                  f"LSH on {timing['images']} Fashion-MNIST images: {timing['cold_seconds']} s with an empty "
-                  f"cache, {timing['warm_seconds']} s with it filled ({timing['speedup']}x).", ""]
-    path.write_text("\n".join(lines))
+SECTIONS = {  # name: (datasets its records carry, function)
+    "fashion-mnist": (("fashion-mnist",), fashion_mnist),
+    "scenes": (("rendered-scenes",), scenes),
+    "feature-cache": (("feature-cache",), cache_speedup),
+    "supervised": (("fashion-mnist-supervised", "fashion-mnist-small"),
+                   lambda data, cache: fashion_mnist_supervised(export_fashion_mnist(data / "fashion-mnist"),
+                                                                cache, SUPERVISED_SIZE)),
+    "mosaics": (("fashion-mnist-mosaics",), lambda data, cache: fashion_mnist_mosaics(data, cache, SUPERVISED_SIZE)),
+    "epoch-timing": (("epoch-timing",), epoch_timing),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO / "benchmarks" / "data")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--image-size", type=int, default=64, help="Fashion-MNIST input size")
-    parser.add_argument("--only", choices=["fashion-mnist", "scenes"])
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS),
+                        help="run these sections; the others' results in quality.json are kept")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite quality.md from quality.json")
     args = parser.parse_args()
-    if args.markdown_only:
-        saved = json.loads((args.results / "quality.json").read_text())
-        write_markdown(args.results / "quality.md", saved["records"], saved["feature_cache"], args.image_size)
-        return
-    if not FASHION_MNIST.is_dir() and args.only != "scenes":
-        raise SystemExit(f"error: {FASHION_MNIST} missing: apt-get install dataset-fashion-mnist")
-    args.data.mkdir(parents=True, exist_ok=True)
-    cache = args.data / "feature-cache"
-    records = []
-    if args.only != "scenes":
-        records += fashion_mnist(args.data, cache, args.image_size)
-    if args.only != "fashion-mnist":
-        records += scenes(args.data, cache)
-    timing = cache_speedup(args.data, cache, args.image_size) if args.only != "scenes" else {}
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "quality.json").write_text(json.dumps({"records": records, "feature_cache": timing}, indent=2))
-    write_markdown(args.results / "quality.md", records, timing, args.image_size)
+    saved = args.results / "quality.json"
+    records = json.loads(saved.read_text())["records"] if saved.exists() else []
+    if not args.markdown_only:
+        sections = args.only or list(SECTIONS)
+        if not FASHION_MNIST.is_dir() and sections != ["scenes"]:
+            raise SystemExit(f"error: {FASHION_MNIST} missing: apt-get install dataset-fashion-mnist")
+        args.data.mkdir(parents=True, exist_ok=True)
+        args.results.mkdir(parents=True, exist_ok=True)
+        for section in sections:
+            datasets, run = SECTIONS[section]
+            fresh = run(args.data, args.data / "feature-cache")
+            records = [r for r in records if r["dataset"] not in datasets] + fresh
+            saved.write_text(json.dumps({"records": records}, indent=2))  # kept as each section ends
+    write_markdown(args.results / "quality.md", records)
     print((args.results / "quality.md").read_text())
 
 

@@ -29,8 +29,9 @@ def write_split(images: np.ndarray, labels: np.ndarray, names: list[str], folder
 
 def write_mosaics(images: np.ndarray, labels: np.ndarray, names: list[str], folder: Path, count: int,
                   rng: np.random.Generator, size: int) -> list[tuple[str, list[str]]]:
-    """``count`` 2x2 mosaics of random tiles as folder/<n>.png; returns (relative path, sorted class
-    names) rows. Tiles are drawn so that a mosaic holds one to four distinct classes."""
+    """``count`` 2x2 mosaics of random distinct tiles as folder/<n>.png, resized to size x size;
+    returns (path relative to folder's parent, class names of the tiles: top-left, top-right,
+    bottom-left, bottom-right) per mosaic. A mosaic's label set is the set of its tiles' classes."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in range(count):
@@ -38,15 +39,16 @@ def write_mosaics(images: np.ndarray, labels: np.ndarray, names: list[str], fold
         top = np.concatenate([images[tiles[0]], images[tiles[1]]], axis=1)
         bottom = np.concatenate([images[tiles[2]], images[tiles[3]]], axis=1)
         cv2.imwrite(str(folder / f"{n:05d}.png"), _resize(np.concatenate([top, bottom]), size))
-        rows.append((f"{folder.name}/{n:05d}.png", sorted({names[labels[t]] for t in tiles})))
+        rows.append((f"{folder.name}/{n:05d}.png", [names[labels[t]] for t in tiles]))
     return rows
 
 
 def write_labels_csv(path: Path, rows: list[tuple[str, list[str]]]) -> None:
+    """A labels CSV: one row per image, its distinct labels joined by ';'."""
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "labels"])
-        writer.writerows((p, ";".join(labels)) for p, labels in rows)
+        writer.writerows((p, ";".join(sorted(set(labels)))) for p, labels in rows)
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -4,7 +4,8 @@ medical image retrieval", Medical Image Analysis 2021).
 A spatial-attention module re-weights the backbone's last feature maps; the attended maps are
 pooled and pass a fully connected layer, which feeds the hash layer and a classifier side by
 side. The triplet cross-entropy loss joins a triplet margin term on the codes and the
-classification cross-entropy; a quantization term (ours) pulls the codes to +-1. Equations and defaults: docs/methods.md.
+classification cross-entropy; a quantization term (ours) pulls the codes to +-1.
+Equations and defaults: docs/methods.md.
 """
 
 from __future__ import annotations

@@ -137,7 +137,8 @@ class ExchNet(DeepMethod):
         parts, global_feature = outputs["parts"], outputs["global"]
         self._accumulate(parts.detach().cpu(), labels)
         labels = labels.to(device)
-        loss = hashing + self.classification_weight * F.cross_entropy(self.head.classify(global_feature, parts), labels) \
+        classification = F.cross_entropy(self.head.classify(global_feature, parts), labels)
+        loss = hashing + self.classification_weight * classification \
             + self.attention_weight * attention_constraints(outputs["attention"], parts, self.diversity_margin)
         if self.anchors is not None:
             swap = torch.rand(parts.shape[:2], generator=self.generator) < self.exchange_probability
