@@ -10,14 +10,13 @@ Equations and defaults: docs/methods.md.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..network import Head
-from .base import Batch, DeepMethod, TrainingData, class_indices, image_batches, quantization_error, register
-from .supervised import squared_distances
+from .base import Batch, quantization_error, register
+from .supervised import SingleLabelMethod, squared_distances
 
 
 class SpatialAttention(nn.Module):
@@ -64,10 +63,8 @@ def triplet_margin_loss(codes: torch.Tensor, labels: torch.Tensor, margin: float
 
 
 @register
-class ATH(DeepMethod):
+class ATH(SingleLabelMethod):
     name = "ath"
-    supervision = "labels"
-    uses_maps = True
 
     def __init__(self, margin: float = 1.0, classification_weight: float = 1.0, quantization_weight: float = 0.1,
                  fc: int = 1024):
@@ -78,12 +75,6 @@ class ATH(DeepMethod):
 
     def build_head(self, in_features: int, bits: int, hidden: int, classes: int) -> Head:
         return ATHHead(in_features, bits, self.fc, classes)
-
-    def setup(self, data: TrainingData, bits: int, seed: int) -> None:
-        self.classes = torch.from_numpy(class_indices(data.labels, self.name))
-
-    def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:
-        return image_batches(len(self.classes), batch_size, rng)
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         codes = torch.tanh(outputs["codes"])

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..network import Head
-from .base import Batch, DeepMethod, TrainingData, class_indices, image_batches, register
+from .base import Batch, TrainingData, register
+from .supervised import SingleLabelMethod
 
 
 class ExchNetHead(Head):
@@ -82,10 +83,8 @@ def binary_step(codes: np.ndarray, outputs: np.ndarray, onehot: np.ndarray, gamm
 
 
 @register
-class ExchNet(DeepMethod):
+class ExchNet(SingleLabelMethod):
     name = "exchnet"
-    supervision = "labels"
-    uses_maps = True
 
     def __init__(self, parts: int = 4, dim: int = 256, gamma: float = 1.0, classification_weight: float = 1.0,
                  exchange_weight: float = 1.0, attention_weight: float = 0.1, diversity_margin: float = 0.5,
@@ -102,10 +101,9 @@ class ExchNet(DeepMethod):
         return self.head
 
     def setup(self, data: TrainingData, bits: int, seed: int) -> None:
-        labels = class_indices(data.labels, self.name)
-        self.classes = torch.from_numpy(labels)
-        self.onehot = np.eye(data.labels.shape[1])[labels]
-        self.codes = np.random.default_rng(seed).choice([-1.0, 1.0], size=(len(labels), bits))
+        super().setup(data, bits, seed)
+        self.onehot = np.eye(data.labels.shape[1])[self.classes.numpy()]
+        self.codes = np.random.default_rng(seed).choice([-1.0, 1.0], size=(len(self.classes), bits))
         self.anchors: torch.Tensor | None = None  # (classes, parts, dim), from the previous epoch
         self.part_sums = torch.zeros(data.labels.shape[1], self.parts, self.dim)
         self.part_counts = torch.zeros(data.labels.shape[1])
@@ -121,9 +119,6 @@ class ExchNet(DeepMethod):
             self.anchors = anchors
         self.part_sums.zero_()
         self.part_counts.zero_()
-
-    def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:
-        return image_batches(len(self.classes), batch_size, rng)
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         codes = torch.tanh(outputs["codes"])

@@ -11,14 +11,14 @@ comparison. Equations and defaults: docs/methods.md.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
 from ..network import Head
-from .base import Batch, DeepMethod, TrainingData, class_indices, image_batches, register
+from .base import Batch, register
+from .supervised import SingleLabelMethod
 
 
 class VLAD(nn.Module):
@@ -72,10 +72,8 @@ class RVSSDHHead(Head):
 
 
 @register
-class RVSSDH(DeepMethod):
+class RVSSDH(SingleLabelMethod):
     name = "rvssdh"
-    supervision = "labels"
-    uses_maps = True
 
     def __init__(self, centres: str = "random", clusters: int = 16, alpha: float = 10.0, descriptors: int = 256,
                  transform: int = 512, binary_weight: float = 1.0, balance_weight: float = 1.0):
@@ -89,12 +87,6 @@ class RVSSDH(DeepMethod):
     def build_head(self, in_features: int, bits: int, hidden: int, classes: int) -> Head:
         return RVSSDHHead(in_features, bits, classes, self.descriptors, self.clusters, self.alpha,
                           self.transform, self.centres == "learned")
-
-    def setup(self, data: TrainingData, bits: int, seed: int) -> None:
-        self.classes = torch.from_numpy(class_indices(data.labels, self.name))
-
-    def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:
-        return image_batches(len(self.classes), batch_size, rng)
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         latent = torch.sigmoid(outputs["codes"])

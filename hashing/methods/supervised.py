@@ -1,8 +1,24 @@
-"""Pieces shared by the supervised methods: pairwise code distances over a batch."""
+"""Pieces shared by the supervised methods."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from .base import Batch, DeepMethod, TrainingData, class_indices, image_batches
+
+
+class SingleLabelMethod(DeepMethod):
+    """A method trained on shuffled image batches, one class per image (``self.classes``)."""
+
+    supervision = "labels"
+    uses_maps = True
+
+    def setup(self, data: TrainingData, bits: int, seed: int) -> None:
+        self.classes = torch.from_numpy(class_indices(data.labels, self.name))
+
+    def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:
+        return image_batches(len(self.classes), batch_size, rng)
 
 
 def squared_distances(codes: torch.Tensor) -> torch.Tensor:
