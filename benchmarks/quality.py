@@ -201,8 +201,7 @@ SECTIONS = {  # name: (datasets its records carry, function)
     "scenes": (("rendered-scenes",), scenes),
     "feature-cache": (("feature-cache",), cache_speedup),
     "supervised": (("fashion-mnist-supervised", "fashion-mnist-small"),
-                   lambda data, cache: fashion_mnist_supervised(export_fashion_mnist(data / "fashion-mnist"),
-                                                                cache, SUPERVISED_SIZE)),
+                   lambda data, cache: fashion_mnist_supervised(data / "fashion-mnist", cache, SUPERVISED_SIZE)),
     "mosaics": (("fashion-mnist-mosaics",), lambda data, cache: fashion_mnist_mosaics(data, cache, SUPERVISED_SIZE)),
     "epoch-timing": (("epoch-timing",), epoch_timing),
 }

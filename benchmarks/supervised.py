@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import CLASSES, SEED, evaluate, fashion_mnist_arrays, record, timed_train
+from common import CLASSES, SEED, evaluate, export_fashion_mnist, fashion_mnist_arrays, record, timed_train
 
 from hashkit.hashing.train import TrainOptions
 
@@ -50,7 +50,7 @@ def _run(dataset: str, name: str, bits: int, settings: dict, common: dict, work:
 
 def fashion_mnist_supervised(root: Path, cache: Path, image_size: int) -> list[dict]:
     """Full training set at 16, 32 and 64 bits, then 20 images per class at 32 bits."""
-    query_dir, db_dir, train_dir = root / "query", root / "db", root / "train"
+    query_dir, db_dir, train_dir = export_fashion_mnist(root)
     work = root.parent / "supervised-work"
     work.mkdir(exist_ok=True)
     common = dict(backbone="mobilenet_v2", weights="imagenet", image_size=image_size, seed=SEED,
