@@ -195,14 +195,21 @@ def query(
              "hold some), 'folders', a path,label CSV, or a pairs.h5 (3D model ids).")] = None,
     metrics: Annotated[Optional[Path], typer.Option(help="Metrics file [default: metrics.json beside OUTPUT].")] = None,
     keep_self: Annotated[bool, typer.Option("--keep-self", help="Keep a query's own image in its results.")] = False,
+    radius: Annotated[Optional[int], typer.Option(
+        help="Return every code within this Hamming distance instead of the k nearest.")] = None,
+    index: Annotated[str, typer.Option(
+        help="flat (exact scan), or approximate: mih (multi-index hashing), hash, ivf, hnsw.")] = "flat",
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Hamming k-nearest-neighbour search of every query code in the database; optional evaluation."""
+    """Hamming search (k nearest, or within --radius) of every query code in the database; optional evaluation."""
     from hashkit.hashing.query import query as run
     summary = run(db, queries, k, output, ground_truth=ground_truth, metrics_path=metrics,
-                  exclude_self=not keep_self, overwrite=overwrite)
-    lines = [f"{summary.queries} queries x {summary.database} codes, top {summary.k} -> {summary.results}"]
+                  exclude_self=not keep_self, overwrite=overwrite, index=index, radius=radius)
+    found = f"top {summary.k}" if radius is None else f"{summary.results_found} results within radius {radius}"
+    lines = [f"{summary.queries} queries x {summary.database} codes, {found} -> {summary.results}"]
+    if not summary.exact:
+        lines.append(f"note: index {summary.index} is approximate: results may miss true neighbours")
     if summary.metrics:
         m = summary.metrics
         lines.append(f"evaluated queries: {m['evaluated_queries']} of {m['queries']} "

@@ -1,8 +1,11 @@
-"""``hashkit query``: batch Hamming kNN of a query store against a database store, plus metrics."""
+"""``hashkit query``: batch Hamming search (k nearest or within a radius) of a query store against a
+database store, plus metrics."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +17,12 @@ from .errors import UserError
 from .ground_truth import LabelSet, label_matrix, load_labels, vocabulary
 from .locking import written_atomically
 from .metrics import evaluate
-from .search import hamming_knn
+from .search import CHUNK_ROWS, build_index, index_kind, knn, knn_scan, radius_search
 from .store import StoreContents, read_store
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
 SCHEMA = "hashkit.results"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: index, exact and layout attributes; radius results
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -29,21 +32,31 @@ class QuerySummary:
     queries: int
     database: int
     k: int
+    index: str = "flat"
+    exact: bool = True
+    radius: int | None = None
+    results_found: int | None = None  # radius search: results over all queries
     metrics_path: str | None = None
     metrics: dict | None = None
 
 
 def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth: str | None = None,
-          metrics_path: Path | None = None, exclude_self: bool = True, overwrite: bool = False) -> QuerySummary:
+          metrics_path: Path | None = None, exclude_self: bool = True, overwrite: bool = False,
+          index: str = "flat", radius: int | None = None) -> QuerySummary:
     """Search every query code in ``db_path`` and write ``output`` (and metrics, with ground truth).
 
-    ``ground_truth``: ``stored`` (the labels stored with the codes), or a source for
+    ``index``: a name in ``search.INDEXES`` (``flat``, the exact scan, by default). With
+    ``radius``, every database row within that Hamming distance is returned instead of the k
+    nearest. ``ground_truth``: ``stored`` (the labels stored with the codes), or a source for
     ``ground_truth.load_labels``; when None, the stored labels if both stores hold some.
     """
     output = Path(output)
     metrics_path = Path(metrics_path) if metrics_path else output.parent / "metrics.json"
+    kind = index_kind(index)
     if k < 1:
         raise UserError(f"-k must be at least 1, got {k}")
+    if radius is not None and radius < 0:
+        raise UserError(f"--radius must be at least 0, got {radius}")
     db, queries = read_store(db_path), read_store(queries_path)
     _check_comparable(db, queries, db_path, queries_path)
     if not len(db.codes) or not len(queries.codes):
@@ -56,10 +69,19 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         if path is not None and path.exists() and not overwrite:
             raise UserError(f"{path} exists; use --overwrite to replace it")
     self_rows = _self_rows(db.paths, queries.paths) if exclude_self else np.full(len(queries.paths), -1)
-    distances, ids = hamming_knn(db.codes, queries.codes, min(k + 1, len(db.codes)))
-    distances, ids = _drop_self(distances, ids, self_rows, k)
-    _write_results(output, distances, ids, queries.paths, db.paths, db_path, db.meta.bits)
-    summary = QuerySummary(str(output), len(queries.paths), len(db.paths), k)
+    chunks = [db.codes[start:start + CHUNK_ROWS] for start in range(0, len(db.codes), CHUNK_ROWS)]
+    built = None if kind.exact else build_index(kind, db.codes)
+    summary = QuerySummary(str(output), len(queries.paths), len(db.paths), k, kind.name, kind.exact, radius)
+    if radius is None:
+        distances, ids = knn_scan(chunks, queries.codes, k + 1) if built is None else knn(built, queries.codes, k + 1)
+        distances, ids = _drop_self(distances, ids, self_rows, k)
+        _write_knn_results(output, distances, ids, queries.paths, db.paths, db_path, db.meta.bits, kind.name)
+    else:
+        offsets, distances, ids = radius_search(chunks if built is None else built, queries.codes, radius)
+        offsets, distances, ids = _drop_self_ragged(offsets, distances, ids, self_rows)
+        _write_radius_results(output, offsets, distances, ids, queries.paths, db.paths, db_path, db.meta.bits,
+                              kind.name, radius)
+        summary.results_found = int(offsets[-1])
     if ground_truth:
         classes = vocabulary(label_set for label_set in db_sets + query_sets if label_set)
         metrics = evaluate(db.codes, label_matrix(db_sets, classes), queries.codes,
@@ -115,13 +137,42 @@ def _drop_self(distances: np.ndarray, ids: np.ndarray, self_rows: np.ndarray, k:
     return out_d, out_i
 
 
-def _write_results(output: Path, distances: np.ndarray, ids: np.ndarray, query_paths: list[str],
-                   db_paths: list[str], db_path: Path, bits: int) -> None:
+def _drop_self_ragged(offsets: np.ndarray, distances: np.ndarray, ids: np.ndarray,
+                      self_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Radius results without each query's own row."""
+    query_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    keep = ids != self_rows[query_of]
+    counts = np.bincount(query_of[keep], minlength=len(offsets) - 1)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), distances[keep], ids[keep]
+
+
+def _write_knn_results(output: Path, distances: np.ndarray, ids: np.ndarray, query_paths: list[str],
+                       db_paths: list[str], db_path: Path, bits: int, index: str) -> None:
     result_paths = [[db_paths[i] if i >= 0 else "" for i in row] for row in ids]
-    with written_atomically(output) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, database=str(Path(db_path).resolve()),
-                       bits=bits, hashkit_version=__version__)
+    with _results_file(output, db_path, bits, index, "knn") as f:
         f.create_dataset("ids", data=ids)
         f.create_dataset("distances", data=distances)
         f.create_dataset("query_paths", data=query_paths, dtype=_STR)
         f.create_dataset("paths", data=np.array(result_paths, dtype=object).reshape(ids.shape), dtype=_STR)
+
+
+def _write_radius_results(output: Path, offsets: np.ndarray, distances: np.ndarray, ids: np.ndarray,
+                          query_paths: list[str], db_paths: list[str], db_path: Path, bits: int, index: str,
+                          radius: int) -> None:
+    with _results_file(output, db_path, bits, index, "radius") as f:
+        f.attrs["radius"] = radius
+        f.create_dataset("offsets", data=offsets)
+        f.create_dataset("ids", data=ids)
+        f.create_dataset("distances", data=distances)
+        f.create_dataset("query_paths", data=query_paths, dtype=_STR)
+        f.create_dataset("paths", data=[db_paths[i] for i in ids], dtype=_STR)
+
+
+@contextmanager
+def _results_file(output: Path, db_path: Path, bits: int, index: str, layout: str) -> Iterator[h5py.File]:
+    """A new results file, whole under ``output`` once the block ends."""
+    with written_atomically(output) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, database=str(Path(db_path).resolve()),
+                       bits=bits, index=index, exact=index_kind(index).exact, layout=layout,
+                       hashkit_version=__version__)
+        yield f

@@ -1,26 +1,164 @@
-"""Exact Hamming k-nearest-neighbour search through FAISS's binary flat index."""
+"""Hamming search through FAISS binary indexes: k nearest neighbours and radius search.
+
+The exact scan (``flat``, FAISS's binary flat index) runs over the database in chunks of rows,
+so a store much larger than memory-friendly sizes never needs a queries x database matrix, nor
+all its codes at once. The other FAISS binary indexes are available by name; they are
+approximate (they may miss true neighbours) and are built over the whole database.
+
+Tie order (every index): results are sorted by Hamming distance, then by database row, lowest
+first. For the exact scan this is the complete ranking: among rows at the same distance as the
+k-th neighbour, the lowest rows are the ones kept.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
+from .errors import UserError
 
-def hamming_knn(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest database rows of each query by Hamming distance.
+CHUNK_ROWS = 1 << 22  # database rows scanned at a time by the exact search (32 MiB of 64-bit codes)
+_ID_BITS = 40  # sort key = distance << 40 | row: rows below 2^40, distances below 2^23
 
-    Both inputs are packed codes (N, bits / 8). Returns distances (Q, k) int32 and row ids
-    (Q, k) int64, nearest first; when the database has fewer than ``k`` rows, the tail is
-    padded with id -1 and distance -1.
-    """
-    bits = database.shape[1] * 8
-    index = faiss.IndexBinaryFlat(bits)
-    index.add(np.ascontiguousarray(database))
-    distances, ids = index.search(np.ascontiguousarray(queries), k)
-    missing = ids < 0
-    distances = distances.astype(np.int32)
-    distances[missing] = -1
+
+@dataclass(frozen=True)
+class IndexKind:
+    name: str
+    exact: bool
+    description: str
+    build: Callable[[int, int], faiss.IndexBinary]  # (bits, database rows) -> empty index
+
+
+def _multi_hash(bits: int, rows: int) -> faiss.IndexBinary:
+    substrings = max(1, bits // 16)
+    index = faiss.IndexBinaryMultiHash(bits, substrings, bits // substrings)
+    index.nflip = 1  # probe each substring's bucket and those one bit flip away
+    return index
+
+
+def _hash(bits: int, rows: int) -> faiss.IndexBinary:
+    index = faiss.IndexBinaryHash(bits, min(bits, 24))
+    index.nflip = 1
+    return index
+
+
+def _ivf(bits: int, rows: int) -> faiss.IndexBinary:
+    lists = int(max(1, min(65536, 4 * np.sqrt(rows))))
+    index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
+    index.nprobe = max(1, lists // 32)
+    return index
+
+
+def _hnsw(bits: int, rows: int) -> faiss.IndexBinary:
+    index = faiss.IndexBinaryHNSW(bits, 32)
+    index.hnsw.efSearch = 128
+    return index
+
+
+INDEXES = {kind.name: kind for kind in (
+    IndexKind("flat", True, "exact scan (FAISS IndexBinaryFlat), streamed over the database",
+              lambda bits, rows: faiss.IndexBinaryFlat(bits)),
+    IndexKind("mih", False, "multi-index hashing (FAISS IndexBinaryMultiHash): bits/16 substrings of 16 "
+              "bits, buckets within 1 flip probed", _multi_hash),
+    IndexKind("hash", False, "hash of the first 24 bits (FAISS IndexBinaryHash), buckets within 1 flip "
+              "probed", _hash),
+    IndexKind("ivf", False, "inverted file (FAISS IndexBinaryIVF): 4 sqrt(N) lists, 1/32 of them probed", _ivf),
+    IndexKind("hnsw", False, "HNSW graph (FAISS IndexBinaryHNSW): 32 links, efSearch 128", _hnsw),
+)}
+
+
+def index_kind(name: str) -> IndexKind:
+    if name not in INDEXES:
+        raise UserError(f"unknown index {name!r}; choose one of {', '.join(INDEXES)}")
+    return INDEXES[name]
+
+
+def build_index(kind: IndexKind, codes: np.ndarray) -> faiss.IndexBinary:
+    """``kind``'s index over ``codes`` (packed, (N, bits / 8)), trained when it needs training."""
+    index = kind.build(codes.shape[1] * 8, len(codes))
+    codes = np.ascontiguousarray(codes)
+    if not index.is_trained:
+        index.train(codes)
+    index.add(codes)
+    return index
+
+
+def _sort_key(distances: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    key = (distances.astype(np.int64) << _ID_BITS) | np.maximum(ids, 0)
+    return np.where(ids < 0, np.iinfo(np.int64).max, key)
+
+
+def _ordered(distances: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k best (distance, id) pairs by (distance, id); missing entries (id -1) last,
+    padded to k columns with distance -1 and id -1."""
+    order = np.argsort(_sort_key(distances, ids), axis=1, kind="stable")[:, :k]
+    distances = np.take_along_axis(distances, order, axis=1).astype(np.int32)
+    ids = np.take_along_axis(ids, order, axis=1)
+    if ids.shape[1] < k:
+        pad = ((0, 0), (0, k - ids.shape[1]))
+        distances, ids = np.pad(distances, pad, constant_values=-1), np.pad(ids, pad, constant_values=-1)
+    distances[ids < 0] = -1
     return distances, ids
+
+
+def knn_scan(chunks: Iterable[np.ndarray], queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours of ``queries`` over database rows arriving in ``chunks`` (packed
+    codes, in row order). Returns distances (Q, k) int32 and rows (Q, k) int64; -1 pads."""
+    queries = np.ascontiguousarray(queries)
+    best_d = np.full((len(queries), 0), -1, np.int32)
+    best_i = np.full((len(queries), 0), -1, np.int64)
+    offset = 0
+    for chunk in chunks:
+        index = faiss.IndexBinaryFlat(chunk.shape[1] * 8)
+        index.add(np.ascontiguousarray(chunk))
+        distances, ids = index.search(queries, min(k, len(chunk)))
+        ids = np.where(ids < 0, -1, ids + offset)
+        best_d, best_i = _ordered(np.concatenate([best_d, distances], 1), np.concatenate([best_i, ids], 1), k)
+        offset += len(chunk)
+    return _ordered(best_d, best_i, k)
+
+
+def knn(index: faiss.IndexBinary, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours through a built index, in the documented tie order."""
+    distances, ids = index.search(np.ascontiguousarray(queries), min(k, index.ntotal))
+    return _ordered(distances, ids, k)
+
+
+def radius_search(index_or_chunks: faiss.IndexBinary | Iterable[np.ndarray], queries: np.ndarray,
+                  radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every database row within Hamming distance ``radius`` (inclusive) of each query.
+
+    Accepts a built index, or chunks of codes for the exact scan. Returns ``offsets`` (Q + 1),
+    and ``distances`` and ``ids``: query q's results are ``[offsets[q]:offsets[q + 1]]``,
+    sorted by distance then row.
+    """
+    queries = np.ascontiguousarray(queries)
+    if isinstance(index_or_chunks, faiss.IndexBinary):
+        parts = [(0, index_or_chunks.range_search(queries, radius + 1))]  # FAISS: distance < its radius
+    else:
+        parts, offset = [], 0
+        for chunk in index_or_chunks:
+            index = faiss.IndexBinaryFlat(chunk.shape[1] * 8)
+            index.add(np.ascontiguousarray(chunk))
+            parts.append((offset, index.range_search(queries, radius + 1)))
+            offset += len(chunk)
+    per_query_d: list[list[np.ndarray]] = [[] for _ in queries]
+    per_query_i: list[list[np.ndarray]] = [[] for _ in queries]
+    for offset, (limits, distances, ids) in parts:
+        for q in range(len(queries)):
+            per_query_d[q].append(distances[limits[q]:limits[q + 1]])
+            per_query_i[q].append(ids[limits[q]:limits[q + 1]] + offset)
+    offsets, all_d, all_i = [0], [], []
+    for ds, ids in zip(per_query_d, per_query_i):
+        d, i = np.concatenate(ds).astype(np.int32), np.concatenate(ids).astype(np.int64)
+        order = np.argsort(_sort_key(d, i), kind="stable")
+        all_d.append(d[order])
+        all_i.append(i[order])
+        offsets.append(offsets[-1] + len(order))
+    return np.array(offsets, np.int64), np.concatenate(all_d), np.concatenate(all_i)
 
 
 def hamming_distances(database: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.metrics import evaluate, ranking_scores
-from hashkit.hashing.search import hamming_distances, hamming_knn
+from hashkit.hashing.search import hamming_distances, knn_scan
 from hashkit.hashing.store import pack_codes
 
 
@@ -52,11 +52,11 @@ def test_evaluate_small_case_with_ties_self_and_unknown_labels():
     assert not metrics.multi_label and "wmAP" not in metrics.as_dict(), "single-label: no graded metrics"
 
 
-def test_hamming_knn_matches_brute_force():
+def test_knn_scan_matches_brute_force():
     rng = np.random.default_rng(0)
     database = rng.integers(0, 256, (500, 8), dtype=np.uint8)
     queries = rng.integers(0, 256, (20, 8), dtype=np.uint8)
-    distances, ids = hamming_knn(database, queries, k=10)
+    distances, ids = knn_scan([database], queries, k=10)
     brute = hamming_distances(database, queries)
     for q in range(len(queries)):
         assert np.array_equal(distances[q], np.sort(brute[q])[:10])
@@ -66,9 +66,9 @@ def test_hamming_knn_matches_brute_force():
     assert np.array_equal(brute[:, :50], slow)
 
 
-def test_hamming_knn_pads_when_database_is_small():
+def test_knn_scan_pads_when_database_is_small():
     database = np.zeros((2, 1), np.uint8)
-    distances, ids = hamming_knn(database, np.zeros((1, 1), np.uint8), k=4)
+    distances, ids = knn_scan([database], np.zeros((1, 1), np.uint8), k=4)
     assert ids[0, 2:].tolist() == [-1, -1] and distances[0, 2:].tolist() == [-1, -1]
 
 

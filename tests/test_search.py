@@ -1,0 +1,82 @@
+"""Hamming search: the chunked exact scan, radius search and the FAISS indexes by name, against a
+brute-force reference, and through ``hashkit query``."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from hashkit.hashing.search import INDEXES, build_index, hamming_distances, knn, knn_scan, radius_search
+
+from .conftest import run_cli
+
+
+def reference_ranking(database: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every row ordered by (distance, row): the documented tie order, by plain sorting."""
+    distances = hamming_distances(database, query[None])[0]
+    order = np.lexsort((np.arange(len(database)), distances))
+    return distances[order], order
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_chunked_scan_is_the_exact_ranking_with_ties_by_row(chunk):
+    rng = np.random.default_rng(chunk)
+    database = rng.integers(0, 256, (300, 1), dtype=np.uint8)  # 8-bit codes: ties everywhere
+    queries = rng.integers(0, 256, (25, 1), dtype=np.uint8)
+    chunks = [database[s:s + chunk] for s in range(0, len(database), chunk)]
+    distances, ids = knn_scan(chunks, queries, k=40)
+    for q in range(len(queries)):
+        ref_d, ref_i = reference_ranking(database, queries[q])
+        assert ids[q].tolist() == ref_i[:40].tolist() and distances[q].tolist() == ref_d[:40].tolist()
+
+
+def test_radius_search_returns_exactly_the_codes_within_the_radius():
+    rng = np.random.default_rng(1)
+    database = rng.integers(0, 256, (500, 2), dtype=np.uint8)
+    queries = rng.integers(0, 256, (30, 2), dtype=np.uint8)
+    for source in ([database[:123], database[123:]], build_index(INDEXES["flat"], database)):
+        offsets, distances, ids = radius_search(source, queries, radius=5)
+        for q in range(len(queries)):
+            ref_d, ref_i = reference_ranking(database, queries[q])
+            within = ref_d <= 5
+            assert ids[offsets[q]:offsets[q + 1]].tolist() == ref_i[within].tolist()
+            assert distances[offsets[q]:offsets[q + 1]].tolist() == ref_d[within].tolist()
+
+
+@pytest.mark.parametrize("name", [name for name, kind in INDEXES.items() if not kind.exact])
+def test_approximate_indexes_find_near_duplicates(name):
+    rng = np.random.default_rng(2)
+    database = rng.integers(0, 256, (5000, 8), dtype=np.uint8)
+    queries = database[:50].copy()
+    queries[:, 0] ^= 1  # one bit away from their source row
+    distances, ids = knn(build_index(INDEXES[name], database), queries, k=5)
+    assert (ids[:, 0] == np.arange(50)).mean() >= 0.9, f"{name} recall@1"
+    assert (distances[:, 0][ids[:, 0] == np.arange(50)] == 1).all()
+    valid = ids >= 0
+    assert np.all(np.diff(np.where(valid, distances, 10**6), axis=1) >= 0), "sorted by distance"
+
+
+def test_query_cli_radius_and_index(work_dir, tmp_path):
+    model = tmp_path / "lsh.pt"
+    assert run_cli("train", "--pairs", work_dir / "pairs.h5", "-o", model, "--method", "lsh", "--bits", "32",
+                   "--image-size", "64", "--workers", "0").exit_code == 0
+    store = tmp_path / "codes.h5"
+    from hashkit.sfm_pairs.pairs_file import read_pairs
+    photos = read_pairs(work_dir / "pairs.h5").absolute_paths()
+    assert run_cli("encode", model, *photos, "-o", store, "--workers", "0").exit_code == 0
+    result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "r.h5", "--radius", "8")
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "r.h5") as f, h5py.File(store) as s:
+        codes = s["codes"][:]
+        offsets, ids, distances = f["offsets"][:], f["ids"][:], f["distances"][:]
+        assert f.attrs["layout"] == "radius" and f.attrs["radius"] == 8 and f.attrs["exact"]
+        for q in range(len(codes)):
+            ref_d, ref_i = reference_ranking(codes, codes[q])
+            keep = (ref_d <= 8) & (ref_i != q)  # its own row is left out
+            assert ids[offsets[q]:offsets[q + 1]].tolist() == ref_i[keep].tolist()
+            assert distances[offsets[q]:offsets[q + 1]].tolist() == ref_d[keep].tolist()
+    result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "m.h5", "--index", "mih", "-k", "3")
+    assert result.exit_code == 0 and "approximate" in result.stdout
+    with h5py.File(tmp_path / "m.h5") as f:
+        assert f.attrs["index"] == "mih" and not f.attrs["exact"] and f["ids"].shape == (len(codes), 3)
