@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.search import INDEXES, build_index, hamming_distances, knn, knn_scan, radius_search
+from hashkit.sfm_pairs.pairs_file import read_pairs
 
 from .conftest import run_cli
 
@@ -62,7 +63,6 @@ def test_query_cli_radius_and_index(work_dir, tmp_path):
     assert run_cli("train", "--pairs", work_dir / "pairs.h5", "-o", model, "--method", "lsh", "--bits", "32",
                    "--image-size", "64", "--workers", "0").exit_code == 0
     store = tmp_path / "codes.h5"
-    from hashkit.sfm_pairs.pairs_file import read_pairs
     photos = read_pairs(work_dir / "pairs.h5").absolute_paths()
     assert run_cli("encode", model, *photos, "-o", store, "--workers", "0").exit_code == 0
     result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "r.h5", "--radius", "8")
