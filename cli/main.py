@@ -217,6 +217,9 @@ def query(
         if m["evaluated_queries"]:
             lines.append(f"mAP: {m['mAP']:.4f}   mAP@{k}: {m[f'mAP@{k}']:.4f}   "
                          f"precision@{k}: {m[f'precision@{k}']:.4f}   recall@{k}: {m[f'recall@{k}']:.4f}")
+            tie_aware = m["tie_aware"]
+            lines.append(f"tie-aware mAP: {tie_aware['mAP']:.4f}   tie-aware precision@{k}: "
+                         f"{tie_aware[f'precision@{k}']:.4f}   precision within radius 2: {m['precision@radius2']:.4f}")
             if "wmAP" in m:  # multi-label ground truth
                 lines.append(f"NDCG@{k}: {m[f'NDCG@{k}']:.4f}   ACG@{k}: {m[f'ACG@{k}']:.4f}   wmAP: {m['wmAP']:.4f}")
         else:

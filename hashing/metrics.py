@@ -16,6 +16,14 @@ Conventions (also written into metrics.json):
   the ideal taking the query's r over the whole ranking sorted descending;
   weighted AP (Zhao et al., CVPR 2015) = sum of ACG@n over the ranks n of relevant items in the
   whole ranking / the number of relevant items; wmAP is its mean.
+- Tie-aware AP and precision@k (McSherry and Najork, ECIR 2008): their expected values over all
+  orderings of the items within each Hamming distance, so no tie order is assumed.
+- precision within Hamming radius 2: relevant / retrieved among items at distance <= 2; a query
+  retrieving nothing there counts 0. The precision-recall curve is taken over Hamming radii
+  0..bits: at each radius, precision averaged over the queries that retrieve something, recall
+  over every evaluated query.
+- DeepHash convention (HashNet's and DeepHash's published code): mAP@k averaged over the queries
+  with at least one relevant item in their top k only.
 """
 
 from __future__ import annotations
@@ -39,7 +47,14 @@ CONVENTIONS = {
                  "of the query's r over the whole ranking sorted descending",
     "wmap": "multi-label only: weighted mAP (Zhao et al., CVPR 2015): per query, the sum of ACG@n over "
             "the ranks n of relevant items in the whole ranking, divided by the number of relevant items",
+    "tie_aware": "expected AP and precision@k over all orderings within equal Hamming distances "
+                 "(McSherry and Najork, ECIR 2008); no tie order assumed",
+    "precision_at_radius_2": "relevant / retrieved within Hamming distance 2; 0 when nothing is retrieved",
+    "pr_curve": "by Hamming radius 0..bits: precision averaged over queries retrieving something at that "
+                "radius, recall over all evaluated queries",
+    "deephash_map_at_k": "mAP@k over only the queries with a relevant item in their top k (HashNet/DeepHash code)",
 }
+PRECISION_CURVE_KS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 CHUNK_BYTES = 1 << 27  # bound on the temporaries of one chunk of queries: 128 MiB
 
 
@@ -56,6 +71,12 @@ class RankingMetrics:
     ndcg_at_k: float | None = None
     acg_at_k: float | None = None
     weighted_map: float | None = None
+    tie_aware_map: float | None = None
+    tie_aware_precision_at_k: float | None = None
+    precision_at_radius_2: float | None = None
+    deephash_map_at_k: float | None = None
+    pr_curve: dict[str, list] | None = None  # radius, precision, recall
+    precision_curve: dict[str, list] | None = None  # k, precision
 
     def as_dict(self) -> dict:
         graded = {f"NDCG@{self.k}": self.ndcg_at_k, f"ACG@{self.k}": self.acg_at_k,
@@ -63,7 +84,10 @@ class RankingMetrics:
         return {"k": self.k, "queries": self.queries, "evaluated_queries": self.evaluated,
                 f"mAP@{self.k}": self.mean_ap_at_k, "mAP": self.mean_ap,
                 f"precision@{self.k}": self.precision_at_k, f"recall@{self.k}": self.recall_at_k,
-                **graded, "conventions": CONVENTIONS}
+                **graded,
+                "tie_aware": {"mAP": self.tie_aware_map, f"precision@{self.k}": self.tie_aware_precision_at_k},
+                "precision@radius2": self.precision_at_radius_2, f"deephash_mAP@{self.k}": self.deephash_map_at_k,
+                "pr_curve": self.pr_curve, "precision_curve": self.precision_curve, "conventions": CONVENTIONS}
 
 
 def ranking_scores(relevant: np.ndarray, k: int) -> tuple[float, float, float, float]:
@@ -89,6 +113,31 @@ def graded_scores(shared: np.ndarray, k: int) -> tuple[float, float, float]:
     return ndcg, float(shared[:k].sum() / k), float(acg_at_ranks[relevant].sum() / relevant.sum())
 
 
+def tie_aware_scores(counts: np.ndarray, relevant_counts: np.ndarray, k: int,
+                     harmonic: np.ndarray) -> tuple[float, float]:
+    """Expected AP and precision@k over every ordering within ties, from the number of items
+    ``counts[d]`` and of relevant items ``relevant_counts[d]`` at each distance d.
+
+    A tie group of n items (r relevant) after N items (R relevant): the item at its position i
+    is relevant with probability r / n, and then the relevant items before it number R + 1 +
+    (i - 1)(r - 1)/(n - 1) on average, so the group adds (r / n) sum_i (R + 1 + (i - 1)(r - 1)/(n - 1))
+    / (N + i) to the sum of precisions; with S = sum_i 1 / (N + i) = H(N + n) - H(N) that is
+    (r / n) ((R + 1) S + (r - 1)/(n - 1) (n - (N + 1) S)). ``harmonic[m]`` = H(m).
+    """
+    n, r = counts.astype(np.float64), relevant_counts.astype(np.float64)
+    ends = np.cumsum(counts)
+    before, relevant_before = ends - counts, np.cumsum(r) - r
+    s = harmonic[ends] - harmonic[before]
+    slope = np.divide(r - 1, n - 1, out=np.zeros_like(n), where=n > 1)
+    share = np.divide(r, n, out=np.zeros_like(n), where=n > 0)
+    group = share * ((relevant_before + 1) * s + slope * (n - (before + 1) * s))
+    ap = float(group.sum() / r.sum())
+    if k >= ends[-1]:
+        return ap, float(r.sum() / k)
+    g = int(np.searchsorted(ends, k))  # the group holding rank k
+    return ap, float((relevant_before[g] + (k - before[g]) * r[g] / n[g]) / k)
+
+
 def evaluate(database: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
              k: int, self_rows: np.ndarray | None = None) -> RankingMetrics:
     """Score Hamming rankings of ``queries`` against ``database`` by the labels they share.
@@ -100,7 +149,10 @@ def evaluate(database: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, q
     """
     multi_label = bool(max(db_labels.sum(axis=1).max(initial=0), query_labels.sum(axis=1).max(initial=0)) > 1)
     db_hot = db_labels.astype(np.float32)  # BLAS products; exact for counts below 2^24
-    scores = []
+    bits = database.shape[1] * 8
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, len(database) + 1))])
+    curve_ks = [c for c in PRECISION_CURVE_KS if c <= len(database)]
+    scores, tie_aware, radius_2, curves, pr_precision, pr_recall = [], [], [], [], [], []
     # per query: codes XOR and its bit counts, int32 distances, shared counts (float32 then int32)
     chunk = max(1, CHUNK_BYTES // (len(database) * (2 * database.shape[1] + 12)))
     for start in range(0, len(queries), chunk):
@@ -113,8 +165,35 @@ def evaluate(database: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, q
                 order = order[order != self_rows[q]]
             shared = shared_row[order]
             relevant = shared > 0
-            if relevant.any():
-                scores.append(ranking_scores(relevant, k) + (graded_scores(shared, k) if multi_label else ()))
+            if not relevant.any():
+                continue
+            scores.append(ranking_scores(relevant, k) + (graded_scores(shared, k) if multi_label else ()))
+            counts = np.bincount(row[order], minlength=bits + 1)
+            relevant_counts = np.bincount(row[order], weights=relevant, minlength=bits + 1)
+            tie_aware.append(tie_aware_scores(counts, relevant_counts, k, harmonic))
+            retrieved, hits = np.cumsum(counts), np.cumsum(relevant_counts)
+            radius_2.append(hits[2] / retrieved[2] if retrieved[2] else 0.0)
+            pr_precision.append(np.divide(hits, retrieved, out=np.full(bits + 1, np.nan), where=retrieved > 0))
+            pr_recall.append(hits / hits[-1])
+            curves.append(np.cumsum(relevant)[np.array(curve_ks, int) - 1] / np.array(curve_ks))
     width = 7 if multi_label else 4
-    means = [round(float(v), 6) for v in np.mean(scores, axis=0)] if scores else [None] * width
-    return RankingMetrics(k, len(queries), len(scores), *means[:4], multi_label, *means[4:])
+    means = [_mean(column) for column in zip(*scores)] if scores else [None] * width
+    result = RankingMetrics(k, len(queries), len(scores), *means[:4], multi_label, *means[4:])
+    if scores:
+        hit_in_top_k = [row[1] for row in scores if row[2] > 0]  # AP@k of queries with a hit in the top k
+        result.tie_aware_map, result.tie_aware_precision_at_k = (_mean(column) for column in zip(*tie_aware))
+        result.precision_at_radius_2 = _mean(radius_2)
+        result.deephash_map_at_k = _mean(hit_in_top_k) if hit_in_top_k else None
+        precision = np.array(pr_precision)
+        defined = (~np.isnan(precision)).sum(axis=0)
+        mean_precision = np.divide(np.nansum(precision, axis=0), defined, out=np.full(bits + 1, np.nan),
+                                   where=defined > 0)
+        result.pr_curve = {"radius": list(range(bits + 1)), "precision": [_mean(v) for v in mean_precision],
+                           "recall": [_mean(v) for v in np.mean(np.array(pr_recall), axis=0)]}
+        result.precision_curve = {"k": curve_ks, "precision": [_mean(v) for v in np.mean(np.array(curves), axis=0)]}
+    return result
+
+
+def _mean(values) -> float | None:
+    value = float(np.mean(values))
+    return None if np.isnan(value) else round(value, 6)

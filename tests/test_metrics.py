@@ -1,7 +1,9 @@
+import itertools
+
 import numpy as np
 import pytest
 
-from hashkit.hashing.metrics import evaluate, ranking_scores
+from hashkit.hashing.metrics import evaluate, ranking_scores, tie_aware_scores
 from hashkit.hashing.search import hamming_distances, knn_scan
 from hashkit.hashing.store import pack_codes
 
@@ -76,3 +78,55 @@ def test_no_evaluable_query_gives_empty_means():
     database = codes_from_bits([[0] * 8, [1] * 8])
     metrics = evaluate(database, one_hot([0, 0]), database[:1], one_hot([1]), k=1)
     assert metrics.evaluated == 0 and metrics.mean_ap is None and metrics.precision_at_k is None
+
+
+def tie_aware_by_enumeration(distances: list[int], relevant: list[bool], k: int) -> tuple[float, float]:
+    """Mean AP and precision@k over every ordering of the items within equal distances."""
+    groups = [[i for i in range(len(distances)) if distances[i] == d] for d in sorted(set(distances))]
+    aps, precisions = [], []
+    for orderings in itertools.product(*(itertools.permutations(g) for g in groups)):
+        ranking = np.array([relevant[i] for group in orderings for i in group])
+        ap, _, p_at_k, _ = ranking_scores(ranking, k)
+        aps.append(ap)
+        precisions.append(p_at_k)
+    return float(np.mean(aps)), float(np.mean(precisions))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_tie_aware_scores_equal_the_mean_over_all_tie_orderings(seed):
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(3, 9))
+    distances = rng.integers(0, 3, size).tolist()
+    relevant = rng.random(size) < 0.5
+    relevant[rng.integers(size)] = True
+    k = int(rng.integers(1, size + 2))
+    counts = np.bincount(distances, minlength=3)
+    relevant_counts = np.bincount(distances, weights=relevant, minlength=3)
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, size + 1))])
+    ap, p_at_k = tie_aware_scores(counts, relevant_counts, k, harmonic)
+    expected_ap, expected_p = tie_aware_by_enumeration(distances, relevant.tolist(), k)
+    assert ap == pytest.approx(expected_ap) and p_at_k == pytest.approx(expected_p)
+
+
+def test_radius_precision_deephash_map_and_curves_by_hand():
+    database = codes_from_bits([
+        [0, 0, 0, 0, 0, 0, 0, 0],  # row 0, label 0, distance 0 from the query
+        [1, 1, 1, 0, 0, 0, 0, 0],  # row 1, label 1, distance 3
+        [1, 0, 0, 0, 0, 0, 0, 0],  # row 2, label 1, distance 1
+        [1, 1, 1, 1, 1, 0, 0, 0],  # row 3, label 0, distance 5
+    ])
+    queries = codes_from_bits([[0] * 8, [1] * 8])
+    result = evaluate(database, one_hot([0, 1, 1, 0]), queries, one_hot([0, 1]), k=1)
+    # query 0: ranking rows 0, 2, 1, 3 -> relevant T, F, F, T; within radius 2: rows 0, 2 -> 1/2
+    # query 1: distances 8, 5, 7, 3 -> rows 3, 1, 2, 0 -> F, T, T, F; within radius 2: none -> 0
+    assert result.precision_at_radius_2 == pytest.approx((1 / 2 + 0) / 2)
+    assert result.mean_ap_at_k == pytest.approx((1 + 0) / 2)
+    assert result.deephash_map_at_k == pytest.approx(1.0), "query 1 has no hit in its top 1: left out"
+    curve = result.pr_curve
+    # radius 1: query 0 retrieves rows 0, 2 (precision 1/2, recall 1/2); query 1 nothing (no precision, recall 0)
+    assert curve["precision"][1] == pytest.approx(0.5) and curve["recall"][1] == pytest.approx(0.25)
+    assert curve["precision"][0] == pytest.approx(1.0) and curve["recall"][8] == pytest.approx(1.0)
+    assert result.precision_curve == {"k": [1], "precision": [0.5]}
+    values = result.as_dict()
+    assert values["tie_aware"]["mAP"] == pytest.approx(result.mean_ap), "no ties here: the same"
+    assert {"precision@radius2", "deephash_mAP@1", "pr_curve", "precision_curve"} <= values.keys()
