@@ -95,5 +95,6 @@ def record(dataset: str, method: str, bits: int, metrics: dict[int, dict], train
            "training_images": summary.images, "settings": settings}
     for values in metrics.values():
         row.update({key: value for key, value in values.items() if key.startswith(METRIC_PREFIXES)})
+        row.update({f"tie-aware {key}": value for key, value in values.get("tie_aware", {}).items()})
         row["evaluated_queries"] = values["evaluated_queries"]
     return row
