@@ -36,7 +36,7 @@ def user_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def report(summary: dict, as_json: bool, lines: list[str]) -> None:
+def report_summary(summary: dict, as_json: bool, lines: list[str]) -> None:
     typer.echo(json.dumps(summary, indent=2) if as_json else "\n".join(lines))
 
 
@@ -73,7 +73,7 @@ def reconstruct(
         matcher=matcher, min_shared_points=min_shared_points, negatives_per_image=negatives_per_image,
         max_image_size=max_image_size, min_model_size=min_model_size, seed=seed, overwrite=overwrite,
         verbose=verbose))
-    report(asdict(summary), as_json, [
+    report_summary(asdict(summary), as_json, [
         f"images: {summary.images} ({len(summary.unreadable)} unreadable, {summary.registered} registered)",
         f"3D models: {len(summary.model_sizes)} (images per model: {summary.model_sizes})",
         f"pairs: {summary.positives} positive, {summary.negatives} negative -> {summary.pairs_path}",
@@ -147,7 +147,7 @@ def train(
                            overwrite=overwrite, **({} if workers is None else {"workers": workers}))
     summary = run(output, options, pairs_path=pairs, images_dir=images, labels=labels)
     losses = ", ".join(f"{loss:.4f}" for loss in summary.epoch_losses) or "closed-form fit"
-    report(asdict(summary), as_json, [
+    report_summary(asdict(summary), as_json, [
         f"trained {summary.method} ({summary.bits} bits) on {summary.images} images"
         + (f" of {summary.classes} classes" if summary.classes else "") + f" in {summary.seconds:.1f}s"
         + (f" ({summary.skipped_unreadable} undecodable images skipped)" if summary.skipped_unreadable else ""),
@@ -177,7 +177,7 @@ def encode(
     from hashkit.hashing.encode import encode as run
     summary = run(model, inputs, output, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite,
                   feature_cache=cache_dir(feature_cache, no_feature_cache), labels=labels)
-    report(asdict(summary), as_json, [
+    report_summary(asdict(summary), as_json, [
         f"encoded {summary.encoded} images ({summary.already_present} already in the store, "
         f"{len(summary.unreadable)} unreadable); {summary.total} codes in {summary.store}",
     ] + [f"unreadable: {path}" for path in summary.unreadable])
@@ -199,13 +199,16 @@ def query(
         help="Return every code within this Hamming distance instead of the k nearest.")] = None,
     index: Annotated[str, typer.Option(
         help="flat (exact scan), or approximate: mih (multi-index hashing), hash, ivf, hnsw.")] = "flat",
+    report: Annotated[Optional[Path], typer.Option(
+        help="Folder for a report: precision-recall and precision@k curves (PNG) and index.html with "
+             "sample queries and their top results.")] = None,
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Hamming search (k nearest, or within --radius) of every query code in the database; optional evaluation."""
     from hashkit.hashing.query import query as run
     summary = run(db, queries, k, output, ground_truth=ground_truth, metrics_path=metrics,
-                  exclude_self=not keep_self, overwrite=overwrite, index=index, radius=radius)
+                  exclude_self=not keep_self, overwrite=overwrite, index=index, radius=radius, report=report)
     found = f"top {summary.k}" if radius is None else f"{summary.results_found} results within radius {radius}"
     lines = [f"{summary.queries} queries x {summary.database} codes, {found} -> {summary.results}"]
     if not summary.exact:
@@ -225,7 +228,33 @@ def query(
         else:
             lines.append("no query has a relevant database item: no means to report")
         lines.append(f"metrics: {summary.metrics_path}")
-    report(asdict(summary), as_json, lines)
+    if summary.report:
+        lines.append(f"report: {summary.report}")
+    report_summary(asdict(summary), as_json, lines)
+
+
+@app.command()
+@user_errors
+def compare(
+    metrics_files: Annotated[list[Path], typer.Argument(help="metrics.json files of the runs to compare.")],
+    plot: Annotated[Optional[Path], typer.Option(
+        help="Draw the runs' precision-recall curves on one plot (PNG); precision@k goes beside it "
+             "(NAME-precision_at_k.png).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare evaluated runs: a table of their metrics, and their curves on one plot."""
+    from hashkit.hashing.compare import compare as run
+    table = run(metrics_files, plot)
+    report_summary({"runs": table}, as_json, format_table(table))
+
+
+def format_table(rows: list[dict]) -> list[str]:
+    """Rows of equal keys as an aligned text table (None as '-')."""
+    columns = list(rows[0])
+    cells = [list(columns)] + [["-" if r[c] is None else f"{r[c]:.4f}" if isinstance(r[c], float)
+                                        else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
 
 
 if __name__ == "__main__":

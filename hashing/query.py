@@ -17,10 +17,12 @@ from .errors import UserError
 from .ground_truth import LabelSet, label_matrix, load_labels, vocabulary
 from .locking import written_atomically
 from .metrics import evaluate
+from .report import write_report
 from .search import CHUNK_ROWS, build_index, index_kind, knn, knn_scan, radius_search
 from .store import StoreContents, read_store
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
+REPORT_QUERIES, REPORT_RESULTS = 12, 10  # sample queries on the report page, results shown for each
 SCHEMA = "hashkit.results"
 SCHEMA_VERSION = 2  # 2: index, exact and layout attributes; radius results
 _STR = h5py.string_dtype("utf-8")
@@ -38,17 +40,19 @@ class QuerySummary:
     results_found: int | None = None  # radius search: results over all queries
     metrics_path: str | None = None
     metrics: dict | None = None
+    report: str | None = None  # the report's index.html
 
 
 def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth: str | None = None,
           metrics_path: Path | None = None, exclude_self: bool = True, overwrite: bool = False,
-          index: str = "flat", radius: int | None = None) -> QuerySummary:
+          index: str = "flat", radius: int | None = None, report: Path | None = None) -> QuerySummary:
     """Search every query code in ``db_path`` and write ``output`` (and metrics, with ground truth).
 
     ``index``: a name in ``search.INDEXES`` (``flat``, the exact scan, by default). With
     ``radius``, every database row within that Hamming distance is returned instead of the k
     nearest. ``ground_truth``: ``stored`` (the labels stored with the codes), or a source for
-    ``ground_truth.load_labels``; when None, the stored labels if both stores hold some.
+    ``ground_truth.load_labels``; when None, the stored labels if both stores hold some. With
+    ``report``, that folder gets the curves and a page of sample queries (``report.write_report``).
     """
     output = Path(output)
     metrics_path = Path(metrics_path) if metrics_path else output.parent / "metrics.json"
@@ -63,6 +67,7 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         raise UserError(f"{db_path if not len(db.codes) else queries_path} holds no codes")
     if ground_truth is None and _has_labels(db) and _has_labels(queries):
         ground_truth = STORED
+    db_sets = query_sets = None
     if ground_truth:  # check the labels before any output is written
         db_sets, query_sets = _label_sets(ground_truth, db, queries, db_path, queries_path)
     for path in (output, metrics_path if ground_truth else None):
@@ -76,12 +81,14 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         distances, ids = knn_scan(chunks, queries.codes, k + 1) if built is None else knn(built, queries.codes, k + 1)
         distances, ids = _drop_self(distances, ids, self_rows, k)
         _write_knn_results(output, distances, ids, queries.paths, db.paths, db_path, db.meta.bits, kind.name)
+        top = [row[row >= 0][:REPORT_RESULTS] for row in ids]
     else:
         offsets, distances, ids = radius_search(chunks if built is None else built, queries.codes, radius)
         offsets, distances, ids = _drop_self_ragged(offsets, distances, ids, self_rows)
         _write_radius_results(output, offsets, distances, ids, queries.paths, db.paths, db_path, db.meta.bits,
                               kind.name, radius)
         summary.results_found = int(offsets[-1])
+        top = [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))]
     if ground_truth:
         classes = vocabulary(label_set for label_set in db_sets + query_sets if label_set)
         metrics = evaluate(db.codes, label_matrix(db_sets, classes), queries.codes,
@@ -91,7 +98,22 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         with written_atomically(metrics_path) as tmp:
             tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         summary.metrics_path, summary.metrics = str(metrics_path), metrics
+    if report is not None:
+        title = f"{db.meta.method}, {db.meta.bits} bits: {Path(queries_path).name} in {Path(db_path).name}"
+        _report(Path(report), summary.metrics, top, queries.paths, db.paths, query_sets, db_sets, title)
+        summary.report = str(Path(report) / "index.html")
     return summary
+
+
+def _report(folder: Path, metrics: dict | None, top: list[np.ndarray], query_paths: list[str], db_paths: list[str],
+            query_sets: list[LabelSet | None] | None, db_sets: list[LabelSet | None] | None, title: str) -> None:
+    """The report page for up to REPORT_QUERIES queries spread evenly over the query store."""
+    sample = np.unique(np.linspace(0, len(query_paths) - 1, min(len(query_paths), REPORT_QUERIES)).astype(int))
+    relevance = None
+    if query_sets is not None:
+        relevance = [[bool(set(query_sets[q] or ()) & set(db_sets[i] or ())) for i in top[q]] for q in sample]
+    write_report(folder, metrics, [query_paths[q] for q in sample], [[db_paths[i] for i in top[q]] for q in sample],
+                 relevance, title)
 
 
 def _has_labels(store: StoreContents) -> bool:
