@@ -54,15 +54,52 @@ def _labels_from_csv(file: Path) -> dict[str, LabelSet]:
                 if not row[0].strip() or not label_set:
                     raise UserError(f"{file}:{number}: expected 'path,label' or 'path,\"a;b\"', "
                                     f"got {','.join(row)!r}")
-                path = Path(row[0].strip())
-                path = path if path.is_absolute() else file.parent / path
-                key = str(path.resolve())
+                key = _resolve(file, row[0])
                 if key in labels and labels[key] != label_set:
                     raise UserError(f"{file}:{number}: {row[0].strip()} is labelled twice, differently")
                 labels[key] = label_set
     except UnicodeDecodeError as error:
         raise UserError(f"{file} is not a UTF-8 CSV file") from error
     return labels
+
+
+LANDMARK_HEADER = ["query", "image", "kind"]
+LANDMARK_KINDS = ("relevant", "junk")
+
+
+def is_landmark_csv(source: str) -> bool:
+    """Whether ``source`` is a landmark ground-truth CSV (its first line ``query,image,kind``)."""
+    file = Path(source)
+    if not file.is_file() or h5py.is_hdf5(file):
+        return False
+    with file.open(newline="", encoding="utf-8", errors="replace") as f:
+        return [c.strip().lower() for c in next(csv.reader(f), [])] == LANDMARK_HEADER
+
+
+def load_landmark_lists(source: str, db_paths: list[str],
+                        query_paths: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per query (in ``query_paths`` order): the database rows listed as relevant and as junk in a
+    ``query,image,kind`` CSV (paths relative to its folder; kind ``relevant`` or ``junk``).
+    Images that are not in the database are ignored; queries not listed have no relevant row."""
+    file = Path(source)
+    row_of = {path: row for row, path in enumerate(db_paths)}
+    query_of = {path: q for q, path in enumerate(query_paths)}
+    lists: dict[str, list[list[int]]] = {kind: [[] for _ in query_paths] for kind in LANDMARK_KINDS}
+    with file.open(newline="", encoding="utf-8") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            if number == 1 or not row:
+                continue
+            if len(row) != 3 or row[2].strip() not in LANDMARK_KINDS:
+                raise UserError(f"{file}:{number}: expected 'query,image,relevant|junk', got {','.join(row)!r}")
+            query, image = (_resolve(file, cell) for cell in row[:2])
+            if query in query_of and image in row_of:
+                lists[row[2].strip()][query_of[query]].append(row_of[image])
+    return [[np.array(rows, np.int64) for rows in lists[kind]] for kind in LANDMARK_KINDS]
+
+
+def _resolve(file: Path, cell: str) -> str:
+    path = Path(cell.strip())
+    return str((path if path.is_absolute() else file.parent / path).resolve())
 
 
 def _labels_from_pairs(file: Path) -> dict[str, LabelSet]:

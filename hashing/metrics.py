@@ -53,6 +53,8 @@ CONVENTIONS = {
     "pr_curve": "by Hamming radius 0..bits: precision averaged over queries retrieving something at that "
                 "radius, recall over all evaluated queries",
     "deephash_map_at_k": "mAP@k over only the queries with a relevant item in their top k (HashNet/DeepHash code)",
+    "junk": "landmark ground truth (query,image,kind CSV): a query's junk images are removed from its ranking "
+            "before scoring (revisited Oxford/Paris protocol); only its listed relevant images are relevant",
 }
 PRECISION_CURVE_KS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 CHUNK_BYTES = 1 << 27  # bound on the temporaries of one chunk of queries: 128 MiB
@@ -138,17 +140,70 @@ def tie_aware_scores(counts: np.ndarray, relevant_counts: np.ndarray, k: int,
     return ap, float((relevant_before[g] + (k - before[g]) * r[g] / n[g]) / k)
 
 
+@dataclass
+class LabelRelevance:
+    """Relevance from label sets: r = labels shared. Labels are multi-hot bool matrices
+    (``ground_truth.label_matrix``) over one vocabulary; an all-false row is an unknown label.
+    ``self_rows[q]``: the database row of query q's own image (-1 if absent), left out."""
+
+    db_labels: np.ndarray
+    query_labels: np.ndarray
+    self_rows: np.ndarray | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether some image has more than one label (the graded metrics are computed then)."""
+        most = max(self.db_labels.sum(axis=1).max(initial=0), self.query_labels.sum(axis=1).max(initial=0))
+        return bool(most > 1)
+
+    def shared(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, N) int32 counts of shared labels (BLAS in float32: exact below 2^24)."""
+        return (self.query_labels[start:stop].astype(np.float32) @ self.db_labels.T.astype(np.float32)).astype(np.int32)
+
+    def left_out(self, q: int) -> np.ndarray:
+        return self.self_rows[q:q + 1] if self.self_rows is not None and self.self_rows[q] >= 0 else np.empty(0, int)
+
+    def is_relevant(self, q: int, rows: np.ndarray) -> list[bool]:
+        return (self.db_labels[rows] & self.query_labels[q]).any(axis=1).tolist()
+
+
+@dataclass
+class ListedRelevance:
+    """Relevance from per-query lists (landmark protocol): ``relevant[q]`` database rows count,
+    ``junk[q]`` rows are removed from query q's ranking before scoring, as is its own row."""
+
+    relevant: list[np.ndarray]
+    junk: list[np.ndarray]
+    db_size: int
+    self_rows: np.ndarray | None = None
+    multi_label = False
+
+    def shared(self, start: int, stop: int) -> np.ndarray:
+        counts = np.zeros((stop - start, self.db_size), np.int32)
+        for offset, rows in enumerate(self.relevant[start:stop]):
+            counts[offset, rows] = 1
+        return counts
+
+    def left_out(self, q: int) -> np.ndarray:
+        own = self.self_rows[q:q + 1] if self.self_rows is not None and self.self_rows[q] >= 0 else []
+        return np.concatenate([self.junk[q], own]).astype(int)
+
+    def is_relevant(self, q: int, rows: np.ndarray) -> list[bool]:
+        return np.isin(rows, self.relevant[q]).tolist()
+
+
 def evaluate(database: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
              k: int, self_rows: np.ndarray | None = None) -> RankingMetrics:
-    """Score Hamming rankings of ``queries`` against ``database`` by the labels they share.
+    """Score Hamming rankings of ``queries`` against ``database`` by the labels they share
+    (``LabelRelevance``)."""
+    return evaluate_relevance(database, queries, LabelRelevance(db_labels, query_labels, self_rows), k)
 
-    Labels are multi-hot bool matrices (``ground_truth.label_matrix``) over one vocabulary; an
-    all-false row is an unknown label. ``self_rows[q]`` is the database row of query q's own
-    image (-1 if absent); it is removed from that query's ranking. The graded metrics (NDCG@k,
-    ACG@k, wmAP) are computed when some image has more than one label.
-    """
-    multi_label = bool(max(db_labels.sum(axis=1).max(initial=0), query_labels.sum(axis=1).max(initial=0)) > 1)
-    db_hot = db_labels.astype(np.float32)  # BLAS products; exact for counts below 2^24
+
+def evaluate_relevance(database: np.ndarray, queries: np.ndarray, relevance: LabelRelevance | ListedRelevance,
+                       k: int) -> RankingMetrics:
+    """Score the Hamming ranking of each query over ``database`` (packed codes) by ``relevance``:
+    shared-label counts r per database row, and rows left out of each query's ranking."""
+    multi_label = relevance.multi_label
     bits = database.shape[1] * 8
     harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, len(database) + 1))])
     curve_ks = [c for c in PRECISION_CURVE_KS if c <= len(database)]
@@ -157,12 +212,13 @@ def evaluate(database: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, q
     chunk = max(1, CHUNK_BYTES // (len(database) * (2 * database.shape[1] + 12)))
     for start in range(0, len(queries), chunk):
         distances = hamming_distances(database, queries[start:start + chunk])
-        shared_counts = (query_labels[start:start + chunk].astype(np.float32) @ db_hot.T).astype(np.int32)
+        shared_counts = relevance.shared(start, start + len(distances))
         for offset, (row, shared_row) in enumerate(zip(distances, shared_counts)):
             q = start + offset
             order = np.argsort(row, kind="stable")
-            if self_rows is not None and self_rows[q] >= 0:
-                order = order[order != self_rows[q]]
+            left_out = relevance.left_out(q)
+            if len(left_out):
+                order = order[~np.isin(order, left_out)]
             shared = shared_row[order]
             relevant = shared > 0
             if not relevant.any():

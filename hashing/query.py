@@ -14,9 +14,9 @@ import numpy as np
 
 from . import __version__
 from .errors import UserError
-from .ground_truth import LabelSet, label_matrix, load_labels, vocabulary
+from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, load_landmark_lists, vocabulary
 from .locking import written_atomically
-from .metrics import evaluate
+from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
 from .report import write_report
 from .search import CHUNK_ROWS, build_index, index_kind, knn, knn_scan, radius_search
 from .store import StoreContents, read_store
@@ -67,13 +67,13 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         raise UserError(f"{db_path if not len(db.codes) else queries_path} holds no codes")
     if ground_truth is None and _has_labels(db) and _has_labels(queries):
         ground_truth = STORED
-    db_sets = query_sets = None
-    if ground_truth:  # check the labels before any output is written
-        db_sets, query_sets = _label_sets(ground_truth, db, queries, db_path, queries_path)
+    self_rows = _self_rows(db.paths, queries.paths) if exclude_self else np.full(len(queries.paths), -1)
+    relevance = None
+    if ground_truth:  # check the ground truth before any output is written
+        relevance = _relevance(ground_truth, db, queries, db_path, queries_path, self_rows)
     for path in (output, metrics_path if ground_truth else None):
         if path is not None and path.exists() and not overwrite:
             raise UserError(f"{path} exists; use --overwrite to replace it")
-    self_rows = _self_rows(db.paths, queries.paths) if exclude_self else np.full(len(queries.paths), -1)
     chunks = [db.codes[start:start + CHUNK_ROWS] for start in range(0, len(db.codes), CHUNK_ROWS)]
     built = None if kind.exact else build_index(kind, db.codes)
     summary = QuerySummary(str(output), len(queries.paths), len(db.paths), k, kind.name, kind.exact, radius)
@@ -89,10 +89,8 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
                               kind.name, radius)
         summary.results_found = int(offsets[-1])
         top = [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))]
-    if ground_truth:
-        classes = vocabulary(label_set for label_set in db_sets + query_sets if label_set)
-        metrics = evaluate(db.codes, label_matrix(db_sets, classes), queries.codes,
-                           label_matrix(query_sets, classes), k, self_rows).as_dict()
+    if relevance is not None:
+        metrics = evaluate_relevance(db.codes, queries.codes, relevance, k).as_dict()
         metrics.update(ground_truth=str(ground_truth), database_store=str(db_path), query_store=str(queries_path),
                        bits=db.meta.bits, method=db.meta.method, hashkit_version=__version__)
         with written_atomically(metrics_path) as tmp:
@@ -100,24 +98,35 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         summary.metrics_path, summary.metrics = str(metrics_path), metrics
     if report is not None:
         title = f"{db.meta.method}, {db.meta.bits} bits: {Path(queries_path).name} in {Path(db_path).name}"
-        _report(Path(report), summary.metrics, top, queries.paths, db.paths, query_sets, db_sets, title)
+        _report(Path(report), summary.metrics, top, queries.paths, db.paths, relevance, title)
         summary.report = str(Path(report) / "index.html")
     return summary
 
 
 def _report(folder: Path, metrics: dict | None, top: list[np.ndarray], query_paths: list[str], db_paths: list[str],
-            query_sets: list[LabelSet | None] | None, db_sets: list[LabelSet | None] | None, title: str) -> None:
+            relevance: LabelRelevance | ListedRelevance | None, title: str) -> None:
     """The report page for up to REPORT_QUERIES queries spread evenly over the query store."""
     sample = np.unique(np.linspace(0, len(query_paths) - 1, min(len(query_paths), REPORT_QUERIES)).astype(int))
-    relevance = None
-    if query_sets is not None:
-        relevance = [[bool(set(query_sets[q] or ()) & set(db_sets[i] or ())) for i in top[q]] for q in sample]
+    marks = None if relevance is None else [relevance.is_relevant(q, top[q]) for q in sample]
     write_report(folder, metrics, [query_paths[q] for q in sample], [[db_paths[i] for i in top[q]] for q in sample],
-                 relevance, title)
+                 marks, title)
 
 
 def _has_labels(store: StoreContents) -> bool:
     return any(store.labels or ())
+
+
+def _relevance(ground_truth: str, db: StoreContents, queries: StoreContents, db_path: Path, queries_path: Path,
+               self_rows: np.ndarray) -> LabelRelevance | ListedRelevance:
+    """Relevance from a landmark CSV (per-query relevant and junk lists) or from labels."""
+    if is_landmark_csv(ground_truth):
+        relevant, junk = load_landmark_lists(ground_truth, db.paths, queries.paths)
+        if not any(len(rows) for rows in relevant):
+            raise UserError(f"--ground-truth {ground_truth} lists no relevant database image for any query")
+        return ListedRelevance(relevant, junk, len(db.paths), self_rows)
+    db_sets, query_sets = _label_sets(ground_truth, db, queries, db_path, queries_path)
+    classes = vocabulary(label_set for label_set in db_sets + query_sets if label_set)
+    return LabelRelevance(label_matrix(db_sets, classes), label_matrix(query_sets, classes), self_rows)
 
 
 def _label_sets(ground_truth: str, db: StoreContents, queries: StoreContents, db_path: Path,

@@ -220,3 +220,26 @@ def test_stored_ground_truth_needs_labels_in_both_stores(lsh_model, scene_set, p
     result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "r.h5")
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "metrics.json").exists(), "no labels, no --ground-truth: no evaluation"
+
+
+def test_query_with_landmark_ground_truth(lsh_model, photos, scene_set, tmp_path):
+    """query,image,kind CSV: relevant = same scene, the first other view of it junk; queries: 3."""
+    store = tmp_path / "codes.h5"
+    assert run_cli("encode", lsh_model, scene_set / "photos", "-o", store, "--workers", "0").exit_code == 0
+    truth = dict(csv.reader((scene_set / "truth.csv").read_text().splitlines()[1:]))
+    scene_of = {str((scene_set / p).resolve()): label for p, label in truth.items()}
+    rows = ["query,image,kind"]
+    for query in photos[:3]:
+        same = [p for p in photos if scene_of[p] == scene_of[query] and p != query]
+        rows += [f"{query},{same[0]},junk"] + [f"{query},{p},relevant" for p in same[1:]]
+    landmarks = tmp_path / "landmarks.csv"
+    landmarks.write_text("\n".join(rows) + "\n")
+    result = run_cli("query", "--db", store, "--queries", store, "-k", "5", "-o", tmp_path / "r.h5",
+                     "--ground-truth", landmarks, "--metrics", tmp_path / "m.json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["evaluated_queries"] == 3 and metrics["queries"] == len(photos)
+    assert 0 < metrics["mAP"] <= 1 and "junk" in metrics["conventions"]
+    landmarks.write_text("query,image,kind\n" + f"{photos[0]},{photos[1]},maybe\n")
+    assert_one_line_error(run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "r2.h5",
+                                  "--ground-truth", landmarks), "landmarks.csv:2: expected")

@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from hashkit.hashing.metrics import evaluate, ranking_scores, tie_aware_scores
+from hashkit.hashing.metrics import ListedRelevance, evaluate, evaluate_relevance, ranking_scores, tie_aware_scores
 from hashkit.hashing.search import hamming_distances, knn_scan
 from hashkit.hashing.store import pack_codes
 
@@ -130,3 +130,22 @@ def test_radius_precision_deephash_map_and_curves_by_hand():
     values = result.as_dict()
     assert values["tie_aware"]["mAP"] == pytest.approx(result.mean_ap), "no ties here: the same"
     assert {"precision@radius2", "deephash_mAP@1", "pr_curve", "precision_curve"} <= values.keys()
+
+
+def test_landmark_protocol_removes_junk_before_scoring():
+    database = codes_from_bits([
+        [0, 0, 0, 0, 0, 0, 0, 0],  # row 0: distance 0, junk for query 0
+        [1, 0, 0, 0, 0, 0, 0, 0],  # row 1: distance 1, not listed
+        [1, 1, 0, 0, 0, 0, 0, 0],  # row 2: distance 2, relevant to query 0
+        [1, 1, 1, 0, 0, 0, 0, 0],  # row 3: distance 3, relevant to query 0
+    ])
+    queries = codes_from_bits([[0] * 8, [0] * 8])
+    relevance = ListedRelevance([np.array([2, 3]), np.array([], np.int64)], [np.array([0]), np.array([], np.int64)],
+                                db_size=4)
+    result = evaluate_relevance(database, queries, relevance, k=2)
+    # query 0 without the junk row: rows 1, 2, 3 -> F, T, T; query 1 lists nothing: not evaluated
+    assert result.evaluated == 1 and result.queries == 2
+    assert result.mean_ap == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert result.precision_at_k == pytest.approx(1 / 2)
+    kept = ListedRelevance([np.array([2, 3])], [np.array([], np.int64)], db_size=4)
+    assert evaluate_relevance(database, queries[:1], kept, k=2).mean_ap == pytest.approx((1 / 3 + 2 / 4) / 2)
