@@ -208,14 +208,14 @@ def evaluate_relevance(database: np.ndarray, queries: np.ndarray, relevance: Lab
     harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, len(database) + 1))])
     curve_ks = [c for c in PRECISION_CURVE_KS if c <= len(database)]
     scores, tie_aware, radius_2, curves, pr_precision, pr_recall = [], [], [], [], [], []
-    # per query: codes XOR and its bit counts, int32 distances, shared counts (float32 then int32)
-    chunk = max(1, CHUNK_BYTES // (len(database) * (2 * database.shape[1] + 12)))
+    # per query: codes XOR and its bit counts, uint16 distances, shared counts (float32 then int32)
+    chunk = max(1, CHUNK_BYTES // (len(database) * (2 * database.shape[1] + 10)))
     for start in range(0, len(queries), chunk):
         distances = hamming_distances(database, queries[start:start + chunk])
         shared_counts = relevance.shared(start, start + len(distances))
         for offset, (row, shared_row) in enumerate(zip(distances, shared_counts)):
             q = start + offset
-            order = np.argsort(row, kind="stable")
+            order = np.argsort(row, kind="stable")  # radix sort on uint16
             left_out = relevance.left_out(q)
             if len(left_out):
                 order = order[~np.isin(order, left_out)]
