@@ -212,7 +212,10 @@ def query(
     found = f"top {summary.k}" if radius is None else f"{summary.results_found} results within radius {radius}"
     lines = [f"{summary.queries} queries x {summary.database} codes, {found} -> {summary.results}"]
     if not summary.exact:
-        lines.append(f"note: index {summary.index} is approximate: results may miss true neighbours")
+        saved = {"loaded": "saved index loaded", "none": "built for this query (hashkit index-build saves it)",
+                 "stale": "saved index is stale (the store changed): rebuilt for this query; rerun hashkit index-build"}
+        lines.append(f"note: index {summary.index} is approximate: results may miss true neighbours; "
+                     f"{saved[summary.saved_index]}")
     if summary.metrics:
         m = summary.metrics
         lines.append(f"evaluated queries: {m['evaluated_queries']} of {m['queries']} "
@@ -231,6 +234,23 @@ def query(
     if summary.report:
         lines.append(f"report: {summary.report}")
     report_summary(asdict(summary), as_json, lines)
+
+
+@app.command("index-build")
+@user_errors
+def index_build(
+    db: Annotated[Path, typer.Option("--db", help="Code store to index.")],
+    index: Annotated[str, typer.Option(help="mih (multi-index hashing), hash, ivf or hnsw.")] = "mih",
+    as_json: JsonOption = False,
+) -> None:
+    """Build an approximate search index over a code store and save it next to the store."""
+    from hashkit.hashing.index_files import save_index
+    from hashkit.hashing.search import index_kind
+    from hashkit.hashing.store import read_store
+    store = read_store(db)
+    path = save_index(db, index_kind(index), store.codes, store.meta)
+    report_summary({"index": str(path), "rows": len(store.codes)}, as_json,
+                   [f"{index} index over {len(store.codes)} codes -> {path}"])
 
 
 @app.command()

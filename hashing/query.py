@@ -18,6 +18,7 @@ from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, 
 from .locking import written_atomically
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
 from .report import write_report
+from .index_files import load_saved_index
 from .search import CHUNK_ROWS, build_index, index_kind, knn, knn_scan, radius_search
 from .store import StoreContents, read_store
 
@@ -41,6 +42,7 @@ class QuerySummary:
     metrics_path: str | None = None
     metrics: dict | None = None
     report: str | None = None  # the report's index.html
+    saved_index: str | None = None  # approximate indexes: "loaded", "none" (built here) or "stale" (rebuilt here)
 
 
 def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth: str | None = None,
@@ -75,8 +77,11 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         if path is not None and path.exists() and not overwrite:
             raise UserError(f"{path} exists; use --overwrite to replace it")
     chunks = [db.codes[start:start + CHUNK_ROWS] for start in range(0, len(db.codes), CHUNK_ROWS)]
-    built = None if kind.exact else build_index(kind, db.codes)
     summary = QuerySummary(str(output), len(queries.paths), len(db.paths), k, kind.name, kind.exact, radius)
+    built = None
+    if not kind.exact:
+        built, summary.saved_index = load_saved_index(db_path, kind, db.codes, db.meta)
+        built = built or build_index(kind, db.codes)
     if radius is None:
         distances, ids = knn_scan(chunks, queries.codes, k + 1) if built is None else knn(built, queries.codes, k + 1)
         distances, ids = _drop_self(distances, ids, self_rows, k)

@@ -3,6 +3,8 @@ brute-force reference, and through ``hashkit query``."""
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from hashkit.hashing.search import INDEXES, build_index, hamming_distances, knn,
 from hashkit.sfm_pairs.pairs_file import read_pairs
 
 from .conftest import run_cli
+from .test_cli_errors import assert_one_line_error
 
 
 def reference_ranking(database: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,3 +83,27 @@ def test_query_cli_radius_and_index(work_dir, tmp_path):
     assert result.exit_code == 0 and "approximate" in result.stdout
     with h5py.File(tmp_path / "m.h5") as f:
         assert f.attrs["index"] == "mih" and not f.attrs["exact"] and f["ids"].shape == (len(codes), 3)
+
+
+def test_saved_index_is_reused_until_the_store_changes(work_dir, scene_set, tmp_path):
+    model = tmp_path / "lsh.pt"
+    assert run_cli("train", "--pairs", work_dir / "pairs.h5", "-o", model, "--method", "lsh", "--bits", "32",
+                   "--image-size", "64", "--workers", "0").exit_code == 0
+    photos = read_pairs(work_dir / "pairs.h5").absolute_paths()
+    store = tmp_path / "codes.h5"
+    assert run_cli("encode", model, *photos[:-3], "-o", store, "--workers", "0").exit_code == 0
+    result = run_cli("index-build", "--db", store, "--index", "mih")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "codes.h5.mih.faiss").is_file() and (tmp_path / "codes.h5.mih.json").is_file()
+    query = ["query", "--db", store, "--queries", store, "--index", "mih", "-k", "3", "--keep-self", "--json",
+             "--overwrite"]
+    first = json.loads(run_cli(*query, "-o", tmp_path / "a.h5").stdout)
+    assert first["saved_index"] == "loaded"
+    assert run_cli("encode", model, *photos[-3:], "-o", store, "--workers", "0").exit_code == 0  # the store grows
+    second = json.loads(run_cli(*query, "-o", tmp_path / "b.h5").stdout)
+    assert second["saved_index"] == "stale" and second["database"] == len(photos)
+    with h5py.File(tmp_path / "b.h5") as f:
+        assert (f["ids"][:, 0] == np.arange(len(photos))).all(), "each code finds itself, the new ones too"
+    assert run_cli("index-build", "--db", store, "--index", "mih").exit_code == 0
+    assert json.loads(run_cli(*query, "-o", tmp_path / "c.h5").stdout)["saved_index"] == "loaded"
+    assert_one_line_error(run_cli("index-build", "--db", store, "--index", "flat"), "needs no saved index")

@@ -1,0 +1,65 @@
+"""Saved search indexes: a FAISS binary index built once over a code store, kept next to it
+(``STORE.NAME.faiss`` plus ``STORE.NAME.json``, its stamp) and reused while the store is unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from . import __version__
+from .errors import UserError
+from .locking import written_atomically
+from .search import IndexKind, build_index
+from .store import StoreMeta
+
+SCHEMA = "hashkit.index"
+
+
+def index_paths(store: Path, kind: IndexKind) -> tuple[Path, Path]:
+    """The index file and its stamp, next to ``store``."""
+    store = Path(store)
+    return store.with_name(f"{store.name}.{kind.name}.faiss"), store.with_name(f"{store.name}.{kind.name}.json")
+
+
+def store_stamp(codes: np.ndarray, meta: StoreMeta) -> dict:
+    """What identifies the store's contents: its model, row count and a digest of its codes."""
+    return {"model_digest": meta.model_digest, "bits": meta.bits, "rows": len(codes),
+            "codes_sha256": hashlib.sha256(np.ascontiguousarray(codes).tobytes()).hexdigest()}
+
+
+def save_index(store: Path, kind: IndexKind, codes: np.ndarray, meta: StoreMeta) -> Path:
+    """Build ``kind`` over ``codes`` and save it with its stamp; returns the index file."""
+    if kind.exact:
+        raise UserError(f"index {kind.name} is an exact scan and needs no saved index")
+    index_file, stamp_file = index_paths(store, kind)
+    index = build_index(kind, codes)
+    with written_atomically(index_file) as tmp:
+        faiss.write_index_binary(index, str(tmp))
+    stamp = {"schema": SCHEMA, "index": kind.name, "hashkit_version": __version__, **store_stamp(codes, meta)}
+    with written_atomically(stamp_file) as tmp:
+        tmp.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+    return index_file
+
+
+def load_saved_index(store: Path, kind: IndexKind, codes: np.ndarray,
+                     meta: StoreMeta) -> tuple[faiss.IndexBinary | None, str]:
+    """The saved index of ``store`` and ``"loaded"``, or None and ``"none"`` (not saved) or
+    ``"stale"`` (the store changed since it was built, or the files do not match)."""
+    index_file, stamp_file = index_paths(store, kind)
+    if not index_file.exists() or not stamp_file.exists():
+        return None, "none"
+    try:
+        stamp = json.loads(stamp_file.read_text(encoding="utf-8"))
+    except ValueError:
+        return None, "stale"
+    current = store_stamp(codes, meta)
+    if stamp.get("schema") != SCHEMA or {key: stamp.get(key) for key in current} != current:
+        return None, "stale"
+    try:
+        return faiss.read_index_binary(str(index_file)), "loaded"
+    except RuntimeError:
+        return None, "stale"
