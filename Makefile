@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test bench-quality clean
+.PHONY: venv demo test bench-quality bench-search clean
 
 venv: $(VENV)/.ready
 
@@ -23,12 +23,17 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest
 
-# Retrieval quality of the label-free methods (about 30 minutes on 2 cores). Needs Debian's
+# Retrieval quality of every method (label-free, supervised, multi-label; about 2 hours on 2
+# cores, `python benchmarks/quality.py --only SECTION` for parts). Needs Debian's
 # dataset-fashion-mnist package, installed here when missing (as root, or through sudo).
 bench-quality: venv
 	test -d /usr/share/datasets/fashion-mnist || { apt-get update && apt-get install -y dataset-fashion-mnist; } \
 		|| { sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist; }
 	$(BIN)/python benchmarks/quality.py
+
+# Search and evaluation speed on synthetic codes up to 10M (needs about 4 GiB of memory).
+bench-search: venv
+	$(BIN)/python benchmarks/search.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
