@@ -27,9 +27,12 @@ for method in bcdh lsh; do
     step "hashkit encode + query: $method"
     hashkit encode "$OUT/$method.pt" "$OUT/set/photos" -o "$OUT/$method-codes.h5"
     hashkit query --db "$OUT/$method-codes.h5" --queries "$OUT/$method-codes.h5" -k 10 \
-        -o "$OUT/$method-results.h5" --ground-truth "$OUT/set/truth.csv" --metrics "$OUT/$method-metrics.json"
+        -o "$OUT/$method-results.h5" --ground-truth "$OUT/set/truth.csv" --metrics "$OUT/$method-metrics.json" \
+        --report "$OUT/$method-report"
 done
+hashkit compare "$OUT/bcdh-metrics.json" "$OUT/lsh-metrics.json" --plot "$OUT/bcdh-vs-lsh.png"
 
 step "summary (total ${SECONDS}s)"
 python "$HERE/demo_table.py" --pairs "$OUT/work/pairs.h5" --truth "$OUT/set/truth.csv" \
     --metrics "$OUT/bcdh-metrics.json" "$OUT/lsh-metrics.json"
+echo "pictures: $OUT/bcdh-report/index.html, $OUT/lsh-report/index.html, $OUT/bcdh-vs-lsh.png"
