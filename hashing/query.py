@@ -16,10 +16,10 @@ from . import __version__
 from .errors import UserError
 from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, load_landmark_lists, vocabulary
 from .locking import written_atomically
+from .index_files import load_saved_index
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
 from .report import write_report
-from .index_files import load_saved_index
-from .search import CHUNK_ROWS, build_index, index_kind, knn, knn_scan, radius_search
+from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search
 from .store import StoreContents, read_store
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
@@ -76,24 +76,8 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
     for path in (output, metrics_path if ground_truth else None):
         if path is not None and path.exists() and not overwrite:
             raise UserError(f"{path} exists; use --overwrite to replace it")
-    chunks = [db.codes[start:start + CHUNK_ROWS] for start in range(0, len(db.codes), CHUNK_ROWS)]
     summary = QuerySummary(str(output), len(queries.paths), len(db.paths), k, kind.name, kind.exact, radius)
-    built = None
-    if not kind.exact:
-        built, summary.saved_index = load_saved_index(db_path, kind, db.codes, db.meta)
-        built = built or build_index(kind, db.codes)
-    if radius is None:
-        distances, ids = knn_scan(chunks, queries.codes, k + 1) if built is None else knn(built, queries.codes, k + 1)
-        distances, ids = _drop_self(distances, ids, self_rows, k)
-        _write_knn_results(output, distances, ids, queries.paths, db.paths, db_path, db.meta.bits, kind.name)
-        top = [row[row >= 0][:REPORT_RESULTS] for row in ids]
-    else:
-        offsets, distances, ids = radius_search(chunks if built is None else built, queries.codes, radius)
-        offsets, distances, ids = _drop_self_ragged(offsets, distances, ids, self_rows)
-        _write_radius_results(output, offsets, distances, ids, queries.paths, db.paths, db_path, db.meta.bits,
-                              kind.name, radius)
-        summary.results_found = int(offsets[-1])
-        top = [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))]
+    top = _search(db, queries, db_path, output, kind, k, radius, self_rows, summary)
     if relevance is not None:
         metrics = evaluate_relevance(db.codes, queries.codes, relevance, k).as_dict()
         metrics.update(ground_truth=str(ground_truth), database_store=str(db_path), query_store=str(queries_path),
@@ -106,6 +90,27 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         _report(Path(report), summary.metrics, top, queries.paths, db.paths, relevance, title)
         summary.report = str(Path(report) / "index.html")
     return summary
+
+
+def _search(db: StoreContents, queries: StoreContents, db_path: Path, output: Path, kind: IndexKind, k: int,
+            radius: int | None, self_rows: np.ndarray, summary: QuerySummary) -> list[np.ndarray]:
+    """Run the search, write ``output``, note how in ``summary``; each query's first results."""
+    chunks = [db.codes[start:start + CHUNK_ROWS] for start in range(0, len(db.codes), CHUNK_ROWS)]
+    built = None
+    if not kind.exact:
+        built, summary.saved_index = load_saved_index(db_path, kind, db.codes, db.meta)
+        built = built or build_index(kind, db.codes)
+    if radius is None:
+        distances, ids = knn_scan(chunks, queries.codes, k + 1) if built is None else knn(built, queries.codes, k + 1)
+        distances, ids = _drop_self(distances, ids, self_rows, k)
+        _write_knn_results(output, distances, ids, queries.paths, db.paths, db_path, db.meta.bits, kind.name)
+        return [row[row >= 0][:REPORT_RESULTS] for row in ids]
+    offsets, distances, ids = radius_search(chunks if built is None else built, queries.codes, radius)
+    offsets, distances, ids = _drop_self_ragged(offsets, distances, ids, self_rows)
+    _write_radius_results(output, offsets, distances, ids, queries.paths, db.paths, db_path, db.meta.bits,
+                          kind.name, radius)
+    summary.results_found = int(offsets[-1])
+    return [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))]
 
 
 def _report(folder: Path, metrics: dict | None, top: list[np.ndarray], query_paths: list[str], db_paths: list[str],
