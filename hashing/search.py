@@ -1,9 +1,10 @@
 """Hamming search through FAISS binary indexes: k nearest neighbours and radius search.
 
-The exact scan (``flat``, FAISS's binary flat index) runs over the database in chunks of rows,
-so a store much larger than memory-friendly sizes never needs a queries x database matrix, nor
-all its codes at once. The other FAISS binary indexes are available by name; they are
-approximate (they may miss true neighbours) and are built over the whole database.
+The exact scan (``flat``, FAISS's binary flat index) takes the database as chunks of rows and
+keeps only each query's best k, so no queries x database matrix is ever built and the chunks
+may come from disk one at a time (``hashkit query`` passes views of the store's codes, which it
+reads whole: 80 MB for 10M 64-bit codes). The other FAISS binary indexes are available by name;
+they are approximate (they may miss true neighbours) and are built over the whole database.
 
 Tie order (every index): results are sorted by Hamming distance, then by database row, lowest
 first. For the exact scan this is the complete ranking: among rows at the same distance as the
