@@ -199,6 +199,9 @@ def query(
         help="Return every code within this Hamming distance instead of the k nearest.")] = None,
     index: Annotated[str, typer.Option(
         help="flat (exact scan), or approximate: mih (multi-index hashing), hash, ivf, hnsw.")] = "flat",
+    index_param: Annotated[Optional[list[str]], typer.Option(
+        help="Search setting KEY=VALUE of an approximate index (repeatable): nflip (mih, hash: bit flips "
+             "probed per substring, default 1; 0 is faster, finds fewer), nprobe (ivf), efSearch (hnsw).")] = None,
     report: Annotated[Optional[Path], typer.Option(
         help="Folder for a report: precision-recall and precision@k curves (PNG) and index.html with "
              "sample queries and their top results.")] = None,
@@ -208,7 +211,8 @@ def query(
     """Hamming search (k nearest, or within --radius) of every query code in the database; optional evaluation."""
     from hashkit.hashing.query import query as run
     summary = run(db, queries, k, output, ground_truth=ground_truth, metrics_path=metrics,
-                  exclude_self=not keep_self, overwrite=overwrite, index=index, radius=radius, report=report)
+                  exclude_self=not keep_self, overwrite=overwrite, index=index, radius=radius, report=report,
+                  index_params=parse_params(index_param or []))
     found = f"top {summary.k}" if radius is None else f"{summary.results_found} results within radius {radius}"
     lines = [f"{summary.queries} queries x {summary.database} codes, {found} -> {summary.results}"]
     if not summary.exact:

@@ -19,7 +19,7 @@ from .locking import written_atomically
 from .index_files import load_saved_index
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
 from .report import write_report
-from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search
+from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search, tune
 from .store import StoreContents, read_store
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
@@ -43,14 +43,17 @@ class QuerySummary:
     metrics: dict | None = None
     report: str | None = None  # the report's index.html
     saved_index: str | None = None  # approximate indexes: "loaded", "none" (built here) or "stale" (rebuilt here)
+    index_params: dict | None = None
 
 
 def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth: str | None = None,
           metrics_path: Path | None = None, exclude_self: bool = True, overwrite: bool = False,
-          index: str = "flat", radius: int | None = None, report: Path | None = None) -> QuerySummary:
+          index: str = "flat", radius: int | None = None, report: Path | None = None,
+          index_params: dict[str, object] | None = None) -> QuerySummary:
     """Search every query code in ``db_path`` and write ``output`` (and metrics, with ground truth).
 
-    ``index``: a name in ``search.INDEXES`` (``flat``, the exact scan, by default). With
+    ``index``: a name in ``search.INDEXES`` (``flat``, the exact scan, by default), with
+    ``index_params`` its search-time settings (``search.tune``). With
     ``radius``, every database row within that Hamming distance is returned instead of the k
     nearest. ``ground_truth``: ``stored`` (the labels stored with the codes), or a source for
     ``ground_truth.load_labels``; when None, the stored labels if both stores hold some. With
@@ -59,6 +62,8 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
     output = Path(output)
     metrics_path = Path(metrics_path) if metrics_path else output.parent / "metrics.json"
     kind = index_kind(index)
+    if index_params and kind.exact:
+        raise UserError(f"index {kind.name} takes no --index-param")
     if k < 1:
         raise UserError(f"-k must be at least 1, got {k}")
     if radius is not None and radius < 0:
@@ -76,8 +81,9 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
     for path in (output, metrics_path if ground_truth else None):
         if path is not None and path.exists() and not overwrite:
             raise UserError(f"{path} exists; use --overwrite to replace it")
-    summary = QuerySummary(str(output), len(queries.paths), len(db.paths), k, kind.name, kind.exact, radius)
-    top = _search(db, queries, db_path, output, kind, k, radius, self_rows, summary)
+    summary = QuerySummary(str(output), len(queries.paths), len(db.paths), k, kind.name, kind.exact, radius,
+                           index_params=index_params or {})
+    top = _search(db, queries, db_path, output, kind, index_params or {}, k, radius, self_rows, summary)
     if relevance is not None:
         metrics = evaluate_relevance(db.codes, queries.codes, relevance, k).as_dict()
         metrics.update(ground_truth=str(ground_truth), database_store=str(db_path), query_store=str(queries_path),
@@ -92,14 +98,16 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
     return summary
 
 
-def _search(db: StoreContents, queries: StoreContents, db_path: Path, output: Path, kind: IndexKind, k: int,
-            radius: int | None, self_rows: np.ndarray, summary: QuerySummary) -> list[np.ndarray]:
+def _search(db: StoreContents, queries: StoreContents, db_path: Path, output: Path, kind: IndexKind,
+            index_params: dict[str, object], k: int, radius: int | None, self_rows: np.ndarray,
+            summary: QuerySummary) -> list[np.ndarray]:
     """Run the search, write ``output``, note how in ``summary``; each query's first results."""
     chunks = [db.codes[start:start + CHUNK_ROWS] for start in range(0, len(db.codes), CHUNK_ROWS)]
     built = None
     if not kind.exact:
         built, summary.saved_index = load_saved_index(db_path, kind, db.codes, db.meta)
         built = built or build_index(kind, db.codes)
+        tune(built, kind, index_params)
     if radius is None:
         distances, ids = knn_scan(chunks, queries.codes, k + 1) if built is None else knn(built, queries.codes, k + 1)
         distances, ids = _drop_self(distances, ids, self_rows, k)

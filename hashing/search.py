@@ -31,6 +31,7 @@ class IndexKind:
     exact: bool
     description: str
     build: Callable[[int, int], faiss.IndexBinary]  # (bits, database rows) -> empty index
+    search_params: tuple[str, ...] = ()  # search-time settings a query may change (--index-param)
 
 
 def _multi_hash(bits: int, rows: int) -> faiss.IndexBinary:
@@ -63,11 +64,12 @@ INDEXES = {kind.name: kind for kind in (
     IndexKind("flat", True, "exact scan (FAISS IndexBinaryFlat), streamed over the database",
               lambda bits, rows: faiss.IndexBinaryFlat(bits)),
     IndexKind("mih", False, "multi-index hashing (FAISS IndexBinaryMultiHash): bits/16 substrings of 16 "
-              "bits, buckets within 1 flip probed", _multi_hash),
-    IndexKind("hash", False, "hash of the first 24 bits (FAISS IndexBinaryHash), buckets within 1 flip "
-              "probed", _hash),
-    IndexKind("ivf", False, "inverted file (FAISS IndexBinaryIVF): 4 sqrt(N) lists, 1/32 of them probed", _ivf),
-    IndexKind("hnsw", False, "HNSW graph (FAISS IndexBinaryHNSW): 32 links, efSearch 128", _hnsw),
+              "bits, buckets within nflip (1) flips probed", _multi_hash, ("nflip",)),
+    IndexKind("hash", False, "hash of the first 24 bits (FAISS IndexBinaryHash), buckets within nflip (1) "
+              "flips probed", _hash, ("nflip",)),
+    IndexKind("ivf", False, "inverted file (FAISS IndexBinaryIVF): 4 sqrt(N) lists, nprobe (1/32 of them) "
+              "probed", _ivf, ("nprobe",)),
+    IndexKind("hnsw", False, "HNSW graph (FAISS IndexBinaryHNSW): 32 links, efSearch 128", _hnsw, ("efSearch",)),
 )}
 
 
@@ -75,6 +77,17 @@ def index_kind(name: str) -> IndexKind:
     if name not in INDEXES:
         raise UserError(f"unknown index {name!r}; choose one of {', '.join(INDEXES)}")
     return INDEXES[name]
+
+
+def tune(index: faiss.IndexBinary, kind: IndexKind, params: dict[str, object]) -> None:
+    """Set search-time parameters (``nflip``, ``nprobe``, ``efSearch``) on a built index."""
+    for key, value in params.items():
+        if key not in kind.search_params:
+            allowed = ", ".join(kind.search_params) or "none"
+            raise UserError(f"index {kind.name} has no search parameter {key!r} (it has: {allowed})")
+        if not isinstance(value, int) or value < 0:
+            raise UserError(f"--index-param {key} must be a whole number >= 0, got {value!r}")
+        setattr(index.hnsw if key == "efSearch" else index, key, value)
 
 
 def build_index(kind: IndexKind, codes: np.ndarray) -> faiss.IndexBinary:

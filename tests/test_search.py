@@ -107,3 +107,22 @@ def test_saved_index_is_reused_until_the_store_changes(work_dir, scene_set, tmp_
     assert run_cli("index-build", "--db", store, "--index", "mih").exit_code == 0
     assert json.loads(run_cli(*query, "-o", tmp_path / "c.h5").stdout)["saved_index"] == "loaded"
     assert_one_line_error(run_cli("index-build", "--db", store, "--index", "flat"), "needs no saved index")
+
+
+def test_index_params_tune_the_search_and_are_checked(work_dir, tmp_path):
+    model = tmp_path / "lsh.pt"
+    assert run_cli("train", "--pairs", work_dir / "pairs.h5", "-o", model, "--method", "lsh", "--bits", "32",
+                   "--image-size", "64", "--workers", "0").exit_code == 0
+    store = tmp_path / "codes.h5"
+    assert run_cli("encode", model, *read_pairs(work_dir / "pairs.h5").absolute_paths(), "-o", store,
+                   "--workers", "0").exit_code == 0
+    base = ["query", "--db", store, "--queries", store, "-k", "3", "--keep-self", "--json"]
+    result = run_cli(*base, "-o", tmp_path / "a.h5", "--index", "mih", "--index-param", "nflip=0")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["index_params"] == {"nflip": 0}
+    with h5py.File(tmp_path / "a.h5") as f:
+        assert (f["ids"][:, 0] == np.arange(len(f["ids"]))).all(), "exact matches need no flips"
+    assert_one_line_error(run_cli(*base, "-o", tmp_path / "b.h5", "--index", "mih", "--index-param", "nprobe=3"),
+                          "has no search parameter 'nprobe'")
+    assert_one_line_error(run_cli(*base, "-o", tmp_path / "c.h5", "--index-param", "nflip=0"),
+                          "index flat takes no --index-param")
