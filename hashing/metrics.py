@@ -29,6 +29,7 @@ Conventions (also written into metrics.json):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -156,12 +157,16 @@ class LabelRelevance:
         most = max(self.db_labels.sum(axis=1).max(initial=0), self.query_labels.sum(axis=1).max(initial=0))
         return bool(most > 1)
 
+    @cached_property
+    def _db_labels_t(self) -> np.ndarray:
+        return self.db_labels.T.astype(np.float32)
+
     def shared(self, start: int, stop: int) -> np.ndarray:
         """(stop - start, N) int32 counts of shared labels (BLAS in float32: exact below 2^24)."""
-        return (self.query_labels[start:stop].astype(np.float32) @ self.db_labels.T.astype(np.float32)).astype(np.int32)
+        return (self.query_labels[start:stop].astype(np.float32) @ self._db_labels_t).astype(np.int32)
 
     def left_out(self, q: int) -> np.ndarray:
-        return self.self_rows[q:q + 1] if self.self_rows is not None and self.self_rows[q] >= 0 else np.empty(0, int)
+        return _own_row(self.self_rows, q)
 
     def is_relevant(self, q: int, rows: np.ndarray) -> list[bool]:
         return (self.db_labels[rows] & self.query_labels[q]).any(axis=1).tolist()
@@ -185,11 +190,15 @@ class ListedRelevance:
         return counts
 
     def left_out(self, q: int) -> np.ndarray:
-        own = self.self_rows[q:q + 1] if self.self_rows is not None and self.self_rows[q] >= 0 else []
-        return np.concatenate([self.junk[q], own]).astype(int)
+        return np.concatenate([self.junk[q], _own_row(self.self_rows, q)]).astype(int)
 
     def is_relevant(self, q: int, rows: np.ndarray) -> list[bool]:
         return np.isin(rows, self.relevant[q]).tolist()
+
+
+def _own_row(self_rows: np.ndarray | None, q: int) -> np.ndarray:
+    """Query q's own database row (empty when it has none)."""
+    return self_rows[q:q + 1] if self_rows is not None and self_rows[q] >= 0 else np.empty(0, int)
 
 
 def evaluate(database: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
@@ -224,8 +233,9 @@ def evaluate_relevance(database: np.ndarray, queries: np.ndarray, relevance: Lab
             if not relevant.any():
                 continue
             scores.append(ranking_scores(relevant, k) + (graded_scores(shared, k) if multi_label else ()))
-            counts = np.bincount(row[order], minlength=bits + 1)
-            relevant_counts = np.bincount(row[order], weights=relevant, minlength=bits + 1)
+            ranked = row[order]
+            counts = np.bincount(ranked, minlength=bits + 1)
+            relevant_counts = np.bincount(ranked, weights=relevant, minlength=bits + 1)
             tie_aware.append(tie_aware_scores(counts, relevant_counts, k, harmonic))
             retrieved, hits = np.cumsum(counts), np.cumsum(relevant_counts)
             radius_2.append(hits[2] / retrieved[2] if retrieved[2] else 0.0)

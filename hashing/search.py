@@ -126,9 +126,7 @@ def knn_scan(chunks: Iterable[np.ndarray], queries: np.ndarray, k: int) -> tuple
     best_i = np.full((len(queries), 0), -1, np.int64)
     offset = 0
     for chunk in chunks:
-        index = faiss.IndexBinaryFlat(chunk.shape[1] * 8)
-        index.add(np.ascontiguousarray(chunk))
-        distances, ids = index.search(queries, min(k, len(chunk)))
+        distances, ids = build_index(INDEXES["flat"], chunk).search(queries, min(k, len(chunk)))
         ids = np.where(ids < 0, -1, ids + offset)
         best_d, best_i = _ordered(np.concatenate([best_d, distances], 1), np.concatenate([best_i, ids], 1), k)
         offset += len(chunk)
@@ -155,9 +153,7 @@ def radius_search(index_or_chunks: faiss.IndexBinary | Iterable[np.ndarray], que
     else:
         parts, offset = [], 0
         for chunk in index_or_chunks:
-            index = faiss.IndexBinaryFlat(chunk.shape[1] * 8)
-            index.add(np.ascontiguousarray(chunk))
-            parts.append((offset, index.range_search(queries, radius + 1)))
+            parts.append((offset, build_index(INDEXES["flat"], chunk).range_search(queries, radius + 1)))
             offset += len(chunk)
     per_query_d: list[list[np.ndarray]] = [[] for _ in queries]
     per_query_i: list[list[np.ndarray]] = [[] for _ in queries]
