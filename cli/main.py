@@ -250,11 +250,11 @@ def index_build(
     """Build an approximate search index over a code store and save it next to the store."""
     from hashkit.hashing.index_files import save_index
     from hashkit.hashing.search import index_kind
-    from hashkit.hashing.store import read_store
-    store = read_store(db)
-    path = save_index(db, index_kind(index), store.codes, store.meta)
-    report_summary({"index": str(path), "rows": len(store.codes)}, as_json,
-                   [f"{index} index over {len(store.codes)} codes -> {path}"])
+    from hashkit.hashing.store import StoreReader
+    with StoreReader(db) as store:
+        path = save_index(db, index_kind(index), store.codes(), store.meta)
+    report_summary({"index": str(path), "rows": store.count}, as_json,
+                   [f"{index} index over {store.count} codes -> {path}"])
 
 
 @app.command()

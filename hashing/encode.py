@@ -19,7 +19,7 @@ from .images import resolve_inputs
 from .locking import exclusive_lock
 from .progress import progress
 from .runtime import default_workers, resolve_device
-from .store import CodeStoreWriter, StoreMeta, label_cell, pack_codes, read_store
+from .store import CodeStoreWriter, StoreMeta, StoreReader, label_cell, pack_codes
 
 _DEFAULT_CACHE = object()
 
@@ -56,7 +56,10 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
     num_workers = default_workers() if workers is None else workers
     cache_dir = default_cache_dir() if feature_cache is _DEFAULT_CACHE else feature_cache
     with exclusive_lock(output):
-        present = set() if overwrite or not output.exists() else set(read_store(output).paths)
+        present: set[str] = set()
+        if output.exists() and not overwrite:
+            with StoreReader(output) as existing:  # its paths only, not its codes
+                present = set(existing.paths())
         todo = [p for p in paths if str(p) not in present]
         cells = _label_cells(labels, todo)  # refused before anything is written
         if overwrite:

@@ -20,7 +20,7 @@ from .index_files import load_saved_index
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
 from .report import write_report
 from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search, tune
-from .store import StoreContents, read_store
+from .store import StoreContents, StoreMeta, StoreReader, read_store
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
 REPORT_QUERIES, REPORT_RESULTS = 12, 10  # sample queries on the report page, results shown for each
@@ -68,65 +68,67 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         raise UserError(f"-k must be at least 1, got {k}")
     if radius is not None and radius < 0:
         raise UserError(f"--radius must be at least 0, got {radius}")
-    db, queries = read_store(db_path), read_store(queries_path)
-    _check_comparable(db, queries, db_path, queries_path)
-    if not len(db.codes) or not len(queries.codes):
-        raise UserError(f"{db_path if not len(db.codes) else queries_path} holds no codes")
-    if ground_truth is None and _has_labels(db) and _has_labels(queries):
-        ground_truth = STORED
-    self_rows = _self_rows(db.paths, queries.paths) if exclude_self else np.full(len(queries.paths), -1)
-    relevance = None
-    if ground_truth:  # check the ground truth before any output is written
-        relevance = _relevance(ground_truth, db, queries, db_path, queries_path, self_rows)
-    for path in (output, metrics_path if ground_truth else None):
-        if path is not None and path.exists() and not overwrite:
-            raise UserError(f"{path} exists; use --overwrite to replace it")
-    summary = QuerySummary(str(output), len(queries.paths), len(db.paths), k, kind.name, kind.exact, radius,
-                           index_params=index_params or {})
-    top = _search(db, queries, db_path, output, kind, index_params or {}, k, radius, self_rows, summary)
-    if relevance is not None:
-        metrics = evaluate_relevance(db.codes, queries.codes, relevance, k).as_dict()
-        metrics.update(ground_truth=str(ground_truth), database_store=str(db_path), query_store=str(queries_path),
-                       bits=db.meta.bits, method=db.meta.method, hashkit_version=__version__)
-        with written_atomically(metrics_path) as tmp:
-            tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        summary.metrics_path, summary.metrics = str(metrics_path), metrics
-    if report is not None:
-        title = f"{db.meta.method}, {db.meta.bits} bits: {Path(queries_path).name} in {Path(db_path).name}"
-        _report(Path(report), summary.metrics, top, queries.paths, db.paths, relevance, title)
-        summary.report = str(Path(report) / "index.html")
+    queries = read_store(queries_path)
+    with StoreReader(db_path) as db:  # the database is streamed: codes in chunks, only the paths needed
+        _check_comparable(db.meta, queries.meta, db_path, queries_path)
+        if not db.count or not len(queries.codes):
+            raise UserError(f"{db_path if not db.count else queries_path} holds no codes")
+        if ground_truth is None and _has_labels(queries) and db.has_labels():
+            ground_truth = STORED
+        self_rows = db.rows_of(queries.paths) if exclude_self else np.full(len(queries.paths), -1)
+        relevance = None
+        if ground_truth:  # check the ground truth before any output is written
+            relevance = _relevance(ground_truth, db, queries, queries_path, self_rows)
+        for path in (output, metrics_path if ground_truth else None):
+            if path is not None and path.exists() and not overwrite:
+                raise UserError(f"{path} exists; use --overwrite to replace it")
+        summary = QuerySummary(str(output), len(queries.paths), db.count, k, kind.name, kind.exact, radius,
+                               index_params=index_params or {})
+        top = _search(db, queries, output, kind, index_params or {}, k, radius, self_rows, summary)
+        if relevance is not None:
+            metrics = evaluate_relevance(db.codes(), queries.codes, relevance, k).as_dict()
+            metrics.update(ground_truth=str(ground_truth), database_store=str(db_path),
+                           query_store=str(queries_path), bits=db.meta.bits, method=db.meta.method,
+                           hashkit_version=__version__)
+            with written_atomically(metrics_path) as tmp:
+                tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+            summary.metrics_path, summary.metrics = str(metrics_path), metrics
+        if report is not None:
+            title = f"{db.meta.method}, {db.meta.bits} bits: {Path(queries_path).name} in {Path(db_path).name}"
+            _report(Path(report), summary.metrics, top, queries.paths, db, relevance, title)
+            summary.report = str(Path(report) / "index.html")
     return summary
 
 
-def _search(db: StoreContents, queries: StoreContents, db_path: Path, output: Path, kind: IndexKind,
+def _search(db: StoreReader, queries: StoreContents, output: Path, kind: IndexKind,
             index_params: dict[str, object], k: int, radius: int | None, self_rows: np.ndarray,
             summary: QuerySummary) -> list[np.ndarray]:
     """Run the search, write ``output``, note how in ``summary``; each query's first results."""
-    chunks = [db.codes[start:start + CHUNK_ROWS] for start in range(0, len(db.codes), CHUNK_ROWS)]
+    chunks = db.code_chunks(CHUNK_ROWS)
     built = None
-    if not kind.exact:
-        built, summary.saved_index = load_saved_index(db_path, kind, db.codes, db.meta)
-        built = built or build_index(kind, db.codes)
+    if not kind.exact:  # FAISS's other indexes hold every code
+        codes = db.codes()
+        built, summary.saved_index = load_saved_index(db.path, kind, codes, db.meta)
+        built = built or build_index(kind, codes)
         tune(built, kind, index_params)
     if radius is None:
         distances, ids = knn_scan(chunks, queries.codes, k + 1) if built is None else knn(built, queries.codes, k + 1)
         distances, ids = _drop_self(distances, ids, self_rows, k)
-        _write_knn_results(output, distances, ids, queries.paths, db.paths, db_path, db.meta.bits, kind.name)
+        _write_knn_results(output, distances, ids, queries.paths, db, kind.name)
         return [row[row >= 0][:REPORT_RESULTS] for row in ids]
     offsets, distances, ids = radius_search(chunks if built is None else built, queries.codes, radius)
     offsets, distances, ids = _drop_self_ragged(offsets, distances, ids, self_rows)
-    _write_radius_results(output, offsets, distances, ids, queries.paths, db.paths, db_path, db.meta.bits,
-                          kind.name, radius)
+    _write_radius_results(output, offsets, distances, ids, queries.paths, db, kind.name, radius)
     summary.results_found = int(offsets[-1])
     return [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))]
 
 
-def _report(folder: Path, metrics: dict | None, top: list[np.ndarray], query_paths: list[str], db_paths: list[str],
+def _report(folder: Path, metrics: dict | None, top: list[np.ndarray], query_paths: list[str], db: StoreReader,
             relevance: LabelRelevance | ListedRelevance | None, title: str) -> None:
     """The report page for up to REPORT_QUERIES queries spread evenly over the query store."""
     sample = np.unique(np.linspace(0, len(query_paths) - 1, min(len(query_paths), REPORT_QUERIES)).astype(int))
     marks = None if relevance is None else [relevance.is_relevant(q, top[q]) for q in sample]
-    write_report(folder, metrics, [query_paths[q] for q in sample], [[db_paths[i] for i in top[q]] for q in sample],
+    write_report(folder, metrics, [query_paths[q] for q in sample], [db.paths_at(top[q]) for q in sample],
                  marks, title)
 
 
@@ -134,29 +136,31 @@ def _has_labels(store: StoreContents) -> bool:
     return any(store.labels or ())
 
 
-def _relevance(ground_truth: str, db: StoreContents, queries: StoreContents, db_path: Path, queries_path: Path,
+def _relevance(ground_truth: str, db: StoreReader, queries: StoreContents, queries_path: Path,
                self_rows: np.ndarray) -> LabelRelevance | ListedRelevance:
-    """Relevance from a landmark CSV (per-query relevant and junk lists) or from labels."""
+    """Relevance from a landmark CSV (per-query relevant and junk lists) or from labels; either reads
+    every database path or label into memory."""
     if is_landmark_csv(ground_truth):
-        relevant, junk = load_landmark_lists(ground_truth, db.paths, queries.paths)
+        relevant, junk = load_landmark_lists(ground_truth, db.paths(), queries.paths)
         if not any(len(rows) for rows in relevant):
             raise UserError(f"--ground-truth {ground_truth} lists no relevant database image for any query")
-        return ListedRelevance(relevant, junk, len(db.paths), self_rows)
-    db_sets, query_sets = _label_sets(ground_truth, db, queries, db_path, queries_path)
+        return ListedRelevance(relevant, junk, db.count, self_rows)
+    db_sets, query_sets = _label_sets(ground_truth, db, queries, queries_path)
     classes = vocabulary(label_set for label_set in db_sets + query_sets if label_set)
     return LabelRelevance(label_matrix(db_sets, classes), label_matrix(query_sets, classes), self_rows)
 
 
-def _label_sets(ground_truth: str, db: StoreContents, queries: StoreContents, db_path: Path,
+def _label_sets(ground_truth: str, db: StoreReader, queries: StoreContents,
                 queries_path: Path) -> tuple[list[LabelSet | None], list[LabelSet | None]]:
     """The label set (None: unknown) of each database and query row; an error if either has none."""
     if ground_truth == STORED:
-        for store, path in ((db, db_path), (queries, queries_path)):
-            if not _has_labels(store):
+        for labelled, path in ((db.has_labels(), db.path), (_has_labels(queries), queries_path)):
+            if not labelled:
                 raise UserError(f"--ground-truth stored: {path} holds no labels (encode with --labels)")
-        return db.labels, queries.labels
-    labels = load_labels(ground_truth, db.paths + queries.paths)
-    db_sets, query_sets = [labels.get(p) for p in db.paths], [labels.get(p) for p in queries.paths]
+        return db.labels(), queries.labels
+    db_paths = db.paths()
+    labels = load_labels(ground_truth, db_paths + queries.paths)
+    db_sets, query_sets = [labels.get(p) for p in db_paths], [labels.get(p) for p in queries.paths]
     for name, sets in (("database", db_sets), ("query", query_sets)):
         if not any(sets):
             raise UserError(f"--ground-truth {ground_truth} gives a label to none of the {name} images "
@@ -164,15 +168,10 @@ def _label_sets(ground_truth: str, db: StoreContents, queries: StoreContents, db
     return db_sets, query_sets
 
 
-def _check_comparable(db: StoreContents, queries: StoreContents, db_path: Path, queries_path: Path) -> None:
-    if db.meta.model_digest != queries.meta.model_digest:
-        raise UserError(f"{queries_path} ({queries.meta.describe()}) and {db_path} "
-                        f"({db.meta.describe()}) were encoded by different models; codes are not comparable")
-
-
-def _self_rows(db_paths: list[str], query_paths: list[str]) -> np.ndarray:
-    row_of = {path: row for row, path in enumerate(db_paths)}
-    return np.array([row_of.get(path, -1) for path in query_paths], dtype=np.int64)
+def _check_comparable(db: StoreMeta, queries: StoreMeta, db_path: Path, queries_path: Path) -> None:
+    if db.model_digest != queries.model_digest:
+        raise UserError(f"{queries_path} ({queries.describe()}) and {db_path} "
+                        f"({db.describe()}) were encoded by different models; codes are not comparable")
 
 
 def _drop_self(distances: np.ndarray, ids: np.ndarray, self_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,32 +195,31 @@ def _drop_self_ragged(offsets: np.ndarray, distances: np.ndarray, ids: np.ndarra
 
 
 def _write_knn_results(output: Path, distances: np.ndarray, ids: np.ndarray, query_paths: list[str],
-                       db_paths: list[str], db_path: Path, bits: int, index: str) -> None:
-    result_paths = [[db_paths[i] if i >= 0 else "" for i in row] for row in ids]
-    with _results_file(output, db_path, bits, index, "knn") as f:
+                       db: StoreReader, index: str) -> None:
+    result_paths = np.array(db.paths_at(ids), dtype=object).reshape(ids.shape)
+    with _results_file(output, db, index, "knn") as f:
         f.create_dataset("ids", data=ids)
         f.create_dataset("distances", data=distances)
         f.create_dataset("query_paths", data=query_paths, dtype=_STR)
-        f.create_dataset("paths", data=np.array(result_paths, dtype=object).reshape(ids.shape), dtype=_STR)
+        f.create_dataset("paths", data=result_paths, dtype=_STR)
 
 
 def _write_radius_results(output: Path, offsets: np.ndarray, distances: np.ndarray, ids: np.ndarray,
-                          query_paths: list[str], db_paths: list[str], db_path: Path, bits: int, index: str,
-                          radius: int) -> None:
-    with _results_file(output, db_path, bits, index, "radius") as f:
+                          query_paths: list[str], db: StoreReader, index: str, radius: int) -> None:
+    with _results_file(output, db, index, "radius") as f:
         f.attrs["radius"] = radius
         f.create_dataset("offsets", data=offsets)
         f.create_dataset("ids", data=ids)
         f.create_dataset("distances", data=distances)
         f.create_dataset("query_paths", data=query_paths, dtype=_STR)
-        f.create_dataset("paths", data=[db_paths[i] for i in ids], dtype=_STR)
+        f.create_dataset("paths", data=db.paths_at(ids), dtype=_STR)
 
 
 @contextmanager
-def _results_file(output: Path, db_path: Path, bits: int, index: str, layout: str) -> Iterator[h5py.File]:
+def _results_file(output: Path, db: StoreReader, index: str, layout: str) -> Iterator[h5py.File]:
     """A new results file, whole under ``output`` once the block ends."""
     with written_atomically(output) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, database=str(Path(db_path).resolve()),
-                       bits=bits, index=index, exact=index_kind(index).exact, layout=layout,
+        f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, database=str(db.path.resolve()),
+                       bits=db.meta.bits, index=index, exact=index_kind(index).exact, layout=layout,
                        hashkit_version=__version__)
         yield f

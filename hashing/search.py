@@ -2,9 +2,9 @@
 
 The exact scan (``flat``, FAISS's binary flat index) takes the database as chunks of rows and
 keeps only each query's best k, so no queries x database matrix is ever built and the chunks
-may come from disk one at a time (``hashkit query`` passes views of the store's codes, which it
-reads whole: 80 MB for 10M 64-bit codes). The other FAISS binary indexes are available by name;
-they are approximate (they may miss true neighbours) and are built over the whole database.
+come from disk one at a time (``hashkit query`` reads them from the store as it scans). The other
+FAISS binary indexes are available by name; they are approximate (they may miss true neighbours)
+and are built over the whole database, in memory.
 
 Tie order (every index): results are sorted by Hamming distance, then by database row, lowest
 first. For the exact scan this is the complete ranking: among rows at the same distance as the

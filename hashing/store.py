@@ -7,6 +7,7 @@ that readers ignore and the next append overwrites, so no half-written row is ev
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from .ground_truth import SEPARATOR, LabelSet
 SCHEMA = "hashkit.codes"
 SCHEMA_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
-CHUNK_ROWS = 4096
+CHUNK_ROWS = 4096  # HDF5 chunk of every dataset
+READ_ROWS = 1 << 20  # rows of paths or labels read at a time
 
 
 @dataclass(frozen=True)
@@ -81,18 +83,86 @@ def _open(path: Path, mode: str) -> h5py.File:
 
 
 def read_store(path: Path) -> StoreContents:
-    """Every committed row of the store at ``path``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such code store: {path}")
-    with _open(path, "r") as f:
-        meta = _meta(f, path)
-        count = int(f.attrs["count"])
-        labels = None
-        if "labels" in f:  # absent from stores written before labels were stored
-            cells = f["labels"][:count]  # shorter when a hashkit without labels appended: unknown
-            labels = [_label_set(cell) for cell in cells] + [None] * (count - len(cells))
-        return StoreContents(meta, f["codes"][:count], [s.decode() for s in f["paths"][:count]], labels)
+    """Every committed row of the store at ``path``, whole in memory (``StoreReader`` reads in pieces)."""
+    with StoreReader(path) as store:
+        return StoreContents(store.meta, store.codes(), store.paths(), store.labels())
+
+
+class StoreReader:
+    """The committed rows of a store, read in chunks of rows so that a large database is never held
+    whole: codes chunk by chunk for a scan, and only the paths a caller asks for."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"no such code store: {self.path}")
+        self.file = _open(self.path, "r")
+        try:
+            self.meta = _meta(self.file, self.path)
+        except UserError:
+            self.file.close()
+            raise
+        self.count = int(self.file.attrs["count"])
+
+    def code_chunks(self, rows: int) -> Iterator[np.ndarray]:
+        """The codes, ``rows`` at a time, in row order."""
+        for start in range(0, self.count, rows):
+            yield self.file["codes"][start:min(start + rows, self.count)]
+
+    def codes(self) -> np.ndarray:
+        return self.file["codes"][:self.count]
+
+    def _cells(self, name: str, start: int, stop: int) -> np.ndarray:
+        return self.file[name][start:min(stop, self.count)]
+
+    def paths(self) -> list[str]:
+        return [cell.decode() for cell in self._cells("paths", 0, self.count)]
+
+    def paths_at(self, rows: np.ndarray) -> list[str]:
+        """The paths of ``rows`` (any order, repeats allowed; -1 gives ""), reading only the
+        stretches of the store that hold them."""
+        rows = np.asarray(rows, np.int64).ravel()
+        wanted = np.unique(rows[rows >= 0])
+        found: dict[int, str] = {}
+        for start in np.unique(wanted // READ_ROWS) * READ_ROWS:
+            cells = self._cells("paths", start, start + READ_ROWS)
+            found.update((int(row), cells[row - start].decode())
+                         for row in wanted[(wanted >= start) & (wanted < start + READ_ROWS)])
+        return [found.get(int(row), "") for row in rows]
+
+    def rows_of(self, paths: list[str]) -> np.ndarray:
+        """The row holding each of ``paths`` (-1 where none does), in one pass over the store's paths."""
+        wanted = {path.encode(): i for i, path in enumerate(paths)}
+        rows = np.full(len(paths), -1, np.int64)
+        for start in range(0, self.count, READ_ROWS):
+            for offset, cell in enumerate(self._cells("paths", start, start + READ_ROWS)):
+                i = wanted.get(cell)
+                if i is not None and rows[i] < 0:
+                    rows[i] = start + offset
+        return rows
+
+    def labels(self) -> list[LabelSet | None] | None:
+        """Each row's label set (None where unknown); None when the store holds no labels."""
+        if "labels" not in self.file:  # stores written before labels were stored
+            return None
+        cells = self._cells("labels", 0, self.count)  # shorter when a hashkit without labels appended
+        return [_label_set(cell) for cell in cells] + [None] * (self.count - len(cells))
+
+    def has_labels(self) -> bool:
+        """Whether any row has a known label."""
+        if "labels" not in self.file:
+            return False
+        return any(any(self._cells("labels", start, start + READ_ROWS))
+                   for start in range(0, self.count, READ_ROWS))
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class CodeStoreWriter:

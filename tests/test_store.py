@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.store import CodeStoreWriter, StoreMeta, label_cell, pack_codes, read_store, unpack_codes
+from hashkit.hashing import store as store_module
+from hashkit.hashing.store import (CodeStoreWriter, StoreMeta, StoreReader, label_cell, pack_codes, read_store,
+                                  unpack_codes)
 
 META = StoreMeta(bits=16, method="bcdh", model_digest="a" * 64, backbone="mobilenet_v2", hashkit_version="0")
 
@@ -30,6 +32,23 @@ def test_append_and_read(tmp_path):
     assert np.array_equal(contents.codes, rows)
     assert contents.meta == META
     assert contents.labels == [None, None, None, ("x",), None], "rows appended without labels are unknown"
+
+
+def test_reader_streams_codes_and_reads_only_the_paths_asked_for(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "READ_ROWS", 4)  # several stretches of paths in a small store
+    path = tmp_path / "codes.h5"
+    codes = np.random.default_rng(1).integers(0, 256, (11, 2), dtype=np.uint8)
+    names = [f"img{i}.png" for i in range(11)]
+    with CodeStoreWriter(path, META) as writer:
+        writer.append(codes, names, [label_cell(None)] * 10 + [label_cell(("x",))])
+    with StoreReader(path) as reader:
+        chunks = list(reader.code_chunks(3))
+        assert [len(c) for c in chunks] == [3, 3, 3, 2] and np.array_equal(np.concatenate(chunks), codes)
+        assert reader.paths_at(np.array([[10, -1], [0, 10], [5, 4]])) == ["img10.png", "", "img0.png", "img10.png",
+                                                                          "img5.png", "img4.png"]
+        assert reader.rows_of(["img9.png", "nope", "img3.png"]).tolist() == [9, -1, 3]
+        assert reader.has_labels(), "the one label is in the last stretch"
+        assert reader.labels() == [None] * 10 + [("x",)]
 
 
 def test_label_sets_round_trip_and_a_separator_inside_a_label_is_refused(tmp_path):
