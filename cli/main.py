@@ -193,7 +193,7 @@ def query(
     ground_truth: Annotated[Optional[str], typer.Option(
         help="Evaluate against labels: 'stored' (those encoded with --labels; the default when both stores "
              "hold some), 'folders', a path,label CSV, or a pairs.h5 (3D model ids).")] = None,
-    metrics: Annotated[Optional[Path], typer.Option(help="Metrics file [default: metrics.json beside OUTPUT].")] = None,
+    metrics: Annotated[Optional[Path], typer.Option(help="Metrics file (default: metrics.json beside OUTPUT).")] = None,
     keep_self: Annotated[bool, typer.Option("--keep-self", help="Keep a query's own image in its results.")] = False,
     radius: Annotated[Optional[int], typer.Option(
         help="Return every code within this Hamming distance instead of the k nearest.")] = None,

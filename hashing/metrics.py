@@ -28,11 +28,15 @@ Conventions (also written into metrics.json):
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
+from .progress import progress
 from .search import hamming_distances
 
 CONVENTIONS = {
@@ -93,17 +97,13 @@ class RankingMetrics:
                 "pr_curve": self.pr_curve, "precision_curve": self.precision_curve, "conventions": CONVENTIONS}
 
 
-def ranking_scores(relevant: np.ndarray, k: int) -> tuple[float, float, float, float]:
-    """AP, AP@k, precision@k and recall@k of one ranking given as a boolean relevance list."""
-    hits = np.cumsum(relevant)
-    ranks = np.arange(1, len(relevant) + 1)
-    total = hits[-1]
-    precision_at_hits = (hits / ranks)[relevant]
-    ap = float(precision_at_hits.sum() / total)
-    top = relevant[:k]
-    top_hits = int(top.sum())
-    ap_at_k = float(precision_at_hits[:top_hits].sum() / top_hits) if top_hits else 0.0
-    return ap, ap_at_k, top_hits / k, top_hits / float(total)
+def ranking_scores(ranks: np.ndarray, k: int) -> tuple[float, float, float, float]:
+    """AP, AP@k, precision@k and recall@k of one ranking, from the ranks (1-based, ascending) of
+    its relevant items; at least one."""
+    precision_at_hits = np.arange(1, len(ranks) + 1) / ranks
+    top_hits = int(np.searchsorted(ranks, k, side="right"))
+    ap_at_k = float(precision_at_hits[:top_hits].mean()) if top_hits else 0.0
+    return float(precision_at_hits.mean()), ap_at_k, top_hits / k, top_hits / len(ranks)
 
 
 def graded_scores(shared: np.ndarray, k: int) -> tuple[float, float, float]:
@@ -117,9 +117,10 @@ def graded_scores(shared: np.ndarray, k: int) -> tuple[float, float, float]:
 
 
 def tie_aware_scores(counts: np.ndarray, relevant_counts: np.ndarray, k: int,
-                     harmonic: np.ndarray) -> tuple[float, float]:
-    """Expected AP and precision@k over every ordering within ties, from the number of items
-    ``counts[d]`` and of relevant items ``relevant_counts[d]`` at each distance d.
+                     harmonic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Expected AP and precision@k over every ordering within ties, for each query (row) from its
+    number of items ``counts[q, d]`` and of relevant items ``relevant_counts[q, d]`` at each
+    distance d; returns two (Q,) arrays.
 
     A tie group of n items (r relevant) after N items (R relevant): the item at its position i
     is relevant with probability r / n, and then the relevant items before it number R + 1 +
@@ -128,17 +129,20 @@ def tie_aware_scores(counts: np.ndarray, relevant_counts: np.ndarray, k: int,
     (r / n) ((R + 1) S + (r - 1)/(n - 1) (n - (N + 1) S)). ``harmonic[m]`` = H(m).
     """
     n, r = counts.astype(np.float64), relevant_counts.astype(np.float64)
-    ends = np.cumsum(counts)
-    before, relevant_before = ends - counts, np.cumsum(r) - r
+    ends = np.cumsum(counts, axis=1)
+    before, relevant_before = ends - counts, np.cumsum(r, axis=1) - r
     s = harmonic[ends] - harmonic[before]
     slope = np.divide(r - 1, n - 1, out=np.zeros_like(n), where=n > 1)
     share = np.divide(r, n, out=np.zeros_like(n), where=n > 0)
     group = share * ((relevant_before + 1) * s + slope * (n - (before + 1) * s))
-    ap = float(group.sum() / r.sum())
-    if k >= ends[-1]:
-        return ap, float(r.sum() / k)
-    g = int(np.searchsorted(ends, k))  # the group holding rank k
-    return ap, float((relevant_before[g] + (k - before[g]) * r[g] / n[g]) / k)
+    ap = group.sum(axis=1) / r.sum(axis=1)
+    at_k = np.minimum((ends < k).sum(axis=1), n.shape[1] - 1)[:, None]  # the group holding rank k, or the last
+
+    def of_group(values: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(values, at_k, axis=1)[:, 0]
+
+    taken = np.minimum(k - of_group(before), of_group(n))  # the group's items within the top k
+    return ap, (of_group(relevant_before) + taken * of_group(share)) / k
 
 
 @dataclass
@@ -162,8 +166,8 @@ class LabelRelevance:
         return self.db_labels.T.astype(np.float32)
 
     def shared(self, start: int, stop: int) -> np.ndarray:
-        """(stop - start, N) int32 counts of shared labels (BLAS in float32: exact below 2^24)."""
-        return (self.query_labels[start:stop].astype(np.float32) @ self._db_labels_t).astype(np.int32)
+        """(stop - start, N) counts of shared labels, as float32 (from BLAS; exact below 2^24)."""
+        return self.query_labels[start:stop].astype(np.float32) @ self._db_labels_t
 
     def left_out(self, q: int) -> np.ndarray:
         return _own_row(self.self_rows, q)
@@ -190,7 +194,7 @@ class ListedRelevance:
         return counts
 
     def left_out(self, q: int) -> np.ndarray:
-        return np.concatenate([self.junk[q], _own_row(self.self_rows, q)]).astype(int)
+        return np.unique(np.concatenate([self.junk[q], _own_row(self.self_rows, q)]).astype(int))
 
     def is_relevant(self, q: int, rows: np.ndarray) -> list[bool]:
         return np.isin(rows, self.relevant[q]).tolist()
@@ -209,55 +213,88 @@ def evaluate(database: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, q
 
 
 def evaluate_relevance(database: np.ndarray, queries: np.ndarray, relevance: LabelRelevance | ListedRelevance,
-                       k: int) -> RankingMetrics:
+                       k: int, threads: int | None = None) -> RankingMetrics:
     """Score the Hamming ranking of each query over ``database`` (packed codes) by ``relevance``:
-    shared-label counts r per database row, and rows left out of each query's ranking."""
-    multi_label = relevance.multi_label
-    bits = database.shape[1] * 8
-    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, len(database) + 1))])
-    curve_ks = [c for c in PRECISION_CURVE_KS if c <= len(database)]
-    scores, tie_aware, radius_2, curves, pr_precision, pr_recall = [], [], [], [], [], []
-    # per query: codes XOR and its bit counts, uint16 distances, shared counts (float32 then int32)
-    chunk = max(1, CHUNK_BYTES // (len(database) * (2 * database.shape[1] + 10)))
-    for start in range(0, len(queries), chunk):
+    shared-label counts r per database row, and rows left out of each query's ranking. Chunks of
+    queries are scored on ``threads`` threads (default: every core)."""
+    scorer = _QueryScorer(len(database), database.shape[1] * 8, k, relevance.multi_label)
+    chunk = max(1, CHUNK_BYTES // (len(database) * 6))  # per query and row: uint16 distance, float32 shared count
+
+    def score_chunk(start: int) -> list[_QueryScores | None]:
         distances = hamming_distances(database, queries[start:start + chunk])
         shared_counts = relevance.shared(start, start + len(distances))
-        for offset, (row, shared_row) in enumerate(zip(distances, shared_counts)):
-            q = start + offset
-            order = np.argsort(row, kind="stable")  # radix sort on uint16
-            left_out = relevance.left_out(q)
-            if len(left_out):
-                order = order[~np.isin(order, left_out)]
-            shared = shared_row[order]
-            relevant = shared > 0
-            if not relevant.any():
-                continue
-            scores.append(ranking_scores(relevant, k) + (graded_scores(shared, k) if multi_label else ()))
-            ranked = row[order]
-            counts = np.bincount(ranked, minlength=bits + 1)
-            relevant_counts = np.bincount(ranked, weights=relevant, minlength=bits + 1)
-            tie_aware.append(tie_aware_scores(counts, relevant_counts, k, harmonic))
-            retrieved, hits = np.cumsum(counts), np.cumsum(relevant_counts)
-            radius_2.append(hits[2] / retrieved[2] if retrieved[2] else 0.0)
-            pr_precision.append(np.divide(hits, retrieved, out=np.full(bits + 1, np.nan), where=retrieved > 0))
-            pr_recall.append(hits / hits[-1])
-            curves.append(np.cumsum(relevant)[np.array(curve_ks, int) - 1] / np.array(curve_ks))
-    width = 7 if multi_label else 4
-    means = [_mean(column) for column in zip(*scores)] if scores else [None] * width
-    result = RankingMetrics(k, len(queries), len(scores), *means[:4], multi_label, *means[4:])
-    if scores:
-        hit_in_top_k = [row[1] for row in scores if row[2] > 0]  # AP@k of queries with a hit in the top k
-        result.tie_aware_map, result.tie_aware_precision_at_k = (_mean(column) for column in zip(*tie_aware))
-        result.precision_at_radius_2 = _mean(radius_2)
+        return [scorer.score(row, shared, relevance.left_out(start + offset))
+                for offset, (row, shared) in enumerate(zip(distances, shared_counts))]
+
+    scores: list[_QueryScores | None] = []
+    with progress(total=len(queries), desc="evaluating", unit="query") as bar, \
+            ThreadPoolExecutor(threads or _cores()) as pool:  # NumPy's sorts and gathers run outside the GIL
+        for chunk_scores in pool.map(score_chunk, range(0, len(queries), chunk)):
+            scores += chunk_scores
+            bar.update(len(chunk_scores))
+    return scorer.result(len(queries), [score for score in scores if score is not None])
+
+
+class _QueryScores(NamedTuple):
+    ranking: tuple[float, ...]  # ranking_scores, then graded_scores for multi-label data
+    retrieved: np.ndarray  # rows within each Hamming radius 0..bits
+    hits: np.ndarray  # relevant rows within each radius
+    curve: np.ndarray  # precision at each of PRECISION_CURVE_KS
+
+
+class _QueryScorer:
+    """Scores one query at a time (thread-safe), then the means over the scored queries."""
+
+    def __init__(self, size: int, bits: int, k: int, multi_label: bool):
+        self.bits, self.k, self.multi_label = bits, k, multi_label
+        self.harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, size + 1))])
+        self.curve_ks = np.array([c for c in PRECISION_CURVE_KS if c <= size])
+
+    def score(self, distances: np.ndarray, shared: np.ndarray, left_out: np.ndarray) -> _QueryScores | None:
+        """One query from its Hamming ``distances`` (uint16; overwritten) and shared-label counts
+        over the database, and the distinct rows ``left_out`` of its ranking; None without a relevant row."""
+        relevant = shared > 0
+        relevant[left_out] = False
+        if not relevant.any():
+            return None
+        distances[left_out] = self.bits + 1  # ranked after every other row, then cut off
+        order = np.argsort(distances, kind="stable")[:len(distances) - len(left_out)]  # radix sort
+        ranks = np.flatnonzero(relevant[order]) + 1
+        ranked = distances[order]
+        radii = np.arange(self.bits + 1)
+        graded = graded_scores(shared[order], self.k) if self.multi_label else ()
+        return _QueryScores(ranking_scores(ranks, self.k) + graded, np.searchsorted(ranked, radii, side="right"),
+                            np.searchsorted(ranked[ranks - 1], radii, side="right"),
+                            np.searchsorted(ranks, self.curve_ks, side="right") / self.curve_ks)
+
+    def result(self, queries: int, scores: list[_QueryScores]) -> RankingMetrics:
+        """The means over ``scores`` (of the queries with a relevant row) of ``queries`` queries."""
+        width = 7 if self.multi_label else 4
+        means = [_mean(column) for column in zip(*(s.ranking for s in scores))] if scores else [None] * width
+        result = RankingMetrics(self.k, queries, len(scores), *means[:4], self.multi_label, *means[4:])
+        if not scores:
+            return result
+        retrieved, hits = np.array([s.retrieved for s in scores]), np.array([s.hits for s in scores])
+        counts, relevant_counts = np.diff(retrieved, prepend=0), np.diff(hits, prepend=0)
+        result.tie_aware_map, result.tie_aware_precision_at_k = map(
+            _mean, tie_aware_scores(counts, relevant_counts, self.k, self.harmonic))
+        result.precision_at_radius_2 = _mean(np.divide(hits[:, 2], retrieved[:, 2], out=np.zeros(len(scores)),
+                                                       where=retrieved[:, 2] > 0))
+        hit_in_top_k = [s.ranking[1] for s in scores if s.ranking[2] > 0]  # AP@k of queries with a top-k hit
         result.deephash_map_at_k = _mean(hit_in_top_k) if hit_in_top_k else None
-        precision = np.array(pr_precision)
-        defined = (~np.isnan(precision)).sum(axis=0)
-        mean_precision = np.divide(np.nansum(precision, axis=0), defined, out=np.full(bits + 1, np.nan),
+        precision = np.divide(hits, retrieved, out=np.full(hits.shape, np.nan), where=retrieved > 0)
+        defined = (~np.isnan(precision)).sum(axis=0)  # queries retrieving something at each radius
+        mean_precision = np.divide(np.nansum(precision, axis=0), defined, out=np.full(self.bits + 1, np.nan),
                                    where=defined > 0)
-        result.pr_curve = {"radius": list(range(bits + 1)), "precision": [_mean(v) for v in mean_precision],
-                           "recall": [_mean(v) for v in np.mean(np.array(pr_recall), axis=0)]}
-        result.precision_curve = {"k": curve_ks, "precision": [_mean(v) for v in np.mean(np.array(curves), axis=0)]}
-    return result
+        result.pr_curve = {"radius": list(range(self.bits + 1)), "precision": [_mean(v) for v in mean_precision],
+                           "recall": [_mean(v) for v in np.mean(hits / hits[:, -1:], axis=0)]}
+        result.precision_curve = {"k": self.curve_ks.tolist(),
+                                  "precision": [_mean(v) for v in np.mean([s.curve for s in scores], axis=0)]}
+        return result
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _mean(values) -> float | None:

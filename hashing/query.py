@@ -15,9 +15,10 @@ import numpy as np
 from . import __version__
 from .errors import UserError
 from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, load_landmark_lists, vocabulary
-from .locking import written_atomically
 from .index_files import load_saved_index
+from .locking import written_atomically
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
+from .progress import progress
 from .report import write_report
 from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search, tune
 from .store import StoreContents, StoreMeta, StoreReader, read_store
@@ -104,7 +105,7 @@ def _search(db: StoreReader, queries: StoreContents, output: Path, kind: IndexKi
             index_params: dict[str, object], k: int, radius: int | None, self_rows: np.ndarray,
             summary: QuerySummary) -> list[np.ndarray]:
     """Run the search, write ``output``, note how in ``summary``; each query's first results."""
-    chunks = db.code_chunks(CHUNK_ROWS)
+    chunks = _counted(db.code_chunks(CHUNK_ROWS), db.count)
     built = None
     if not kind.exact:  # FAISS's other indexes hold every code
         codes = db.codes()
@@ -121,6 +122,14 @@ def _search(db: StoreReader, queries: StoreContents, output: Path, kind: IndexKi
     _write_radius_results(output, offsets, distances, ids, queries.paths, db, kind.name, radius)
     summary.results_found = int(offsets[-1])
     return [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))]
+
+
+def _counted(chunks: Iterator[np.ndarray], rows: int) -> Iterator[np.ndarray]:
+    """``chunks`` of the database, each counted on a progress bar once it has been scanned."""
+    with progress(total=rows, desc="scanning", unit="code", unit_scale=True) as bar:
+        for chunk in chunks:
+            yield chunk
+            bar.update(len(chunk))
 
 
 def _report(folder: Path, metrics: dict | None, top: list[np.ndarray], query_paths: list[str], db: StoreReader,

@@ -3,14 +3,15 @@ import itertools
 import numpy as np
 import pytest
 
-from hashkit.hashing.metrics import ListedRelevance, evaluate, evaluate_relevance, ranking_scores, tie_aware_scores
+from hashkit.hashing import metrics as metrics_module
+from hashkit.hashing.metrics import (LabelRelevance, ListedRelevance, evaluate, evaluate_relevance, ranking_scores,
+                                    tie_aware_scores)
 from hashkit.hashing.search import hamming_distances, knn_scan
 from hashkit.hashing.store import pack_codes
 
 
 def test_ranking_scores_by_hand():
-    relevant = np.array([True, False, True, False, False, True])
-    ap, ap_at_3, p_at_3, r_at_3 = ranking_scores(relevant, k=3)
+    ap, ap_at_3, p_at_3, r_at_3 = ranking_scores(np.array([1, 3, 6]), k=3)  # relevant: T F T F F T
     assert ap == pytest.approx((1 / 1 + 2 / 3 + 3 / 6) / 3)
     assert ap_at_3 == pytest.approx((1 / 1 + 2 / 3) / 2)
     assert p_at_3 == pytest.approx(2 / 3)
@@ -18,7 +19,7 @@ def test_ranking_scores_by_hand():
 
 
 def test_ap_at_k_is_zero_without_hits_in_top_k():
-    ap, ap_at_2, p_at_2, r_at_2 = ranking_scores(np.array([False, False, True]), k=2)
+    ap, ap_at_2, p_at_2, r_at_2 = ranking_scores(np.array([3]), k=2)
     assert ap == pytest.approx(1 / 3) and ap_at_2 == 0 and p_at_2 == 0 and r_at_2 == 0
 
 
@@ -86,7 +87,7 @@ def tie_aware_by_enumeration(distances: list[int], relevant: list[bool], k: int)
     aps, precisions = [], []
     for orderings in itertools.product(*(itertools.permutations(g) for g in groups)):
         ranking = np.array([relevant[i] for group in orderings for i in group])
-        ap, _, p_at_k, _ = ranking_scores(ranking, k)
+        ap, _, p_at_k, _ = ranking_scores(np.flatnonzero(ranking) + 1, k)
         aps.append(ap)
         precisions.append(p_at_k)
     return float(np.mean(aps)), float(np.mean(precisions))
@@ -103,7 +104,7 @@ def test_tie_aware_scores_equal_the_mean_over_all_tie_orderings(seed):
     counts = np.bincount(distances, minlength=3)
     relevant_counts = np.bincount(distances, weights=relevant, minlength=3)
     harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, size + 1))])
-    ap, p_at_k = tie_aware_scores(counts, relevant_counts, k, harmonic)
+    (ap,), (p_at_k,) = tie_aware_scores(counts[None], relevant_counts[None], k, harmonic)
     expected_ap, expected_p = tie_aware_by_enumeration(distances, relevant.tolist(), k)
     assert ap == pytest.approx(expected_ap) and p_at_k == pytest.approx(expected_p)
 
@@ -149,3 +150,14 @@ def test_landmark_protocol_removes_junk_before_scoring():
     assert result.precision_at_k == pytest.approx(1 / 2)
     kept = ListedRelevance([np.array([2, 3])], [np.array([], np.int64)], db_size=4)
     assert evaluate_relevance(database, queries[:1], kept, k=2).mean_ap == pytest.approx((1 / 3 + 2 / 4) / 2)
+
+
+def test_threads_and_chunks_do_not_change_the_metrics(monkeypatch):
+    rng = np.random.default_rng(3)
+    database = rng.integers(0, 256, (300, 2), dtype=np.uint8)
+    queries = rng.integers(0, 256, (40, 2), dtype=np.uint8)
+    labels = np.arange(3) == rng.integers(0, 3, 340)[:, None]
+    relevance = LabelRelevance(labels[:300], labels[300:], np.where(np.arange(40) < 10, np.arange(40), -1))
+    whole = evaluate_relevance(database, queries, relevance, k=5, threads=1).as_dict()
+    monkeypatch.setattr(metrics_module, "CHUNK_BYTES", 300 * 6 * 7)  # chunks of 7 queries
+    assert evaluate_relevance(database, queries, relevance, k=5, threads=3).as_dict() == whole
