@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -167,14 +166,20 @@ def write_store(path: Path, codes: np.ndarray, paths: list[str]) -> None:
             store.append(codes[start:start + 1_000_000], paths[start:start + 1_000_000])
 
 
+# Started from a small launcher: Linux counts the memory of the process a child was forked from
+# (this large one) into the child's peak.
+_LAUNCHER = ("import os, subprocess, sys; child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL); "
+             "_, status, usage = os.wait4(child.pid, 0); print(status, usage.ru_maxrss)")
+
+
 def run_measured(command: list[str]) -> tuple[float, int]:
     """Wall seconds and peak resident memory (bytes) of ``command`` run as a child process."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
+    status, peak_kib = map(int, subprocess.run([sys.executable, "-c", _LAUNCHER, *command], check=True,
+                                               capture_output=True, text=True).stdout.split())
     if status:
         raise RuntimeError(f"{' '.join(command)} failed: status {status}")
-    return time.perf_counter() - started, usage.ru_maxrss * 1024
+    return time.perf_counter() - started, peak_kib * 1024
 
 
 def query_cli_at_scale(size: int, queries_count: int, rng: np.random.Generator, folder: Path) -> list[dict]:

@@ -28,7 +28,6 @@ Conventions (also written into metrics.json):
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -37,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .progress import progress
-from .search import hamming_distances
+from .search import cpu_cores, hamming_distances
 
 CONVENTIONS = {
     "ranking": "ascending Hamming distance, ties broken by database row (lowest first)",
@@ -228,7 +227,7 @@ def evaluate_relevance(database: np.ndarray, queries: np.ndarray, relevance: Lab
 
     scores: list[_QueryScores | None] = []
     with progress(total=len(queries), desc="evaluating", unit="query") as bar, \
-            ThreadPoolExecutor(threads or _cores()) as pool:  # NumPy's sorts and gathers run outside the GIL
+            ThreadPoolExecutor(threads or cpu_cores()) as pool:  # NumPy's sorts and gathers run outside the GIL
         for chunk_scores in pool.map(score_chunk, range(0, len(queries), chunk)):
             scores += chunk_scores
             bar.update(len(chunk_scores))
@@ -291,10 +290,6 @@ class _QueryScorer:
         result.precision_curve = {"k": self.curve_ks.tolist(),
                                   "precision": [_mean(v) for v in np.mean([s.curve for s in scores], axis=0)]}
         return result
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _mean(values) -> float | None:

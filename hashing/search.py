@@ -13,7 +13,9 @@ k-th neighbour, the lowest rows are the ones kept.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import faiss
@@ -119,18 +121,30 @@ def _ordered(distances: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray
     return distances, ids
 
 
-def knn_scan(chunks: Iterable[np.ndarray], queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def knn_scan(chunks: Iterable[np.ndarray], queries: np.ndarray, k: int,
+             threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours of ``queries`` over database rows arriving in ``chunks`` (packed
-    codes, in row order). Returns distances (Q, k) int32 and rows (Q, k) int64; -1 pads."""
+    codes, in row order). Returns distances (Q, k) int32 and rows (Q, k) int64; -1 pads.
+
+    FAISS runs queries in parallel, so with fewer queries than ``threads`` (default: every core)
+    each chunk is split among the threads instead."""
     queries = np.ascontiguousarray(queries)
+    threads = threads or cpu_cores()
+    split = threads if len(queries) < threads else 1
     best_d = np.full((len(queries), 0), -1, np.int32)
     best_i = np.full((len(queries), 0), -1, np.int64)
     offset = 0
-    for chunk in chunks:
-        distances, ids = build_index(INDEXES["flat"], chunk).search(queries, min(k, len(chunk)))
-        ids = np.where(ids < 0, -1, ids + offset)
-        best_d, best_i = _ordered(np.concatenate([best_d, distances], 1), np.concatenate([best_i, ids], 1), k)
-        offset += len(chunk)
+    with ThreadPoolExecutor(split) as pool:  # FAISS releases the GIL
+        for chunk in chunks:
+            bounds = np.linspace(0, len(chunk), split + 1).astype(int)
+            pieces = [(start, np.ascontiguousarray(chunk[start:stop]))
+                      for start, stop in zip(bounds[:-1], bounds[1:]) if stop > start]
+            found = pool.map(lambda piece: faiss.knn_hamming(queries, piece[1], min(k, len(piece[1]))), pieces)
+            for (start, _), (distances, ids) in zip(pieces, found):
+                ids = np.where(ids < 0, -1, ids + offset + start)
+                best_d, best_i = _ordered(np.concatenate([best_d, distances], 1),
+                                          np.concatenate([best_i, ids], 1), k)
+            offset += len(chunk)
     return _ordered(best_d, best_i, k)
 
 
@@ -170,6 +184,11 @@ def radius_search(index_or_chunks: faiss.IndexBinary | Iterable[np.ndarray], que
         all_i.append(i[order])
         offsets.append(offsets[-1] + len(order))
     return np.array(offsets, np.int64), np.concatenate(all_d), np.concatenate(all_i)
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def hamming_distances(database: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -24,12 +24,13 @@ def reference_ranking(database: np.ndarray, query: np.ndarray) -> tuple[np.ndarr
 
 
 @pytest.mark.parametrize("chunk", [7, 64, 1000])
-def test_chunked_scan_is_the_exact_ranking_with_ties_by_row(chunk):
+@pytest.mark.parametrize("threads", [1, 30])  # 30 threads for 25 queries: each chunk split among threads
+def test_chunked_scan_is_the_exact_ranking_with_ties_by_row(chunk, threads):
     rng = np.random.default_rng(chunk)
     database = rng.integers(0, 256, (300, 1), dtype=np.uint8)  # 8-bit codes: ties everywhere
     queries = rng.integers(0, 256, (25, 1), dtype=np.uint8)
     chunks = [database[s:s + chunk] for s in range(0, len(database), chunk)]
-    distances, ids = knn_scan(chunks, queries, k=40)
+    distances, ids = knn_scan(chunks, queries, k=40, threads=threads)
     for q in range(len(queries)):
         ref_d, ref_i = reference_ranking(database, queries[q])
         assert ids[q].tolist() == ref_i[:40].tolist() and distances[q].tolist() == ref_d[:40].tolist()
