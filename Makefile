@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test bench-quality bench-search clean
+.PHONY: venv demo test browser bench-quality bench-search clean
 
 venv: $(VENV)/.ready
 
@@ -22,6 +22,13 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# Debian's Chromium, for the test that renders the report page in a browser (skipped without it).
+# Installed when missing (as root, or through sudo); .ci/run runs this before the tests.
+browser:
+	command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; } \
+		|| { sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium; } \
+		|| echo "chromium could not be installed: the report rendering test will be skipped"
 
 # Retrieval quality of every method (label-free, supervised, multi-label; about 2 hours on 2
 # cores, `python benchmarks/quality.py --only SECTION` for parts). Needs Debian's

@@ -289,7 +289,8 @@ def write_markdown(path: Path, report: dict) -> None:
                   for r in report["query_cli"]]
     e = report["evaluation"]
     lines += ["", "## mAP over the whole database", "",
-              f"{e['queries']:,} queries x {e['codes']:,} codes ({e['bits']} bits): hashkit {e['hashkit_seconds']} s on "
+              f"{e['queries']:,} queries x {e['codes']:,} codes ({e['bits']} bits): "
+              f"hashkit {e['hashkit_seconds']} s on "
               f"{e.get('hashkit_threads', 1)} threads ({e.get('hashkit_one_thread_seconds', '-')} s on one), "
               f"straightforward NumPy {e['reference_seconds']} s: {e['speedup']}x faster "
               f"({e.get('one_thread_speedup', '-')}x on one thread); mAP {e['hashkit_mAP']} vs "

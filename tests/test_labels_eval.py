@@ -57,12 +57,14 @@ def test_evaluate_multi_label_small_case_with_ties_and_self():
     assert {"NDCG@2", "ACG@2", "wmAP"} <= values.keys() and "wmap" in values["conventions"]
 
 
-def reference(db_codes, db_sets, query_codes, query_sets, self_rows, k):
-    """Every metric, the slow and obvious way: Python ints and sets."""
+def reference(db_codes, db_sets, query_codes, query_sets, self_rows, k, bits=8):
+    """Every metric, the slow and obvious way: Python ints and sets. Returns the number of evaluated
+    queries, the means of [AP, AP@k, P@k, R@k, NDCG@k, ACG@k, wAP], and a dict of the others."""
     def distance(a, b):
         return bin(int.from_bytes(bytes(a), "big") ^ int.from_bytes(bytes(b), "big")).count("1")
 
-    per_query = []
+    per_query, within_2, deephash, curves = [], [], [], []
+    pr = [([], []) for _ in range(bits + 1)]  # per radius: precisions of queries retrieving something, recalls
     for q, code in enumerate(query_codes):
         rows = sorted((row for row in range(len(db_codes)) if row != self_rows[q]),
                       key=lambda row: (distance(code, db_codes[row]), row))
@@ -79,7 +81,23 @@ def reference(db_codes, db_sets, query_codes, query_sets, self_rows, k):
         wap = sum(sum(r[:n]) / n for n in relevant_ranks) / len(relevant_ranks)
         per_query.append([ap, ap_k, len(top_hits) / k, len(top_hits) / len(relevant_ranks),
                           dcg / idcg, sum(r[:k]) / k, wap])
-    return len(per_query), [sum(column) / len(per_query) for column in zip(*per_query)]
+        if top_hits:
+            deephash.append(ap_k)
+        for radius in range(bits + 1):
+            near = [i for i, row in enumerate(rows) if distance(code, db_codes[row]) <= radius]
+            hits = len([i for i in near if r[i] > 0])
+            if near:
+                pr[radius][0].append(hits / len(near))
+            pr[radius][1].append(hits / len(relevant_ranks))
+            if radius == 2:
+                within_2.append(hits / len(near) if near else 0.0)
+        curves.append([len([n for n in relevant_ranks if n <= c]) / c for c in (1, 5, 10, 20, 50)])
+    others = {"precision@radius2": sum(within_2) / len(within_2),
+              "deephash_mAP": sum(deephash) / len(deephash) if deephash else None,
+              "pr_precision": [sum(p) / len(p) if p else None for p, _ in pr],
+              "pr_recall": [sum(c) / len(c) for _, c in pr],
+              "precision_curve": [sum(column) / len(curves) for column in zip(*curves)]}
+    return len(per_query), [sum(column) / len(per_query) for column in zip(*per_query)], others
 
 
 def random_case(seed: int, max_labels: int):
@@ -107,7 +125,7 @@ def test_evaluate_matches_the_slow_reference(seed, max_labels, monkeypatch):
     k = 7
     result = evaluate(db_codes, label_matrix(db_sets, classes), query_codes, label_matrix(query_sets, classes),
                       k, self_rows)
-    evaluated, means = reference(db_codes, db_sets, query_codes, query_sets, self_rows, k)
+    evaluated, means, others = reference(db_codes, db_sets, query_codes, query_sets, self_rows, k)
     assert result.evaluated == evaluated and result.queries == 16
     multi_label = max_labels > 1
     assert result.multi_label == multi_label
@@ -117,6 +135,12 @@ def test_evaluate_matches_the_slow_reference(seed, max_labels, monkeypatch):
     else:
         assert result.ndcg_at_k is None and "wmAP" not in result.as_dict()
     assert ours == pytest.approx(means[:len(ours)], abs=1e-6)
+    assert result.precision_at_radius_2 == pytest.approx(others["precision@radius2"], abs=1e-6)
+    assert result.deephash_map_at_k == pytest.approx(others["deephash_mAP"], abs=1e-6)
+    assert result.pr_curve["precision"] == pytest.approx(others["pr_precision"], abs=1e-6)
+    assert result.pr_curve["recall"] == pytest.approx(others["pr_recall"], abs=1e-6)
+    assert result.precision_curve == {"k": [1, 5, 10, 20, 50],
+                                      "precision": pytest.approx(others["precision_curve"], abs=1e-6)}
 
 
 # --- through the CLI, with real HDF5 stores -------------------------------------------------------

@@ -4,6 +4,10 @@ references only files that exist."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -57,6 +61,41 @@ def test_report_page_shows_sample_queries_with_existing_thumbnails(evaluated):
     marks = [image["class"] for image in page.images if image.get("class", "").startswith("t ")]
     assert len(marks) == 12 * 5 and {"t yes", "t no"} >= set(marks), "each result marked relevant or not"
     assert "t yes" in marks
+
+
+CHROMIUM = shutil.which("chromium")
+# What the report page gets on its own window to check itself once loaded: how many images it has,
+# how many of them the browser could not decode.
+IMAGE_CHECK = ("<script>addEventListener('load', () => {const all = [...document.images]; "
+               "document.body.dataset.images = all.length; "
+               "document.body.dataset.broken = all.filter(i => !(i.complete && i.naturalWidth > 0)).length;});"
+               "</script>")
+
+
+def chromium(*arguments: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--hide-scrollbars", "--virtual-time-budget=5000"]
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run([CHROMIUM, *flags, f"--user-data-dir={profile}", *arguments], capture_output=True,
+                              text=True, timeout=120, check=True)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make browser; .ci/run installs it)")
+def test_report_page_renders_in_a_browser(evaluated, tmp_path):
+    report = evaluated[0] / "report"
+    checked = report / "checked.html"  # the page plus the image check, beside it so relative links hold
+    checked.write_text((report / "index.html").read_text(encoding="utf-8").replace("</body>", IMAGE_CHECK + "</body>"),
+                       encoding="utf-8")
+    dom = chromium("--dump-dom", checked.as_uri()).stdout
+    images = int(re.search(r'data-images="(\d+)"', dom).group(1))
+    assert images == 2 + 12 * 6 and 'data-broken="0"' in dom, "every image (curves, queries, results) decodes"
+    shot = tmp_path / "report.png"
+    chromium(f"--screenshot={shot}", "--window-size=1400,3000", (report / "index.html").as_uri())
+    pixels = cv2.imread(str(shot))
+    frames = {"relevant": (34, 170, 34), "not relevant": (34, 34, 204)}  # BGR of the page's #2a2 and #c22
+    for meaning, colour in frames.items():
+        assert (pixels == colour).all(axis=2).sum() > 1000, f"{meaning} frames drawn"
 
 
 def test_compare_prints_a_table_and_plots_every_run(evaluated, tmp_path):
