@@ -1,6 +1,7 @@
 """Hamming search through FAISS binary indexes: k nearest neighbours and radius search.
 
-The exact scan (``flat``, FAISS's binary flat index) takes the database as chunks of rows and
+The exact scan (``flat``: FAISS's Hamming k-NN kernel, that of its binary flat index, without
+copying the codes into an index) takes the database as chunks of rows and
 keeps only each query's best k, so no queries x database matrix is ever built and the chunks
 come from disk one at a time (``hashkit query`` reads them from the store as it scans). The other
 FAISS binary indexes are available by name; they are approximate (they may miss true neighbours)
@@ -64,7 +65,7 @@ def _hnsw(bits: int, rows: int) -> faiss.IndexBinary:
 
 
 INDEXES = {kind.name: kind for kind in (
-    IndexKind("flat", True, "exact scan (FAISS IndexBinaryFlat), streamed over the database",
+    IndexKind("flat", True, "exact scan (FAISS's binary flat Hamming scan), streamed over the database",
               lambda bits, rows: faiss.IndexBinaryFlat(bits)),
     IndexKind("mih", False, "multi-index hashing (FAISS IndexBinaryMultiHash): bits/16 substrings of 16 "
               "bits, buckets within nflip (1) flips probed", _multi_hash, ("nflip",)),
