@@ -261,7 +261,7 @@ class _QueryScorer:
         ranks = np.flatnonzero(relevant[order]) + 1
         ranked = distances[order]
         radii = np.arange(self.bits + 1)
-        graded = graded_scores(shared[order], self.k) if self.multi_label else ()
+        graded = graded_scores(shared[order].astype(np.int64), self.k) if self.multi_label else ()  # exact sums
         return _QueryScores(ranking_scores(ranks, self.k) + graded, np.searchsorted(ranked, radii, side="right"),
                             np.searchsorted(ranked[ranks - 1], radii, side="right"),
                             np.searchsorted(ranks, self.curve_ks, side="right") / self.curve_ks)
