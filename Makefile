@@ -38,7 +38,8 @@ bench-quality: venv
 		|| { sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist; }
 	$(BIN)/python benchmarks/quality.py
 
-# Search and evaluation speed on synthetic codes up to 10M (needs about 4 GiB of memory).
+# Search and evaluation speed on synthetic codes up to 10M (about 40 minutes on 2 cores; needs about
+# 4 GiB of memory and 1 GB of disk under benchmarks/data/search while `hashkit query` is measured).
 bench-search: venv
 	$(BIN)/python benchmarks/search.py
 
