@@ -8,7 +8,7 @@ evaluation (``--ground-truth``) read labels through ``load_labels``.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import h5py
@@ -76,15 +76,16 @@ def is_landmark_csv(source: str) -> bool:
         return [c.strip().lower() for c in next(csv.reader(f), [])] == LANDMARK_HEADER
 
 
-def load_landmark_lists(source: str, db_paths: list[str],
+def load_landmark_lists(source: str, db_rows_of: Callable[[list[str]], np.ndarray],
                         query_paths: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per query (in ``query_paths`` order): the database rows listed as relevant and as junk in a
     ``query,image,kind`` CSV (paths relative to its folder; kind ``relevant`` or ``junk``).
-    Images that are not in the database are ignored; queries not listed have no relevant row."""
+    ``db_rows_of`` gives the database row of each of a list of distinct paths (-1: not there;
+    ``StoreReader.rows_of``). Images that are not in the database are ignored; queries not
+    listed have no relevant row."""
     file = Path(source)
-    row_of = {path: row for row, path in enumerate(db_paths)}
     query_of = {path: q for q, path in enumerate(query_paths)}
-    lists: dict[str, list[list[int]]] = {kind: [[] for _ in query_paths] for kind in LANDMARK_KINDS}
+    listed: list[tuple[str, int, str]] = []  # (kind, query, image) of the listed queries
     with file.open(newline="", encoding="utf-8") as f:
         for number, row in enumerate(csv.reader(f), start=1):
             if number == 1 or not row:
@@ -92,8 +93,14 @@ def load_landmark_lists(source: str, db_paths: list[str],
             if len(row) != 3 or row[2].strip() not in LANDMARK_KINDS:
                 raise UserError(f"{file}:{number}: expected 'query,image,relevant|junk', got {','.join(row)!r}")
             query, image = (_resolve(file, cell) for cell in row[:2])
-            if query in query_of and image in row_of:
-                lists[row[2].strip()][query_of[query]].append(row_of[image])
+            if query in query_of:
+                listed.append((row[2].strip(), query_of[query], image))
+    images = sorted({image for _, _, image in listed})
+    row_of = dict(zip(images, db_rows_of(images).tolist()))
+    lists: dict[str, list[list[int]]] = {kind: [[] for _ in query_paths] for kind in LANDMARK_KINDS}
+    for kind, q, image in listed:
+        if row_of[image] >= 0:
+            lists[kind][q].append(row_of[image])
     return [[np.array(rows, np.int64) for rows in lists[kind]] for kind in LANDMARK_KINDS]
 
 

@@ -147,10 +147,10 @@ def _has_labels(store: StoreContents) -> bool:
 
 def _relevance(ground_truth: str, db: StoreReader, queries: StoreContents, queries_path: Path,
                self_rows: np.ndarray) -> LabelRelevance | ListedRelevance:
-    """Relevance from a landmark CSV (per-query relevant and junk lists) or from labels; either reads
-    every database path or label into memory."""
+    """Relevance from a landmark CSV (per-query relevant and junk lists; the listed images are looked
+    up in one pass over the database's paths) or from labels (every database label or path is read)."""
     if is_landmark_csv(ground_truth):
-        relevant, junk = load_landmark_lists(ground_truth, db.paths(), queries.paths)
+        relevant, junk = load_landmark_lists(ground_truth, db.rows_of, queries.paths)
         if not any(len(rows) for rows in relevant):
             raise UserError(f"--ground-truth {ground_truth} lists no relevant database image for any query")
         return ListedRelevance(relevant, junk, db.count, self_rows)
