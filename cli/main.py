@@ -227,9 +227,12 @@ def query(
         if m["evaluated_queries"]:
             lines.append(f"mAP: {m['mAP']:.4f}   mAP@{k}: {m[f'mAP@{k}']:.4f}   "
                          f"precision@{k}: {m[f'precision@{k}']:.4f}   recall@{k}: {m[f'recall@{k}']:.4f}")
-            tie_aware = m["tie_aware"]
-            lines.append(f"tie-aware mAP: {tie_aware['mAP']:.4f}   tie-aware precision@{k}: "
-                         f"{tie_aware[f'precision@{k}']:.4f}   precision within radius 2: {m['precision@radius2']:.4f}")
+            tie_aware, collapse = m["tie_aware"], m["collapse"]
+            lines.append(f"tie-aware mAP: {tie_aware['mAP']:.4f}   tie-aware mAP@{k}: {tie_aware[f'mAP@{k}']:.4f}   "
+                         f"tie-aware precision@{k}: {tie_aware[f'precision@{k}']:.4f}")
+            lines.append(f"precision within radius 2: {m['precision@radius2']:.4f}   distinct codes: "
+                         f"{collapse['distinct_codes']} of {summary.database}   median nearest bucket: "
+                         f"{collapse['median_nearest_bucket']:g} rows")
             if "wmAP" in m:  # multi-label ground truth
                 lines.append(f"NDCG@{k}: {m[f'NDCG@{k}']:.4f}   ACG@{k}: {m[f'ACG@{k}']:.4f}   wmAP: {m['wmAP']:.4f}")
         else:
@@ -237,6 +240,8 @@ def query(
         lines.append(f"metrics: {summary.metrics_path}")
     if summary.report:
         lines.append(f"report: {summary.report}")
+    if summary.metrics and summary.metrics["tie_warning"]:
+        typer.echo(f"warning: {summary.metrics['tie_warning']}", err=True)
     report_summary(asdict(summary), as_json, lines)
 
 

@@ -16,8 +16,13 @@ Conventions (also written into metrics.json):
   the ideal taking the query's r over the whole ranking sorted descending;
   weighted AP (Zhao et al., CVPR 2015) = sum of ACG@n over the ranks n of relevant items in the
   whole ranking / the number of relevant items; wmAP is its mean.
-- Tie-aware AP and precision@k (McSherry and Najork, ECIR 2008): their expected values over all
-  orderings of the items within each Hamming distance, so no tie order is assumed.
+- Tie-aware AP, AP@k and precision@k (McSherry and Najork, ECIR 2008): their expected values over
+  all orderings of the items within each Hamming distance, so no tie order is assumed. AP@k is
+  in the convention above: E[numerator / number of relevant in the top k], exact.
+- Collapse diagnostics: the number of distinct codes in the database, and the median over the
+  evaluated queries of the number of rows at the query's smallest Hamming distance to the
+  database (rows left out of its ranking excluded). A tie warning is given when a row-order mAP,
+  mAP@k or precision@k differs from its tie-aware value by more than 0.02.
 - precision within Hamming radius 2: relevant / retrieved among items at distance <= 2; a query
   retrieving nothing there counts 0. The precision-recall curve is taken over Hamming radii
   0..bits: at each radius, precision averaged over the queries that retrieve something, recall
@@ -28,6 +33,7 @@ Conventions (also written into metrics.json):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -38,6 +44,8 @@ import numpy as np
 from .progress import progress
 from .search import cpu_cores, hamming_distances
 
+TIE_WARNING_GAP = 0.02  # absolute difference between a row-order and a tie-aware mean that is warned about
+TIE_TERMS = 1 << 20  # bound on the (query, relevant count) terms of tie-aware AP@k computed at once
 CONVENTIONS = {
     "ranking": "ascending Hamming distance, ties broken by database row (lowest first)",
     "relevance": "r = number of labels shared with the query; relevant when r >= 1; "
@@ -51,8 +59,13 @@ CONVENTIONS = {
                  "of the query's r over the whole ranking sorted descending",
     "wmap": "multi-label only: weighted mAP (Zhao et al., CVPR 2015): per query, the sum of ACG@n over "
             "the ranks n of relevant items in the whole ranking, divided by the number of relevant items",
-    "tie_aware": "expected AP and precision@k over all orderings within equal Hamming distances "
-                 "(McSherry and Najork, ECIR 2008); no tie order assumed",
+    "tie_aware": "expected AP, AP@k (normalised as ap_at_k) and precision@k over all orderings within equal "
+                 "Hamming distances (McSherry and Najork, ECIR 2008); no tie order assumed",
+    "collapse": "distinct_codes: distinct codes in the database; median_nearest_bucket: median over the "
+                "evaluated queries of the rows at the query's smallest Hamming distance to the database "
+                "(rows left out of its ranking excluded)",
+    "tie_warning": "given when a row-order mAP, mAP@k or precision@k differs from its tie-aware value by more "
+                   f"than {TIE_WARNING_GAP}",
     "precision_at_radius_2": "relevant / retrieved within Hamming distance 2; 0 when nothing is retrieved",
     "pr_curve": "by Hamming radius 0..bits: precision averaged over queries retrieving something at that "
                 "radius, recall over all evaluated queries",
@@ -79,6 +92,9 @@ class RankingMetrics:
     weighted_map: float | None = None
     tie_aware_map: float | None = None
     tie_aware_precision_at_k: float | None = None
+    tie_aware_map_at_k: float | None = None
+    distinct_codes: int | None = None
+    median_nearest_bucket: float | None = None
     precision_at_radius_2: float | None = None
     deephash_map_at_k: float | None = None
     pr_curve: dict[str, list] | None = None  # radius, precision, recall
@@ -91,9 +107,26 @@ class RankingMetrics:
                 f"mAP@{self.k}": self.mean_ap_at_k, "mAP": self.mean_ap,
                 f"precision@{self.k}": self.precision_at_k, f"recall@{self.k}": self.recall_at_k,
                 **graded,
-                "tie_aware": {"mAP": self.tie_aware_map, f"precision@{self.k}": self.tie_aware_precision_at_k},
+                "tie_aware": {"mAP": self.tie_aware_map, f"mAP@{self.k}": self.tie_aware_map_at_k,
+                              f"precision@{self.k}": self.tie_aware_precision_at_k},
+                "collapse": {"distinct_codes": self.distinct_codes,
+                             "median_nearest_bucket": self.median_nearest_bucket},
+                "tie_warning": self.tie_warning,
                 "precision@radius2": self.precision_at_radius_2, f"deephash_mAP@{self.k}": self.deephash_map_at_k,
                 "pr_curve": self.pr_curve, "precision_curve": self.precision_curve, "conventions": CONVENTIONS}
+
+    @property
+    def tie_warning(self) -> str | None:
+        """One line when a row-order mean differs from its tie-aware value by more than TIE_WARNING_GAP."""
+        pairs = {f"mAP@{self.k}": (self.mean_ap_at_k, self.tie_aware_map_at_k),
+                 "mAP": (self.mean_ap, self.tie_aware_map),
+                 f"precision@{self.k}": (self.precision_at_k, self.tie_aware_precision_at_k)}
+        gaps = [f"{name} {row_order:.4f} vs tie-aware {tie_aware:.4f} ({row_order - tie_aware:+.4f})"
+                for name, (row_order, tie_aware) in pairs.items()
+                if row_order is not None and tie_aware is not None and abs(row_order - tie_aware) > TIE_WARNING_GAP]
+        return None if not gaps else (
+            f"Hamming ties move the row-order metrics: {'; '.join(gaps)}. They depend on the database's row order "
+            "(ties go to the lowest row); report the tie-aware values")
 
 
 def ranking_scores(ranks: np.ndarray, k: int) -> tuple[float, float, float, float]:
@@ -115,33 +148,108 @@ def graded_scores(shared: np.ndarray, k: int) -> tuple[float, float, float]:
     return ndcg, float(shared[:k].sum() / k), float(acg_at_ranks[relevant].sum() / relevant.sum())
 
 
-def tie_aware_scores(counts: np.ndarray, relevant_counts: np.ndarray, k: int,
-                     harmonic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Expected AP and precision@k over every ordering within ties, for each query (row) from its
-    number of items ``counts[q, d]`` and of relevant items ``relevant_counts[q, d]`` at each
-    distance d; returns two (Q,) arrays.
+def harmonic_numbers(size: int) -> np.ndarray:
+    """H(m) = 1 + 1/2 + ... + 1/m for m = 0..size."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, size + 1))])
 
-    A tie group of n items (r relevant) after N items (R relevant): the item at its position i
-    is relevant with probability r / n, and then the relevant items before it number R + 1 +
-    (i - 1)(r - 1)/(n - 1) on average, so the group adds (r / n) sum_i (R + 1 + (i - 1)(r - 1)/(n - 1))
-    / (N + i) to the sum of precisions; with S = sum_i 1 / (N + i) = H(N + n) - H(N) that is
-    (r / n) ((R + 1) S + (r - 1)/(n - 1) (n - (N + 1) S)). ``harmonic[m]`` = H(m).
+
+def log_factorials(size: int) -> np.ndarray:
+    """log(m!) for m = 0..size."""
+    return np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, size + 1)))])
+
+
+def tie_aware_scores(counts: np.ndarray, relevant_counts: np.ndarray, k: int, harmonic: np.ndarray,
+                     log_factorial: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected AP, precision@k and AP@k over every ordering within ties, for each query (row) from
+    its number of items ``counts[q, d]`` and of relevant items ``relevant_counts[q, d]`` at each
+    distance d; returns three (Q,) arrays. ``harmonic[m]`` = H(m), ``log_factorial[m]`` = log(m!),
+    m up to the ranking's length.
+
+    AP sums ``_expected_precision_sum`` over the tie groups. For AP@k, the groups wholly inside the
+    top k add the same; the group holding rank k adds its first t = k - N items (N before it), of
+    which X ~ Hypergeometric(n, r, t) are relevant: E[AP@k] = sum_x P(X = x) (A + c(x)) / (R + x),
+    A the expected precision sum of the groups before it (R relevant items), c(x) that of t items
+    with x relevant after them; a term is 0 when R + x = 0.
     """
-    n, r = counts.astype(np.float64), relevant_counts.astype(np.float64)
+    r = relevant_counts.astype(np.int64)
     ends = np.cumsum(counts, axis=1)
     before, relevant_before = ends - counts, np.cumsum(r, axis=1) - r
-    s = harmonic[ends] - harmonic[before]
-    slope = np.divide(r - 1, n - 1, out=np.zeros_like(n), where=n > 1)
-    share = np.divide(r, n, out=np.zeros_like(n), where=n > 0)
-    group = share * ((relevant_before + 1) * s + slope * (n - (before + 1) * s))
-    ap = group.sum(axis=1) / r.sum(axis=1)
-    at_k = np.minimum((ends < k).sum(axis=1), n.shape[1] - 1)[:, None]  # the group holding rank k, or the last
+    group = _expected_precision_sum(before, relevant_before, counts, r, harmonic)
+    at_k = np.minimum((ends < k).sum(axis=1), counts.shape[1] - 1)[:, None]  # the group holding rank k, or the last
 
     def of_group(values: np.ndarray) -> np.ndarray:
         return np.take_along_axis(values, at_k, axis=1)[:, 0]
 
-    taken = np.minimum(k - of_group(before), of_group(n))  # the group's items within the top k
-    return ap, (of_group(relevant_before) + taken * of_group(share)) / k
+    size, relevant = of_group(counts), of_group(r)
+    taken = np.minimum(k - of_group(before), size)  # the group's items within the top k
+    share = np.divide(relevant, size, out=np.zeros(len(size)), where=size > 0)
+    ap_at_k = _expected_ap_at_k(of_group(np.cumsum(group, axis=1) - group), of_group(before), of_group(relevant_before),
+                                size, relevant, taken, harmonic, log_factorial)
+    return group.sum(axis=1) / r.sum(axis=1), (of_group(relevant_before) + taken * share) / k, ap_at_k
+
+
+def _expected_precision_sum(before: np.ndarray, relevant_before: np.ndarray, size: np.ndarray,
+                            relevant: np.ndarray, harmonic: np.ndarray) -> np.ndarray:
+    """Expected sum of precision at the relevant ranks of ``size`` items (``relevant`` of them
+    relevant) in random order after ``before`` items (``relevant_before`` relevant).
+
+    The item at position i is relevant with probability r / n, and then the relevant items before
+    it number R + 1 + (i - 1)(r - 1)/(n - 1) on average: the sum is (r / n) sum_i (R + 1 + (i - 1)
+    (r - 1)/(n - 1)) / (N + i); with S = sum_i 1 / (N + i) = H(N + n) - H(N) that is
+    (r / n) ((R + 1) S + (r - 1)/(n - 1) (n - (N + 1) S)).
+    """
+    n = np.asarray(size, np.float64)
+    s = harmonic[before + size] - harmonic[before]
+    slope = np.divide(relevant - 1, n - 1, out=np.zeros_like(n), where=n > 1)
+    share = np.divide(relevant, n, out=np.zeros_like(n), where=n > 0)
+    return share * ((relevant_before + 1) * s + slope * (n - (before + 1) * s))
+
+
+def _expected_ap_at_k(inside: np.ndarray, before: np.ndarray, relevant_before: np.ndarray, size: np.ndarray,
+                      relevant: np.ndarray, taken: np.ndarray, harmonic: np.ndarray,
+                      log_factorial: np.ndarray) -> np.ndarray:
+    """E[AP@k] per query from the expected precision sum ``inside`` of the groups before the one
+    holding rank k, and that group: ``before`` items before it (``relevant_before`` relevant),
+    ``size`` items (``relevant`` relevant), ``taken`` of them within the top k. One term per
+    possible number x of relevant items taken, in blocks of at most about TIE_TERMS terms."""
+    low = np.maximum(0, taken - (size - relevant))  # the hypergeometric's support: low..high
+    widths = np.minimum(relevant, taken) - low + 1
+    result = np.empty(len(widths))
+    for block in _blocks(widths, TIE_TERMS):
+        query = np.repeat(np.arange(block.start, block.stop), widths[block])
+        x = np.arange(len(query)) - np.repeat(np.cumsum(widths[block]) - widths[block] - low[block], widths[block])
+        n, r, t = size[query], relevant[query], taken[query]
+        probability = np.exp(_log_choose(r, x, log_factorial) + _log_choose(n - r, t - x, log_factorial)
+                             - _log_choose(n, t, log_factorial))
+        numerator = inside[query] + _expected_precision_sum(before[query], relevant_before[query], t, x, harmonic)
+        denominator = relevant_before[query] + x
+        terms = probability * np.divide(numerator, denominator, out=np.zeros(len(x)), where=denominator > 0)
+        result[block] = np.bincount(query - block.start, terms, block.stop - block.start)
+    return result
+
+
+def _log_choose(n: np.ndarray, m: np.ndarray, log_factorial: np.ndarray) -> np.ndarray:
+    """log C(n, m) for 0 <= m <= n."""
+    return log_factorial[n] - log_factorial[m] - log_factorial[n - m]
+
+
+def _blocks(widths: np.ndarray, limit: int) -> Iterator[slice]:
+    """Consecutive slices of ``widths`` summing to at most ``limit`` each (or of one item)."""
+    ends = np.cumsum(widths)
+    start = 0
+    while start < len(widths):
+        done = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, done + limit, side="right")))
+        yield slice(start, stop)
+        start = stop
+
+
+def distinct_codes(database: np.ndarray) -> int:
+    """The number of distinct rows of packed codes (uint8), compared as 64-bit words."""
+    padded = np.pad(database, ((0, 0), (0, -database.shape[1] % 8)))
+    words = padded.view(np.uint64)
+    ordered = np.sort(words, axis=0) if words.shape[1] == 1 else words[np.lexsort(words.T)]  # np.sort: much faster
+    return int(len(ordered) > 0) + int(np.count_nonzero((ordered[1:] != ordered[:-1]).any(axis=1)))
 
 
 @dataclass
@@ -231,7 +339,9 @@ def evaluate_relevance(database: np.ndarray, queries: np.ndarray, relevance: Lab
         for chunk_scores in pool.map(score_chunk, range(0, len(queries), chunk)):
             scores += chunk_scores
             bar.update(len(chunk_scores))
-    return scorer.result(len(queries), [score for score in scores if score is not None])
+    result = scorer.result(len(queries), [score for score in scores if score is not None])
+    result.distinct_codes = distinct_codes(database)
+    return result
 
 
 class _QueryScores(NamedTuple):
@@ -246,7 +356,7 @@ class _QueryScorer:
 
     def __init__(self, size: int, bits: int, k: int, multi_label: bool):
         self.bits, self.k, self.multi_label = bits, k, multi_label
-        self.harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, size + 1))])
+        self.harmonic, self.log_factorial = harmonic_numbers(size), log_factorials(size)
         self.curve_ks = np.array([c for c in PRECISION_CURVE_KS if c <= size])
 
     def score(self, distances: np.ndarray, shared: np.ndarray, left_out: np.ndarray) -> _QueryScores | None:
@@ -275,8 +385,9 @@ class _QueryScorer:
             return result
         retrieved, hits = np.array([s.retrieved for s in scores]), np.array([s.hits for s in scores])
         counts, relevant_counts = np.diff(retrieved, prepend=0), np.diff(hits, prepend=0)
-        result.tie_aware_map, result.tie_aware_precision_at_k = map(
-            _mean, tie_aware_scores(counts, relevant_counts, self.k, self.harmonic))
+        result.tie_aware_map, result.tie_aware_precision_at_k, result.tie_aware_map_at_k = map(
+            _mean, tie_aware_scores(counts, relevant_counts, self.k, self.harmonic, self.log_factorial))
+        result.median_nearest_bucket = float(np.median(counts[np.arange(len(counts)), np.argmax(counts > 0, axis=1)]))
         result.precision_at_radius_2 = _mean(np.divide(hits[:, 2], retrieved[:, 2], out=np.zeros(len(scores)),
                                                        where=retrieved[:, 2] > 0))
         hit_in_top_k = [s.ranking[1] for s in scores if s.ranking[2] > 0]  # AP@k of queries with a top-k hit

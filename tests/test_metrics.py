@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from hashkit.hashing import metrics as metrics_module
-from hashkit.hashing.metrics import (LabelRelevance, ListedRelevance, evaluate, evaluate_relevance, ranking_scores,
-                                    tie_aware_scores)
+from hashkit.hashing.metrics import (LabelRelevance, ListedRelevance, distinct_codes, evaluate, evaluate_relevance,
+                                    harmonic_numbers, log_factorials, ranking_scores, tie_aware_scores)
 from hashkit.hashing.search import hamming_distances, knn_scan
 from hashkit.hashing.store import pack_codes
 
@@ -81,32 +81,67 @@ def test_no_evaluable_query_gives_empty_means():
     assert metrics.evaluated == 0 and metrics.mean_ap is None and metrics.precision_at_k is None
 
 
-def tie_aware_by_enumeration(distances: list[int], relevant: list[bool], k: int) -> tuple[float, float]:
-    """Mean AP and precision@k over every ordering of the items within equal distances."""
+def tie_aware_by_enumeration(distances: list[int], relevant: list[bool], k: int) -> tuple[float, float, float]:
+    """Mean AP, precision@k and AP@k over every ordering of the items within equal distances."""
     groups = [[i for i in range(len(distances)) if distances[i] == d] for d in sorted(set(distances))]
-    aps, precisions = [], []
+    scores = []
     for orderings in itertools.product(*(itertools.permutations(g) for g in groups)):
         ranking = np.array([relevant[i] for group in orderings for i in group])
-        ap, _, p_at_k, _ = ranking_scores(np.flatnonzero(ranking) + 1, k)
-        aps.append(ap)
-        precisions.append(p_at_k)
-    return float(np.mean(aps)), float(np.mean(precisions))
+        ap, ap_at_k, p_at_k, _ = ranking_scores(np.flatnonzero(ranking) + 1, k)
+        scores.append((ap, p_at_k, ap_at_k))
+    return tuple(np.mean(scores, axis=0))
 
 
-@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("seed", range(10))
 def test_tie_aware_scores_equal_the_mean_over_all_tie_orderings(seed):
     rng = np.random.default_rng(seed)
     size = int(rng.integers(3, 9))
     distances = rng.integers(0, 3, size).tolist()
     relevant = rng.random(size) < 0.5
     relevant[rng.integers(size)] = True
-    k = int(rng.integers(1, size + 2))
-    counts = np.bincount(distances, minlength=3)
-    relevant_counts = np.bincount(distances, weights=relevant, minlength=3)
-    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, size + 1))])
-    (ap,), (p_at_k,) = tie_aware_scores(counts[None], relevant_counts[None], k, harmonic)
-    expected_ap, expected_p = tie_aware_by_enumeration(distances, relevant.tolist(), k)
-    assert ap == pytest.approx(expected_ap) and p_at_k == pytest.approx(expected_p)
+    counts = np.bincount(distances, minlength=4)  # distance 3 holds nothing
+    relevant_counts = np.bincount(distances, weights=relevant, minlength=4)
+    ends = set(np.cumsum(counts).tolist())
+    ks = range(1, size + 3)  # every k: inside a tie group, at a group's end, beyond the database
+    assert any(k not in ends for k in ks[:size]) and size in ends and max(ks) > size
+    for k in ks:
+        scores = tie_aware_scores(counts[None], relevant_counts[None], k, harmonic_numbers(size), log_factorials(size))
+        expected = tie_aware_by_enumeration(distances, relevant.tolist(), k)
+        assert [score[0] for score in scores] == pytest.approx(expected), f"k={k}"
+
+
+def test_tie_aware_scores_of_several_queries_in_blocks(monkeypatch):
+    """Queries scored together, in blocks of a few terms, score as each alone."""
+    rng = np.random.default_rng(1)
+    counts = rng.integers(0, 6, (30, 4))
+    counts[:, 0] += 1
+    relevant_counts = rng.integers(0, counts + 1)
+    tables = harmonic_numbers(counts.sum(axis=1).max()), log_factorials(counts.sum(axis=1).max())
+    alone = [tie_aware_scores(counts[q:q + 1], relevant_counts[q:q + 1], 7, *tables) for q in range(30)]
+    monkeypatch.setattr(metrics_module, "TIE_TERMS", 5)
+    together = tie_aware_scores(counts, relevant_counts, 7, *tables)
+    for q, scores in enumerate(alone):
+        assert [values[q] for values in together] == pytest.approx([values[0] for values in scores])
+
+
+def test_tie_aware_equals_row_order_without_ties():
+    """Thermometer codes: every database row at its own distance from the query."""
+    database = codes_from_bits([[1] * i + [0] * (8 - i) for i in range(9)])
+    queries = codes_from_bits([[0] * 8, [0] * 8])
+    result = evaluate(database, one_hot([0, 1, 1, 0, 1, 0, 0, 1, 0]), queries, one_hot([0, 1]), k=4)
+    assert result.tie_aware_map_at_k == pytest.approx(result.mean_ap_at_k)
+    assert result.tie_aware_map == pytest.approx(result.mean_ap)
+    assert result.tie_aware_precision_at_k == pytest.approx(result.precision_at_k)
+    assert result.tie_warning is None and result.as_dict()["tie_warning"] is None
+    assert result.as_dict()["collapse"] == {"distinct_codes": 9, "median_nearest_bucket": 1.0}
+
+
+@pytest.mark.parametrize("width", [1, 3, 8, 9, 16])
+def test_distinct_codes(width):
+    rng = np.random.default_rng(width)
+    codes = rng.integers(0, 256, (40, width), dtype=np.uint8)[rng.integers(0, 40, 200)]
+    assert distinct_codes(codes) == len({row.tobytes() for row in codes})
+    assert distinct_codes(codes[:0]) == 0
 
 
 def test_radius_precision_deephash_map_and_curves_by_hand():
@@ -130,6 +165,7 @@ def test_radius_precision_deephash_map_and_curves_by_hand():
     assert result.precision_curve == {"k": [1], "precision": [0.5]}
     values = result.as_dict()
     assert values["tie_aware"]["mAP"] == pytest.approx(result.mean_ap), "no ties here: the same"
+    assert values["tie_aware"]["mAP@1"] == pytest.approx(result.mean_ap_at_k)
     assert {"precision@radius2", "deephash_mAP@1", "pr_curve", "precision_curve"} <= values.keys()
 
 
