@@ -154,6 +154,8 @@ def train(
         f"loss per epoch: {losses}",
         f"model: {summary.model_path}",
     ])
+    for warning in summary.warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()

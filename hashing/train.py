@@ -58,6 +58,19 @@ class TrainSummary:
     epoch_seconds: list[float] = field(default_factory=list)
     skipped_unreadable: int = 0
     classes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def loss_warnings(losses: list[float]) -> list[str]:
+    """A line for each epoch whose mean loss is not finite, or more than doubled (by at least 0.1)
+    from the epoch before: signs of a diverging run that a user should see."""
+    found = []
+    for epoch, (before, loss) in enumerate(zip([None, *losses], losses), start=1):
+        if not np.isfinite(loss):
+            found.append(f"epoch {epoch}: loss is {loss}; training diverged (try a lower --lr)")
+        elif before is not None and loss > 2 * before and loss - before >= 0.1:
+            found.append(f"epoch {epoch}: loss jumped from {before:.4f} to {loss:.4f}; training may be unstable")
+    return found
 
 
 def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
@@ -97,7 +110,8 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
         }
         save_checkpoint(output, network, config)
     return TrainSummary(str(output), method.name, options.bits, len(data.paths),
-                        round(time.perf_counter() - started, 2), losses, seconds, skipped, len(data.classes))
+                        round(time.perf_counter() - started, 2), losses, seconds, skipped, len(data.classes),
+                        loss_warnings(losses))
 
 
 def _check_options(output: Path, options: TrainOptions, method: Method, pairs_path: Path | None,

@@ -7,6 +7,7 @@ import torch
 from hashkit.hashing.methods import Batch, TrainingData, get_method
 from hashkit.hashing.methods.dsah import initial_similarity, pic_weights, refine_similarity
 from hashkit.hashing.pair_mining import hard_negatives, mutual_pairs, neighbour_sets
+from hashkit.hashing.train import loss_warnings
 from hashkit.sfm_pairs import Pairs
 
 
@@ -115,6 +116,15 @@ def test_dsah_refinement_uses_statistics_of_similar_pairs():
     assert np.array_equal(refined, refined.T) and np.all(np.diag(refined) == 1)
 
 
+def test_dsah_refinement_only_adds_confident_neighbours():
+    codes = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0.9], [-1, -1, -1, -1]], float)
+    similarity = np.array([[1, 1, -1, 1], [1, 1, -1, -1], [-1, -1, 1, -1], [1, -1, -1, 1]], np.int8)
+    refined = refine_similarity(similarity, codes, spread=0.0)  # threshold: mean cos of (0,1), (0,3) = 0
+    assert refined[0, 3] == 1  # similar before, opposite codes now: kept
+    assert refined[0, 2] == 1 and refined[1, 2] == 1  # near-identical codes: added
+    assert refined[1, 3] == -1 and refined[2, 3] == -1
+
+
 def test_pic_weights_favour_dissimilar_pairs_and_average_one():
     similarity = torch.tensor([[1.0, 0.8, -0.5], [0.8, 1.0, 0.0], [-0.5, 0.0, 1.0]])
     for variant in ("row", "batch"):
@@ -122,3 +132,11 @@ def test_pic_weights_favour_dissimilar_pairs_and_average_one():
         assert float(weights.mean()) == pytest.approx(1.0)
         assert weights[0, 2] > weights[0, 1] > weights[0, 0]
     assert torch.all(pic_weights(similarity, "none", 0.5) == 1)
+
+
+def test_loss_warnings_flag_jumps_and_non_finite_losses():
+    assert loss_warnings([0.7, 0.5, 0.49]) == []
+    assert loss_warnings([0.0, 0.05]) == []  # doubled, but by less than 0.1
+    jumped = loss_warnings([0.3, 0.0, 1.9988, 1.5])
+    assert len(jumped) == 1 and jumped[0].startswith("epoch 3: loss jumped from 0.0000 to 1.9988")
+    assert loss_warnings([0.5, float("nan")])[0].startswith("epoch 2: loss is nan")

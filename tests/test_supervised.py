@@ -25,8 +25,9 @@ FROZEN = ["--freeze-backbone", "--batch-size", "64"]
 def test_triplet_margin_loss_by_hand():
     codes = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, -1.0]])  # squared distances / K: 0-1: 2, 0-2: 4, 1-2: 2
     labels = torch.tensor([0, 0, 1])
+    # a margin of half a bit is 4 * 0.5 / K = 1 on this scale;
     # triplets (a, p, n): (0, 1, 2): max(0, 1 + 2 - 4) = 0; (1, 0, 2): max(0, 1 + 2 - 2) = 1
-    assert float(triplet_margin_loss(codes, labels, margin=1.0)) == pytest.approx(0.5)
+    assert float(triplet_margin_loss(codes, labels, margin_bits=0.5)) == pytest.approx(0.5)
 
 
 def test_spatial_attention_masks_max_pooled_maps():

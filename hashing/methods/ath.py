@@ -50,9 +50,12 @@ class ATHHead(Head):
         return {"codes": self.hash_layer(features), "logits": self.classifier(features)}
 
 
-def triplet_margin_loss(codes: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
-    """Mean over every (anchor, positive, negative) of the batch of max(0, m + d(a, p) - d(a, n))."""
+def triplet_margin_loss(codes: torch.Tensor, labels: torch.Tensor, margin_bits: float) -> torch.Tensor:
+    """Mean over every (anchor, positive, negative) of the batch of max(0, m + d(a, p) - d(a, n)),
+    with d(u, v) = ||u - v||^2 / K (4 x the normalised relaxed Hamming distance) and m the margin
+    of ``margin_bits`` bits on that scale, 4 margin_bits / K."""
     distance = squared_distances(codes)
+    margin = 4 * margin_bits / codes.shape[1]
     same = labels[:, None] == labels[None, :]
     positive = same & ~torch.eye(len(labels), dtype=torch.bool, device=codes.device)
     valid = positive[:, :, None] & ~same[:, None, :]  # [a, p, n]
@@ -66,9 +69,9 @@ def triplet_margin_loss(codes: torch.Tensor, labels: torch.Tensor, margin: float
 class ATH(SingleLabelMethod):
     name = "ath"
 
-    def __init__(self, margin: float = 1.0, classification_weight: float = 1.0, quantization_weight: float = 0.1,
+    def __init__(self, margin: float = 8.0, classification_weight: float = 1.0, quantization_weight: float = 0.1,
                  fc: int = 1024):
-        self.margin = float(margin)  # in units of ||u_i - u_j||^2 / K (4 x normalised Hamming for codes)
+        self.margin = float(margin)  # Hamming separation in bits between a positive and a negative
         self.classification_weight = float(classification_weight)
         self.quantization_weight = float(quantization_weight)
         self.fc = int(fc)

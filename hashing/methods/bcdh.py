@@ -111,10 +111,12 @@ class BCDH(DeepMethod):
 
     def binary_step(self, outputs: np.ndarray) -> np.ndarray:
         """Update B with the network fixed: for each image in turn, flip the bits that lower
-        sum_pairs loss(b_i, b_j) + mu * ||b_i - h_i||^2 / K, computed bit by bit."""
+        mean_pairs loss(b_i, b_j) + mu * mean_i ||b_i - h_i||^2 / K (the network step's objective),
+        i.e. sum over its pairs + mu (pairs / images) ||b_i - h_i||^2 / K, computed bit by bit."""
         codes = self.codes.copy()
         bits = codes.shape[1]
         pairs, similar, weights = self._pairs()
+        quantization_weight = self.quantization_weight * len(pairs) / len(codes)
         both = np.concatenate([pairs, pairs[:, ::-1]])
         similar, weights = np.tile(similar, 2), np.tile(weights, 2)
         order = np.argsort(both[:, 0], kind="stable")
@@ -125,7 +127,7 @@ class BCDH(DeepMethod):
                 lo, hi = starts[i], starts[i + 1]
                 partners = both[lo:hi, 1]
                 # flipping bit k changes quantization by 4 mu b_ik h_ik / K
-                delta = 4 * self.quantization_weight * codes[i] * outputs[i] / bits
+                delta = 4 * quantization_weight * codes[i] * outputs[i] / bits
                 if hi > lo:
                     agree = codes[partners] == codes[i]  # (P, K)
                     step = np.where(agree, 4.0, -4.0) / bits  # change of d_ij per flipped bit

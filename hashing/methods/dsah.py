@@ -2,7 +2,8 @@
 
 - Adaptive Neighbour Discovery (AND): an initial similarity matrix S in {+1, -1} from the
   shared k-nearest-neighbour structure of backbone features, refined during training from the
-  learned codes (threshold from the statistics of the currently similar pairs).
+  learned codes: confident new neighbours are added (threshold from the statistics of the
+  currently similar pairs); none are removed.
 - Pairwise Information Content (PIC): per-pair weights -log p from a softmax over pair
   similarities, so more dissimilar (less probable) pairs weigh more.
 - Loss: PIC-weighted, similar/dissimilar-balanced similarity reconstruction plus quantization.
@@ -34,16 +35,15 @@ def initial_similarity(features: np.ndarray, k: int, shared_fraction: float) -> 
 
 
 def refine_similarity(similarity: np.ndarray, codes: np.ndarray, spread: float) -> np.ndarray:
-    """AND update: with C the cosine similarity of the current codes, and mu, sigma its mean and
-    standard deviation over the currently similar pairs, S_ij = +1 iff C_ij >= mu - spread * sigma."""
+    """AND update, which only adds neighbours: with C the cosine similarity of the current codes,
+    and mu, sigma its mean and standard deviation over the currently similar pairs, a dissimilar
+    pair becomes similar when C_ij >= mu - spread * sigma; similar pairs stay similar."""
     unit = codes / np.maximum(np.linalg.norm(codes, axis=1, keepdims=True), 1e-12)
     cosine = unit @ unit.T
     off_diagonal = ~np.eye(len(codes), dtype=bool)
     current = cosine[(similarity == 1) & off_diagonal]
     threshold = current.mean() - spread * current.std()
-    refined = np.where(cosine >= threshold, 1, -1).astype(np.int8)
-    np.fill_diagonal(refined, 1)
-    return refined
+    return np.where((similarity == 1) | (cosine >= threshold), 1, -1).astype(np.int8)
 
 
 def pic_weights(code_similarity: torch.Tensor, variant: str, temperature: float) -> torch.Tensor:

@@ -7,11 +7,12 @@
   overlap of their attention maps) and describe different things (semantic diversity: cosine
   similarity of an image's part features above a margin).
 - Local feature alignment: class anchors (the mean part features of each class over the previous
-  epoch); each part feature is exchanged with its class anchor at random, and the classifier must
-  still recognise the class from the exchanged features.
+  epoch); each part feature is exchanged with its class anchor at random, and the exchanged
+  features, through the same hash layer, must still satisfy the hashing loss.
 - Hashing, learned alternately: the network step fits u_i . v_j / K to the label similarity S_ij
-  against fixed binary codes V of all training images (asymmetric, as in ADSH) plus gamma ||v_i -
-  u_i||^2 / K; before every epoch the binary step updates V bit by bit in closed form.
+  against fixed binary codes V of all training images plus gamma ||v_i - u_i||^2, ADSH's
+  asymmetric loss and its gamma = 200, divided by n K^2; before every epoch the binary step
+  updates V bit by bit in closed form. A classifier on the features is our addition.
 Equations, defaults and what is our reading: docs/methods.md.
 """
 
@@ -70,10 +71,10 @@ def attention_constraints(attention: torch.Tensor, parts: torch.Tensor, margin: 
 
 def binary_step(codes: np.ndarray, outputs: np.ndarray, onehot: np.ndarray, gamma: float) -> np.ndarray:
     """ADSH's closed-form bitwise update of V minimising ||U V^T||^2 + tr(V Q^T), Q = -2K S^T U -
-    2 gamma' U, S = 2 Y Y^T - 1 (formed through the labels, never as an n x n matrix)."""
-    n, bits = outputs.shape
+    2 gamma U, S = 2 Y Y^T - 1 (formed through the labels, never as an n x n matrix)."""
+    bits = outputs.shape[1]
     s_u = 2 * onehot @ (onehot.T @ outputs) - outputs.sum(axis=0, keepdims=True)  # S^T U (S symmetric)
-    q = -2 * bits * s_u - 2 * gamma * n * bits * outputs
+    q = -2 * bits * s_u - 2 * gamma * outputs
     codes = codes.copy()
     for k in range(bits):
         rest = np.arange(bits) != k
@@ -86,7 +87,7 @@ def binary_step(codes: np.ndarray, outputs: np.ndarray, onehot: np.ndarray, gamm
 class ExchNet(SingleLabelMethod):
     name = "exchnet"
 
-    def __init__(self, parts: int = 4, dim: int = 256, gamma: float = 1.0, classification_weight: float = 1.0,
+    def __init__(self, parts: int = 4, dim: int = 256, gamma: float = 200.0, classification_weight: float = 1.0,
                  exchange_weight: float = 1.0, attention_weight: float = 0.1, diversity_margin: float = 0.5,
                  exchange_probability: float = 0.5):
         self.parts, self.dim, self.gamma = int(parts), int(dim), float(gamma)
@@ -121,25 +122,29 @@ class ExchNet(SingleLabelMethod):
         self.part_counts.zero_()
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
-        codes = torch.tanh(outputs["codes"])
-        bits = codes.shape[1]
         labels = self.classes[batch.indices]
-        device = codes.device
-        fixed = torch.as_tensor(self.codes, dtype=codes.dtype, device=device)
-        similarity = torch.where(labels.to(device)[:, None] == self.classes.to(device)[None, :], 1.0, -1.0)
-        hashing = ((codes @ fixed.T) / bits - similarity).pow(2).mean() \
-            + self.gamma * (fixed[batch.indices] - codes).pow(2).sum(dim=1).mean() / bits
+        device = outputs["codes"].device
         parts, global_feature = outputs["parts"], outputs["global"]
         self._accumulate(parts.detach().cpu(), labels)
         labels = labels.to(device)
-        classification = F.cross_entropy(self.head.classify(global_feature, parts), labels)
-        loss = hashing + self.classification_weight * classification \
+        loss = self._hashing(torch.tanh(outputs["codes"]), batch.indices, labels) \
+            + self.classification_weight * F.cross_entropy(self.head.classify(global_feature, parts), labels) \
             + self.attention_weight * attention_constraints(outputs["attention"], parts, self.diversity_margin)
-        if self.anchors is not None:
+        if self.anchors is not None:  # local feature alignment: exchanged parts must give the same codes
             swap = torch.rand(parts.shape[:2], generator=self.generator) < self.exchange_probability
             exchanged = torch.where(swap[:, :, None].to(device), self.anchors[labels.cpu()].to(device), parts)
-            loss = loss + self.exchange_weight * F.cross_entropy(self.head.classify(global_feature, exchanged), labels)
+            codes = torch.tanh(self.head.hash_layer(self.head.joined(global_feature, exchanged)))
+            loss = loss + self.exchange_weight * self._hashing(codes, batch.indices, labels)
         return loss
+
+    def _hashing(self, codes: torch.Tensor, indices: np.ndarray, labels: torch.Tensor) -> torch.Tensor:
+        """ADSH's asymmetric loss of the batch, divided by n K^2: mean_j (u_i . v_j / K - S_ij)^2
+        + gamma ||v_i - u_i||^2 / (n K^2), averaged over the batch."""
+        n, bits = self.codes.shape
+        fixed = torch.as_tensor(self.codes, dtype=codes.dtype, device=codes.device)
+        similarity = torch.where(labels[:, None] == self.classes.to(codes.device)[None, :], 1.0, -1.0)
+        return ((codes @ fixed.T) / bits - similarity).pow(2).mean() \
+            + self.gamma * (fixed[indices] - codes).pow(2).sum(dim=1).mean() / (n * bits * bits)
 
     def _accumulate(self, parts: torch.Tensor, labels: torch.Tensor) -> None:
         self.part_sums.index_add_(0, labels, parts)

@@ -4,7 +4,7 @@ The backbone's last feature maps are reduced by a 1x1 convolution to local descr
 VLAD layer with fixed random cluster centres aggregates (soft assignment, residuals, intra- and
 global L2 normalisation). A transform layer and the latent hash layer (sigmoid) follow; a
 classifier reads the latent layer. Training is point-wise: classification error plus the SSDH
-quantization terms (latent units pushed towards 0 or 1, each bit half on over the batch).
+quantization terms (latent units pushed towards 0 or 1, each code with half its bits on).
 ``--param centres=learned`` gives the NetVLAD-style layer (centres and assignment trained) for
 comparison. Equations and defaults: docs/methods.md.
 """
@@ -92,6 +92,6 @@ class RVSSDH(SingleLabelMethod):
         latent = torch.sigmoid(outputs["codes"])
         labels = self.classes[batch.indices].to(latent.device)
         binary = -(latent - 0.5).pow(2).mean()  # minimised when every unit is 0 or 1
-        balance = (latent.mean(dim=0) - 0.5).pow(2).mean()  # each bit on for half the batch
+        balance = (latent.mean(dim=1) - 0.5).pow(2).mean()  # each code half on (SSDH's balance term)
         return (F.cross_entropy(outputs["logits"], labels) + self.binary_weight * binary
                 + self.balance_weight * balance)
