@@ -19,6 +19,11 @@ from hashkit.hashing.train import TrainOptions, TrainSummary, train
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 SEED = 0
+BITS = (16, 32, 64)
+IMAGE_SIZE = 128  # every section's input size: MobileNetV2 then gives 4 x 4 feature maps
+EPOCHS = 20
+HIDDEN = 1024  # hidden layer of the heads on pooled features (label-free methods and the supervised peers)
+DEEP = dict(freeze_backbone=True, epochs=EPOCHS, batch_size=128, lr=1e-3)  # every deep method of a section
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -38,11 +43,18 @@ def fashion_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def export_fashion_mnist(root: Path) -> tuple[Path, Path, Path]:
-    """Write the protocol's query, database and training images as PNGs in class folders."""
-    query_dir, db_dir, train_dir = root / "query", root / "db", root / "train"
+def export_fashion_mnist(root: Path) -> tuple[Path, Path, Path, Path]:
+    """Write the protocol's query, database and training images as PNGs, and their labels.
+
+    Rows never carry the label: queries and database images are named by their position in a
+    seeded random order (``query/00042.png``), so the sorted file list, and so the store's row
+    order, is a random order, never grouped by class. The training images are links to their
+    database files in class folders (``train/<class>/<n>.png``: ``--labels folders``; batches
+    are shuffled anyway). ``labels.csv`` labels every query and database image.
+    """
+    query_dir, db_dir, train_dir, labels_csv = root / "query", root / "db", root / "train", root / "labels.csv"
     if (root / "done").exists():
-        return query_dir, db_dir, train_dir
+        return query_dir, db_dir, train_dir, labels_csv
     shutil.rmtree(root, ignore_errors=True)
     images, labels = fashion_mnist_arrays()
     rng = np.random.default_rng(SEED)
@@ -51,17 +63,21 @@ def export_fashion_mnist(root: Path) -> tuple[Path, Path, Path]:
     database = np.setdiff1d(np.arange(70000), queries)
     training = np.concatenate([rng.choice(database[labels[database] == c], 500, replace=False)
                                for c in range(10)])
+    rows, db_files = [], {}
     for folder, members in ((query_dir, queries), (db_dir, database)):
-        for c in CLASSES:
-            (folder / c).mkdir(parents=True)
-        for i in members:
-            cv2.imwrite(str(folder / CLASSES[labels[i]] / f"{i:05d}.png"), images[i])
-    for i in training:  # the same files, linked, so their cached features are shared
-        target = train_dir / CLASSES[labels[i]] / f"{i:05d}.png"
+        folder.mkdir(parents=True)
+        for position, i in enumerate(rng.permutation(members)):
+            name = f"{folder.name}/{position:05d}.png"
+            cv2.imwrite(str(root / name), images[i])
+            rows.append(f"{name},{CLASSES[labels[i]]}")
+            db_files[i] = root / name
+    for i in training:  # the same files, linked
+        target = train_dir / CLASSES[labels[i]] / db_files[i].name
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.link(db_dir / CLASSES[labels[i]] / f"{i:05d}.png", target)
+        os.link(db_files[i], target)
+    labels_csv.write_text("path,label\n" + "\n".join(rows) + "\n")
     (root / "done").touch()
-    return query_dir, db_dir, train_dir
+    return query_dir, db_dir, train_dir, labels_csv
 
 
 def evaluate(model: Path, db_inputs: list[Path], query_inputs: list[Path], work: Path, k: int,
@@ -74,6 +90,18 @@ def evaluate(model: Path, db_inputs: list[Path], query_inputs: list[Path], work:
     summary = query(db, queries, k, work / f"{model.stem}-results-{k}.h5", ground_truth=ground_truth,
                     metrics_path=work / f"{model.stem}-metrics-{k}.json", overwrite=True)
     return summary.metrics
+
+
+def run_method(dataset: str, name: str, bits: int, settings: dict, common: dict, work: Path, train_source: dict,
+               db: list[Path], queries: list[Path], ground_truth: str, ks: tuple[int, ...]) -> dict:
+    """Train one method, evaluate it at every k of ``ks``, print and return its record."""
+    model = work / f"{name}-{bits}.pt"
+    summary = timed_train(model, TrainOptions(bits=bits, **common, **settings), **train_source)
+    metrics = {k: evaluate(model, db, queries, work, k, ground_truth, common["feature_cache"]) for k in ks}
+    row = record(dataset, name, bits, metrics, summary, settings)
+    print(f"{dataset} {name} {bits}: " + ", ".join(f"{key} {value}" for key, value in row.items()
+                                                    if key.startswith(("tie-aware", "NDCG", "distinct"))), flush=True)
+    return row
 
 
 def timed_train(model: Path, options: TrainOptions, **sources) -> tuple[float, TrainSummary]:
@@ -95,6 +123,7 @@ def record(dataset: str, method: str, bits: int, metrics: dict[int, dict], train
            "training_images": summary.images, "settings": settings}
     for values in metrics.values():
         row.update({key: value for key, value in values.items() if key.startswith(METRIC_PREFIXES)})
-        row.update({f"tie-aware {key}": value for key, value in values.get("tie_aware", {}).items()})
+        row.update({f"tie-aware {key}": value for key, value in values["tie_aware"].items()})
+        row.update(values["collapse"])
         row["evaluated_queries"] = values["evaluated_queries"]
     return row

@@ -1,12 +1,19 @@
-"""Retrieval quality of every method, on Fashion-MNIST, multi-label mosaics and rendered scenes.
+"""Retrieval quality of every method, seed methods and peers side by side, on Fashion-MNIST,
+multi-label mosaics and rendered scenes.
 
     python benchmarks/quality.py                     # or: make bench-quality (every section)
     python benchmarks/quality.py --only supervised   # some sections; the others' results are kept
 
 Writes benchmarks/results/quality.md (for people) and quality.json (one record per dataset,
-method and bit length: the metrics, training time, seconds per epoch, seed). Every step goes
-through the same library functions as the CLI (train, encode, query). Work files go to
-benchmarks/data/.
+method and bit length: the metrics, collapse diagnostics, training time, seconds per epoch,
+seed). Every step goes through the same library functions as the CLI (train, encode, query).
+Work files go to benchmarks/data/.
+
+Protocol, the same for every method of a section: one split, one seed, the same frozen
+MobileNetV2 (ImageNet) at the same input size (IMAGE_SIZE), the same epoch budget, batch size
+and optimiser for every deep method. Database and query rows are in a seeded random order
+(never grouped by class); the headline columns are tie-aware (expected over every order of
+the items at equal Hamming distance), the row-order values are secondary.
 
 Fashion-MNIST (Debian package dataset-fashion-mnist; `make bench-quality` installs it):
 1,000 queries (100 per class) from the test split; the database is every other image (69,000);
@@ -21,52 +28,46 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from common import FASHION_MNIST, SEED, evaluate, export_fashion_mnist, record, timed_train
+import torch
+from common import BITS, DEEP, EPOCHS, FASHION_MNIST, HIDDEN, IMAGE_SIZE, SEED, export_fashion_mnist, record, \
+    run_method, timed_train
 from supervised import fashion_mnist_mosaics, fashion_mnist_supervised
 
 from hashkit.hashing.train import TrainOptions
 from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
 
 REPO = Path(__file__).resolve().parents[1]
-BITS = (16, 32, 64)
-HIDDEN = 1024  # hidden layer of the label-free deep methods' heads (backbone frozen)
-LABEL_FREE_SIZE = 64  # Fashion-MNIST input size of the label-free section
-SUPERVISED_SIZE = 96  # of the supervised sections: MobileNetV2 then gives 3 x 3 feature maps
+LABEL_FREE = {  # the label-free section's methods: seeds (bcdh, dsah), peers (greedyhash, bihalf), baselines
+    "lsh": dict(method="lsh"),
+    "itq": dict(method="itq"),
+    "bcdh": dict(method="bcdh", hidden=HIDDEN, **dict(DEEP, batch_size=256)),  # batches of pairs
+    "dsah": dict(method="dsah", hidden=HIDDEN, **DEEP),
+    "dsah-no-refinement": dict(method="dsah", params={"rounds": 0}, hidden=HIDDEN, **DEEP),
+    "greedyhash": dict(method="greedyhash", hidden=HIDDEN, **DEEP),
+    "greedyhash-linear": dict(method="greedyhash", **DEEP),  # the authors' layout: the hash layer alone
+    "bihalf": dict(method="bihalf", hidden=HIDDEN, **DEEP),
+}
 
 
-def fashion_mnist(data: Path, cache: Path) -> list[dict]:
-    query_dir, db_dir, train_dir = export_fashion_mnist(data / "fashion-mnist")
+def fashion_mnist(data: Path, cache: Path, bits_list: tuple[int, ...]) -> list[dict]:
+    query_dir, db_dir, train_dir, labels = export_fashion_mnist(data / "fashion-mnist-shuffled")
     work = data / "fashion-mnist-work"
     work.mkdir(exist_ok=True)
-    common = dict(backbone="mobilenet_v2", weights="imagenet", image_size=LABEL_FREE_SIZE, seed=SEED,
+    common = dict(backbone="mobilenet_v2", weights="imagenet", image_size=IMAGE_SIZE, seed=SEED,
                   feature_cache=cache, overwrite=True)
-    deep = dict(freeze_backbone=True, hidden=HIDDEN)
-    settings = {
-        "lsh": dict(method="lsh"),
-        "itq": dict(method="itq"),
-        "dsah": dict(method="dsah", epochs=30, batch_size=128, lr=1e-3, **deep),
-        "dsah-no-refinement": dict(method="dsah", params={"rounds": 0}, epochs=30, batch_size=128, lr=1e-3, **deep),
-        "bcdh": dict(method="bcdh", epochs=20, batch_size=256, lr=1e-3, **deep),
-    }
-    records = []
-    for bits in BITS:
-        for name, extra in settings.items():
-            model = work / f"{name}-{bits}.pt"
-            trained = timed_train(model, TrainOptions(bits=bits, **common, **extra), images_dir=train_dir)
-            metrics = evaluate(model, [db_dir], [query_dir], work, 1000, "folders", cache)
-            records.append(record("fashion-mnist", name, bits, {1000: metrics}, trained, extra))
-            print(f"fashion-mnist {name} {bits}: mAP {metrics['mAP']:.4f} mAP@1000 {metrics['mAP@1000']:.4f} "
-                  f"train {trained[0]}s", flush=True)
-    return records
+    return [run_method("fashion-mnist", name, bits, settings, common, work, dict(images_dir=train_dir),
+                       [db_dir], [query_dir], str(labels), (1000, 10))
+            for bits in bits_list for name, settings in LABEL_FREE.items()]
 
 
-def scenes(data: Path, cache: Path) -> list[dict]:
+def scenes(data: Path, cache: Path, bits_list: tuple[int, ...]) -> list[dict]:
     root = data / "scenes"
     shutil.rmtree(root, ignore_errors=True)
     subprocess.run([sys.executable, str(REPO / "examples" / "render_scenes.py"), str(root / "set"),
@@ -85,80 +86,99 @@ def scenes(data: Path, cache: Path) -> list[dict]:
     work = root / "work"
     summary = reconstruct(root / "db", work, ReconstructOptions(seed=SEED))
     print(f"scenes: {len(summary.model_sizes)} models from {summary.images} photos", flush=True)
-    common = dict(backbone="mobilenet_v2", weights="imagenet", image_size=128, seed=SEED,
+    common = dict(backbone="mobilenet_v2", weights="imagenet", image_size=IMAGE_SIZE, seed=SEED,
                   feature_cache=cache, overwrite=True)
+    end_to_end = dict(epochs=3, batch_size=64)
     settings = {
         "lsh": (dict(method="lsh"), dict(images_dir=root / "db")),
         "itq": (dict(method="itq"), dict(images_dir=root / "db")),
-        "bcdh": (dict(method="bcdh", epochs=3, batch_size=64), dict(pairs_path=work / "pairs.h5")),
+        "bcdh": (dict(method="bcdh", **end_to_end), dict(pairs_path=work / "pairs.h5")),
+        "greedyhash": (dict(method="greedyhash", **end_to_end), dict(images_dir=root / "db")),
+        "bihalf": (dict(method="bihalf", **end_to_end), dict(images_dir=root / "db")),
     }
-    records = []
-    for bits in BITS:
-        for name, (extra, source) in settings.items():
-            if name == "itq" and bits > len(photos) - len(held_out):
-                continue
-            model = work / f"{name}-{bits}.pt"
-            trained = timed_train(model, TrainOptions(bits=bits, **common, **extra), **source)
-            metrics = evaluate(model, [root / "db"], [root / "queries"], work, 10, str(truth), cache)
-            records.append(record("rendered-scenes", name, bits, {10: metrics}, trained, extra))
-            print(f"scenes {name} {bits}: mAP {metrics['mAP']:.4f} mAP@10 {metrics['mAP@10']:.4f} "
-                  f"train {trained[0]}s", flush=True)
-    return records
+    return [run_method("rendered-scenes", name, bits, extra, common, work, source, [root / "db"],
+                       [root / "queries"], str(truth), (10,))
+            for bits in bits_list for name, (extra, source) in settings.items()
+            if not (name == "itq" and bits > len(photos) - len(held_out))]
 
 
-
-
+RANKED = ("tie-aware mAP", "tie-aware mAP@1000", "tie-aware precision@10", "mAP@1000", "precision@10")
+COLLAPSE = ("distinct_codes", "median_nearest_bucket")
 TABLES = {  # dataset: (note, metric columns)
     "fashion-mnist": (
-        "Label-free. 1,000 queries, 69,000 database images, 5,000 training images, inputs 64 px; deep heads: "
-        f"hidden layer of {HIDDEN} + hash layer on the frozen backbone. BCDH's pairs are mutual 10-nearest "
-        "neighbours in the backbone's feature space (no labels); dsah-no-refinement is DSAH with its AND "
-        "refinement switched off (`--param rounds=0`).",
-        ("mAP@1000", "mAP", "precision@1000")),
-    "rendered-scenes": (
-        "Label-free. 14 held-out photos as queries, 56 as database; BCDH is trained end to end (backbone "
-        "fine-tuned, 128 px, 3 epochs) on the pairs COLMAP mined from the 56; ITQ needs at most as many bits as "
-        "training images, so it has no 64-bit row here.",
-        ("mAP@10", "mAP", "precision@10")),
+        "Label-free: the labels only score. Deep heads: a hidden layer of "
+        f"{HIDDEN} + the hash layer on the frozen backbone's pooled features. BCDH's pairs are mutual "
+        "10-nearest neighbours in the backbone's feature space (no labels); dsah-no-refinement is DSAH with "
+        "its AND refinement switched off (`--param rounds=0`). Peers: GreedyHash (also as `greedyhash-linear`, "
+        "the authors' layout: the hash layer alone on the features), Bi-half; baselines: LSH, ITQ.",
+        RANKED + COLLAPSE),
     "fashion-mnist-supervised": (
-        "Supervised (class labels of the 5,000 training images). Same queries and database; inputs 96 px, so the "
-        "frozen MobileNetV2 gives 3 x 3 x 1280 feature maps, which every deep head reads (20 epochs, batch 128, "
-        "Adam 1e-3). LSH and ITQ hash the same backbone's pooled features: the floor. "
-        "rvssdh-learned-centres is RV-SSDH with NetVLAD-style trained centres (`--param centres=learned`).",
-        ("mAP", "mAP@1000", "mAP@10", "precision@10", "tie-aware mAP", "tie-aware precision@10")),
+        "Supervised (class labels of the 5,000 training images). ATH, RV-SSDH and ExchNet read the backbone's "
+        f"last feature maps ({IMAGE_SIZE // 32} x {IMAGE_SIZE // 32} x 1280) through their own heads; the peers "
+        f"CSQ, DPSH and HashNet read its pooled features through a hidden layer of {HIDDEN} and the hash layer. "
+        "LSH and ITQ hash the pooled features: the floor. Every deep method trains with Adam at lr 1e-3; "
+        "`dpsh-lr-1e-4` is DPSH at lr 1e-4 (it oscillates at 1e-3), the one learning rate tried besides.",
+        RANKED + COLLAPSE),
     "fashion-mnist-small": (
         "Small-sample regime: 20 training images per class (200 in all; deep methods 40 epochs, batch 64), "
         "same queries and database, 32 bits.",
-        ("mAP", "mAP@1000", "mAP@10", "precision@10", "tie-aware mAP", "tie-aware precision@10")),
+        RANKED + COLLAPSE),
     "fashion-mnist-mosaics": (
-        "Multi-label: 2 x 2 mosaics of Fashion-MNIST images (56 px, shown at 96 px), label set = the classes "
-        "of the four tiles; 5,000 training, 1,000 query and 10,000 database mosaics (tiles of queries and "
-        "database from the test split, of training mosaics from the training split). Relevance = number of "
-        "shared labels. ath-single-label is ATH trained on one label per mosaic (its top-left tile's class).",
-        ("NDCG@100", "ACG@100", "wmAP", "mAP", "mAP@100", "tie-aware mAP")),
+        "Multi-label: 2 x 2 mosaics of Fashion-MNIST images (56 px, read at the section's input size), label "
+        "set = the classes of the four tiles; 5,000 training, 1,000 query and 10,000 database mosaics (tiles of "
+        "queries and database from the test split, of training mosaics from the training split; files in the "
+        "order drawn, so rows are in random order). Relevance = number of shared labels. Peers: CSQ (multi-label "
+        "centres), DPSH and HashNet (similar when a label is shared).",
+        ("NDCG@100", "ACG@100", "wmAP", "tie-aware mAP", "tie-aware mAP@100", "mAP@100") + COLLAPSE),
+    "rendered-scenes": (
+        "Label-free. 14 held-out photos as queries, 56 as database (photos in a seeded random order); BCDH, "
+        "GreedyHash and Bi-half are trained end to end (backbone fine-tuned, 3 epochs, batch 64): BCDH on the "
+        "pairs COLMAP mined from the 56, the peers on the 56 images. ITQ needs at most as many bits as training "
+        "images, so it has no 64-bit row here.",
+        ("tie-aware mAP", "tie-aware mAP@10", "tie-aware precision@10", "mAP@10", "precision@10") + COLLAPSE),
 }
 
 
-def write_markdown(path: Path, records: list[dict]) -> None:
+def protocol() -> dict:
+    """What every section shares, for the results files."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")
+    return {"seed": SEED, "input_size": IMAGE_SIZE, "backbone": "torchvision MobileNetV2, ImageNet weights, frozen "
+            "(except the rendered scenes' end-to-end runs)", "epochs": EPOCHS,
+            "deep_training": "Adam, lr 1e-3, batch 128 images (BCDH: 256 pairs), head only on cached features",
+            "row_order": "database and query rows in a seeded random order, never grouped by label",
+            "ks": "mAP@1000 and precision@10 (mosaics: @100; scenes: @10)",
+            "headline": "tie-aware values: expected over every order of the items at equal Hamming distance",
+            "machine": f"{os.cpu_count()} cores of {cpu}, torch {torch.__version__}, no GPU"}
+
+
+def _cell(value) -> str:
+    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def write_markdown(path: Path, records: list[dict], setup: dict) -> None:
     lines = ["# Retrieval quality", "",
-             "Produced by `make bench-quality` (`python benchmarks/quality.py`); seed 0; one 2-core CPU; "
-             "torchvision MobileNetV2 with ImageNet weights, frozen, for every method on Fashion-MNIST.", ""]
+             "Produced by `make bench-quality` (`python benchmarks/quality.py`). Protocol, the same for every "
+             "method of a section:", ""]
+    lines += [f"- {key.replace('_', ' ')}: {value}" for key, value in setup.items()]
+    lines += ["", "Collapse diagnostics: `distinct_codes` in the database, `median_nearest_bucket` = median over "
+              "queries of the number of database items at the query's smallest Hamming distance. Row-order "
+              "columns (`mAP@k`, `precision@10`) break ties by database row and are secondary.", ""]
     for dataset, (note, columns) in TABLES.items():
         rows = [r for r in records if r["dataset"] == dataset]
         if rows:
             lines += [f"## {dataset}", "", note, "",
                       "| method | bits | " + " | ".join(columns) + " | train s |",
                       "|---|---|" + "---|" * (len(columns) + 1)]
-            lines += [f"| {r['method']} | {r['bits']} | " + " | ".join(f"{r[c]:.4f}" for c in columns)
+            lines += [f"| {r['method']} | {r['bits']} | " + " | ".join(_cell(r.get(c)) for c in columns)
                       + f" | {r['train_seconds']} |" for r in rows]
             lines.append("")
     epochs = [r for r in records if r["dataset"] == "epoch-timing"]
     if epochs:
         lines += ["## Seconds per training epoch", "",
-                  "Every deep method in turn, alone on this machine's 2 CPU cores: the same 5,000 Fashion-MNIST "
-                  "training images, 96 px inputs, frozen backbone (cached feature maps, or pooled features for "
-                  "DSAH and BCDH), 32 bits, mean of 3 epochs; an epoch includes the method's alternating step. "
-                  "(The `train s` columns above are whole runs, some measured while other work shared the CPU.)",
+                  "Every deep method in turn, alone on this machine: the same 5,000 Fashion-MNIST training images, "
+                  f"{IMAGE_SIZE} px inputs, frozen backbone (cached feature maps, or pooled features), 32 bits, "
+                  "mean of 3 epochs; an epoch includes the method's alternating step.",
                   "", "| method | s / epoch |", "|---|---|"]
         lines += [f"| {r['method']} | {r['epoch_seconds']} |" for r in epochs]
         lines.append("")
@@ -171,33 +191,36 @@ def write_markdown(path: Path, records: list[dict]) -> None:
     path.write_text("\n".join(lines))
 
 
-def epoch_timing(data: Path, cache: Path) -> list[dict]:
+def epoch_timing(data: Path, cache: Path, bits_list: tuple[int, ...]) -> list[dict]:
     """Seconds per epoch of every deep method, one after the other on the same 5,000 training
-    images at the supervised sections' input size (3 epochs, 32 bits, nothing else running).
-    DSRH trains here on the single labels (one-label sets), which costs the same as multi-label."""
-    train_dir = data / "fashion-mnist" / "train"
-    deep = dict(freeze_backbone=True, epochs=3, batch_size=128)
-    runs = {"dsah": (dict(method="dsah", hidden=HIDDEN), None),
-            "bcdh": (dict(method="bcdh", hidden=HIDDEN, **dict(deep, batch_size=256)), None),
+    images (3 epochs, 32 bits, nothing else running). DSRH trains here on the single labels
+    (one-label sets), which costs the same as multi-label."""
+    train_dir = data / "fashion-mnist-shuffled" / "train"
+    pooled = dict(hidden=HIDDEN)
+    runs = {"dsah": (dict(method="dsah", **pooled), None),
+            "bcdh": (dict(method="bcdh", batch_size=256, **pooled), None),
+            "greedyhash": (dict(method="greedyhash", **pooled), None),
+            "bihalf": (dict(method="bihalf", **pooled), None),
             "ath": (dict(method="ath"), "folders"), "rvssdh": (dict(method="rvssdh"), "folders"),
-            "rvssdh-learned-centres": (dict(method="rvssdh", params={"centres": "learned"}), "folders"),
-            "exchnet": (dict(method="exchnet"), "folders"), "dsrh": (dict(method="dsrh", batch_size=64), "folders")}
+            "exchnet": (dict(method="exchnet"), "folders"), "dsrh": (dict(method="dsrh"), "folders"),
+            "csq": (dict(method="csq", **pooled), "folders"), "dpsh": (dict(method="dpsh", **pooled), "folders"),
+            "hashnet": (dict(method="hashnet", **pooled), "folders")}
     records = []
     for name, (settings, labels) in runs.items():
-        options = TrainOptions(bits=32, image_size=SUPERVISED_SIZE, seed=SEED, feature_cache=cache, overwrite=True,
-                               **{**deep, **settings})
+        options = TrainOptions(bits=32, image_size=IMAGE_SIZE, seed=SEED, feature_cache=cache, overwrite=True,
+                               **{**DEEP, "epochs": 3, **settings})
         trained = timed_train(data / "timing.pt", options, images_dir=train_dir, labels=labels)
         records.append(record("epoch-timing", name, 32, {}, trained, settings))
         print(f"epoch timing {name}: {records[-1]['epoch_seconds']} s", flush=True)
     return records
 
 
-def cache_speedup(data: Path, cache: Path) -> list[dict]:
+def cache_speedup(data: Path, cache: Path, bits_list: tuple[int, ...]) -> list[dict]:
     """LSH training time with an empty feature cache, then again with the cache filled."""
-    train_dir = data / "fashion-mnist" / "train"
+    train_dir = data / "fashion-mnist-shuffled" / "train"
     fresh = data / "cache-timing"
     shutil.rmtree(fresh, ignore_errors=True)
-    options = TrainOptions(method="lsh", bits=64, image_size=LABEL_FREE_SIZE, seed=SEED, feature_cache=fresh,
+    options = TrainOptions(method="lsh", bits=64, image_size=IMAGE_SIZE, seed=SEED, feature_cache=fresh,
                            overwrite=True)
     cold = timed_train(data / "timing.pt", options, images_dir=train_dir)[0]
     warm = timed_train(data / "timing.pt", options, images_dir=train_dir)[0]
@@ -207,12 +230,12 @@ def cache_speedup(data: Path, cache: Path) -> list[dict]:
 
 SECTIONS = {  # name: (datasets its records carry, function)
     "fashion-mnist": (("fashion-mnist",), fashion_mnist),
-    "scenes": (("rendered-scenes",), scenes),
-    "feature-cache": (("feature-cache",), cache_speedup),
     "supervised": (("fashion-mnist-supervised", "fashion-mnist-small"),
-                   lambda data, cache: fashion_mnist_supervised(data / "fashion-mnist", cache, SUPERVISED_SIZE)),
-    "mosaics": (("fashion-mnist-mosaics",), lambda data, cache: fashion_mnist_mosaics(data, cache, SUPERVISED_SIZE)),
+                   lambda data, cache, bits: fashion_mnist_supervised(data / "fashion-mnist-shuffled", cache, bits)),
+    "mosaics": (("fashion-mnist-mosaics",), fashion_mnist_mosaics),
+    "scenes": (("rendered-scenes",), scenes),
     "epoch-timing": (("epoch-timing",), epoch_timing),
+    "feature-cache": (("feature-cache",), cache_speedup),
 }
 
 
@@ -223,9 +246,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS),
                         help="run these sections; the others' results in quality.json are kept")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite quality.md from quality.json")
+    parser.add_argument("--quick", action="store_true", help="32-bit codes only (default: 16, 32 and 64)")
     args = parser.parse_args()
     saved = args.results / "quality.json"
-    records = json.loads(saved.read_text())["records"] if saved.exists() else []
+    stored = json.loads(saved.read_text()) if saved.exists() else {}
+    records = stored.get("records", [])
+    setup = stored.get("protocol") or protocol() if args.markdown_only else protocol()
     if not args.markdown_only:
         sections = args.only or list(SECTIONS)
         if not FASHION_MNIST.is_dir() and sections != ["scenes"]:
@@ -234,10 +260,10 @@ def main() -> None:
         args.results.mkdir(parents=True, exist_ok=True)
         for section in sections:
             datasets, run = SECTIONS[section]
-            fresh = run(args.data, args.data / "feature-cache")
+            fresh = run(args.data, args.data / "feature-cache", (32,) if args.quick else BITS)
             records = [r for r in records if r["dataset"] not in datasets] + fresh
-            saved.write_text(json.dumps({"records": records}, indent=2))  # kept as each section ends
-    write_markdown(args.results / "quality.md", records)
+            saved.write_text(json.dumps({"protocol": setup, "records": records}, indent=2))  # kept per section
+    write_markdown(args.results / "quality.md", records, setup)
     print((args.results / "quality.md").read_text())
 
 

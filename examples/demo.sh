@@ -17,22 +17,25 @@ python "$HERE/render_scenes.py" "$OUT/set" --scenes 5 --views 14 --size 640x480 
 step "hashkit reconstruct: COLMAP models and mined pairs, no labels"
 hashkit reconstruct "$OUT/set/photos" -o "$OUT/work"
 
-step "hashkit train: BCDH from the mined pairs, and the LSH baseline on the same backbone"
+step "hashkit train: BCDH from the mined pairs, the peer Bi-half from the photos alone, and the LSH baseline"
 hashkit train --pairs "$OUT/work/pairs.h5" -o "$OUT/bcdh.pt" --method bcdh --bits $BITS \
+    --image-size $SIZE --epochs 3 --batch-size 64 --seed 0
+hashkit train --images "$OUT/set/photos" -o "$OUT/bihalf.pt" --method bihalf --bits $BITS \
     --image-size $SIZE --epochs 3 --batch-size 64 --seed 0
 hashkit train --pairs "$OUT/work/pairs.h5" -o "$OUT/lsh.pt" --method lsh --bits $BITS \
     --image-size $SIZE --seed 0
 
-for method in bcdh lsh; do
+for method in bcdh bihalf lsh; do
     step "hashkit encode + query: $method"
     hashkit encode "$OUT/$method.pt" "$OUT/set/photos" -o "$OUT/$method-codes.h5"
     hashkit query --db "$OUT/$method-codes.h5" --queries "$OUT/$method-codes.h5" -k 10 \
         -o "$OUT/$method-results.h5" --ground-truth "$OUT/set/truth.csv" --metrics "$OUT/$method-metrics.json" \
         --report "$OUT/$method-report"
 done
-hashkit compare "$OUT/bcdh-metrics.json" "$OUT/lsh-metrics.json" --plot "$OUT/bcdh-vs-lsh.png"
+hashkit compare "$OUT/bcdh-metrics.json" "$OUT/bihalf-metrics.json" "$OUT/lsh-metrics.json" \
+    --plot "$OUT/bcdh-vs-peers.png"
 
 step "summary (total ${SECONDS}s)"
 python "$HERE/demo_table.py" --pairs "$OUT/work/pairs.h5" --truth "$OUT/set/truth.csv" \
-    --metrics "$OUT/bcdh-metrics.json" "$OUT/lsh-metrics.json"
-echo "pictures: $OUT/bcdh-report/index.html, $OUT/lsh-report/index.html, $OUT/bcdh-vs-lsh.png"
+    --metrics "$OUT/bcdh-metrics.json" "$OUT/bihalf-metrics.json" "$OUT/lsh-metrics.json"
+echo "pictures: $OUT/{bcdh,bihalf,lsh}-report/index.html, $OUT/bcdh-vs-peers.png"
