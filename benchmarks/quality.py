@@ -246,7 +246,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS),
                         help="run these sections; the others' results in quality.json are kept")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite quality.md from quality.json")
-    parser.add_argument("--quick", action="store_true", help="32-bit codes only (default: 16, 32 and 64)")
+    parser.add_argument("--quick", action="store_true", help="32-bit codes only (same as --bits 32)")
+    parser.add_argument("--bits", type=int, nargs="+", default=list(BITS),
+                        help="code lengths to run (default: 16 32 64); records of other lengths are kept")
     args = parser.parse_args()
     saved = args.results / "quality.json"
     stored = json.loads(saved.read_text()) if saved.exists() else {}
@@ -260,8 +262,10 @@ def main() -> None:
         args.results.mkdir(parents=True, exist_ok=True)
         for section in sections:
             datasets, run = SECTIONS[section]
-            fresh = run(args.data, args.data / "feature-cache", (32,) if args.quick else BITS)
-            records = [r for r in records if r["dataset"] not in datasets] + fresh
+            bits = (32,) if args.quick else tuple(args.bits)
+            fresh = run(args.data, args.data / "feature-cache", bits)
+            rerun = {(r["dataset"], r.get("bits")) for r in fresh}
+            records = [r for r in records if (r["dataset"], r.get("bits")) not in rerun] + fresh
             saved.write_text(json.dumps({"protocol": setup, "records": records}, indent=2))  # kept per section
     write_markdown(args.results / "quality.md", records, setup)
     print((args.results / "quality.md").read_text())
