@@ -152,8 +152,10 @@ def protocol() -> dict:
             "machine": f"{os.cpu_count()} cores of {cpu}, torch {torch.__version__}, no GPU"}
 
 
-def _cell(value) -> str:
-    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+def _cell(record: dict, column: str) -> str:
+    """A table cell: counts (collapse diagnostics; a median may end in .5) as they are, metrics to 4 decimals."""
+    value = record.get(column)
+    return "" if value is None else f"{value:g}" if column in COLLAPSE else f"{value:.4f}"
 
 
 def write_markdown(path: Path, records: list[dict], setup: dict) -> None:
@@ -170,7 +172,7 @@ def write_markdown(path: Path, records: list[dict], setup: dict) -> None:
             lines += [f"## {dataset}", "", note, "",
                       "| method | bits | " + " | ".join(columns) + " | train s |",
                       "|---|---|" + "---|" * (len(columns) + 1)]
-            lines += [f"| {r['method']} | {r['bits']} | " + " | ".join(_cell(r.get(c)) for c in columns)
+            lines += [f"| {r['method']} | {r['bits']} | " + " | ".join(_cell(r, c) for c in columns)
                       + f" | {r['train_seconds']} |" for r in rows]
             lines.append("")
     epochs = [r for r in records if r["dataset"] == "epoch-timing"]
