@@ -165,9 +165,10 @@ def write_markdown(path: Path, records: list[dict], setup: dict) -> None:
     lines += [f"- {key.replace('_', ' ')}: {value}" for key, value in setup.items()]
     lines += ["", "Collapse diagnostics: `distinct_codes` in the database, `median_nearest_bucket` = median over "
               "queries of the number of database items at the query's smallest Hamming distance. Row-order "
-              "columns (`mAP@k`, `precision@10`) break ties by database row and are secondary.", ""]
+              "columns (`mAP@k`, `precision@10`) break ties by database row and are secondary. `train s` is a whole "
+              "training run (features from the cache); some were measured while other work shared the CPU.", ""]
     for dataset, (note, columns) in TABLES.items():
-        rows = [r for r in records if r["dataset"] == dataset]
+        rows = sorted((r for r in records if r["dataset"] == dataset), key=lambda r: r["bits"])
         if rows:
             lines += [f"## {dataset}", "", note, "",
                       "| method | bits | " + " | ".join(columns) + " | train s |",
