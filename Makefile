@@ -30,8 +30,8 @@ browser:
 		|| { sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium; } \
 		|| echo "chromium could not be installed: the report rendering test will be skipped"
 
-# Retrieval quality of every method (label-free, supervised, multi-label; about 2 hours on 2
-# cores, `python benchmarks/quality.py --only SECTION` for parts). Needs Debian's
+# Retrieval quality of every method beside its peers (label-free, supervised, multi-label; about 70 minutes on 2
+# cores with the feature cache filled, about 30 more to fill it; `--only SECTION`, `--quick` for parts). Needs Debian's
 # dataset-fashion-mnist package, installed here when missing (as root, or through sudo).
 bench-quality: venv
 	test -d /usr/share/datasets/fashion-mnist || { apt-get update && apt-get install -y dataset-fashion-mnist; } \
