@@ -26,6 +26,12 @@ HIDDEN = 1024  # hidden layer of the heads on pooled features (label-free method
 DEEP = dict(freeze_backbone=True, epochs=EPOCHS, batch_size=128, lr=1e-3)  # every deep method of a section
 
 
+def common_options(cache: Path) -> dict:
+    """The training options every method of every section shares: backbone, input size, seed, cache."""
+    return dict(backbone="mobilenet_v2", weights="imagenet", image_size=IMAGE_SIZE, seed=SEED, feature_cache=cache,
+                overwrite=True)
+
+
 def read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         data = f.read()
@@ -63,18 +69,18 @@ def export_fashion_mnist(root: Path) -> tuple[Path, Path, Path, Path]:
     database = np.setdiff1d(np.arange(70000), queries)
     training = np.concatenate([rng.choice(database[labels[database] == c], 500, replace=False)
                                for c in range(10)])
-    rows, db_files = [], {}
+    rows, files = [], {}
     for folder, members in ((query_dir, queries), (db_dir, database)):
         folder.mkdir(parents=True)
         for position, i in enumerate(rng.permutation(members)):
             name = f"{folder.name}/{position:05d}.png"
             cv2.imwrite(str(root / name), images[i])
             rows.append(f"{name},{CLASSES[labels[i]]}")
-            db_files[i] = root / name
+            files[i] = root / name
     for i in training:  # the same files, linked
-        target = train_dir / CLASSES[labels[i]] / db_files[i].name
+        target = train_dir / CLASSES[labels[i]] / files[i].name
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.link(db_files[i], target)
+        os.link(files[i], target)
     labels_csv.write_text("path,label\n" + "\n".join(rows) + "\n")
     (root / "done").touch()
     return query_dir, db_dir, train_dir, labels_csv

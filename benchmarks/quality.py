@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import BITS, DEEP, EPOCHS, FASHION_MNIST, HIDDEN, IMAGE_SIZE, SEED, export_fashion_mnist, record, \
-    run_method, timed_train
+from common import BITS, DEEP, EPOCHS, FASHION_MNIST, HIDDEN, IMAGE_SIZE, SEED, common_options, export_fashion_mnist, \
+    record, run_method, timed_train
 from supervised import fashion_mnist_mosaics, fashion_mnist_supervised
 
 from hashkit.hashing.train import TrainOptions
@@ -60,8 +60,7 @@ def fashion_mnist(data: Path, cache: Path, bits_list: tuple[int, ...]) -> list[d
     query_dir, db_dir, train_dir, labels = export_fashion_mnist(data / "fashion-mnist-shuffled")
     work = data / "fashion-mnist-work"
     work.mkdir(exist_ok=True)
-    common = dict(backbone="mobilenet_v2", weights="imagenet", image_size=IMAGE_SIZE, seed=SEED,
-                  feature_cache=cache, overwrite=True)
+    common = common_options(cache)
     return [run_method("fashion-mnist", name, bits, settings, common, work, dict(images_dir=train_dir),
                        [db_dir], [query_dir], str(labels), (1000, 10))
             for bits in bits_list for name, settings in LABEL_FREE.items()]
@@ -86,8 +85,7 @@ def scenes(data: Path, cache: Path, bits_list: tuple[int, ...]) -> list[dict]:
     work = root / "work"
     summary = reconstruct(root / "db", work, ReconstructOptions(seed=SEED))
     print(f"scenes: {len(summary.model_sizes)} models from {summary.images} photos", flush=True)
-    common = dict(backbone="mobilenet_v2", weights="imagenet", image_size=IMAGE_SIZE, seed=SEED,
-                  feature_cache=cache, overwrite=True)
+    common = common_options(cache)
     end_to_end = dict(epochs=3, batch_size=64)
     settings = {
         "lsh": (dict(method="lsh"), dict(images_dir=root / "db")),
@@ -145,7 +143,8 @@ def protocol() -> dict:
                 if line.startswith("model name")), "unknown CPU")
     return {"seed": SEED, "input_size": IMAGE_SIZE, "backbone": "torchvision MobileNetV2, ImageNet weights, frozen "
             "(except the rendered scenes' end-to-end runs)", "epochs": EPOCHS,
-            "deep_training": "Adam, lr 1e-3, batch 128 images (BCDH: 256 pairs), head only on cached features",
+            "deep_training": f"Adam, lr {DEEP['lr']:g}, batch {DEEP['batch_size']} images (BCDH: 256 pairs), "
+                             "head only on cached features",
             "row_order": "database and query rows in a seeded random order, never grouped by label",
             "ks": "mAP@1000 and precision@10 (mosaics: @100; scenes: @10)",
             "headline": "tie-aware values: expected over every order of the items at equal Hamming distance",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import CLASSES, DEEP, HIDDEN, IMAGE_SIZE, SEED, export_fashion_mnist, fashion_mnist_arrays, run_method
+from common import CLASSES, DEEP, HIDDEN, SEED, common_options, export_fashion_mnist, fashion_mnist_arrays, run_method
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from labelled_sets import write_labels_csv, write_mosaics  # noqa: E402
@@ -38,7 +38,6 @@ SUPERVISED = {
     "exchnet": dict(method="exchnet", **DEEP),
     **PEERS,
 }
-COMMON = dict(backbone="mobilenet_v2", weights="imagenet", image_size=IMAGE_SIZE, seed=SEED, overwrite=True)
 
 
 def fashion_mnist_supervised(root: Path, cache: Path, bits_list: tuple[int, ...]) -> list[dict]:
@@ -46,7 +45,7 @@ def fashion_mnist_supervised(root: Path, cache: Path, bits_list: tuple[int, ...]
     query_dir, db_dir, train_dir, labels = export_fashion_mnist(root)
     work = root.parent / "supervised-work"
     work.mkdir(exist_ok=True)
-    common = dict(COMMON, feature_cache=cache)
+    common = common_options(cache)
 
     def run(dataset: str, name: str, bits: int, settings: dict, images: Path) -> dict:
         source = dict(images_dir=images, labels=None if settings["method"] in ("lsh", "itq") else "folders")
@@ -79,7 +78,7 @@ def fashion_mnist_mosaics(data: Path, cache: Path, bits_list: tuple[int, ...]) -
     work = root / "work"
     work.mkdir(exist_ok=True)
     settings = {"itq": dict(method="itq"), "dsrh": dict(method="dsrh", **DEEP), **PEERS}
-    return [run_method("fashion-mnist-mosaics", name, bits, options, dict(COMMON, feature_cache=cache), work,
+    return [run_method("fashion-mnist-mosaics", name, bits, options, common_options(cache), work,
                        dict(images_dir=root / "train", labels=None if name == "itq" else str(labels)),
                        [root / "db"], [root / "queries"], str(labels), (100,))
             for bits in bits_list for name, options in settings.items()]

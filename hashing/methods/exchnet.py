@@ -44,12 +44,15 @@ class ExchNetHead(Head):
         attention = torch.softmax(self.attention(descriptors).flatten(2), dim=2)  # (B, M, N)
         parts = torch.einsum("bmn,bdn->bmd", attention, local)
         global_feature = local.mean(dim=2)
-        return {"codes": self.hash_layer(self.joined(global_feature, parts)), "global": global_feature,
-                "parts": parts, "attention": attention}
+        return {"codes": self.code(global_feature, parts), "global": global_feature, "parts": parts,
+                "attention": attention}
 
     @staticmethod
     def joined(global_feature: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
         return torch.cat([global_feature, parts.flatten(1)], dim=1)
+
+    def code(self, global_feature: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+        return self.hash_layer(self.joined(global_feature, parts))
 
     def classify(self, global_feature: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.joined(global_feature, parts))
@@ -133,7 +136,7 @@ class ExchNet(SingleLabelMethod):
         if self.anchors is not None:  # local feature alignment: exchanged parts must give the same codes
             swap = torch.rand(parts.shape[:2], generator=self.generator) < self.exchange_probability
             exchanged = torch.where(swap[:, :, None].to(device), self.anchors[labels.cpu()].to(device), parts)
-            codes = torch.tanh(self.head.hash_layer(self.head.joined(global_feature, exchanged)))
+            codes = torch.tanh(self.head.code(global_feature, exchanged))
             loss = loss + self.exchange_weight * self._hashing(codes, batch.indices, labels)
         return loss
 
