@@ -26,8 +26,11 @@ def test_triplet_margin_loss_by_hand():
     codes = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, -1.0]])  # squared distances / K: 0-1: 2, 0-2: 4, 1-2: 2
     labels = torch.tensor([0, 0, 1])
     # a margin of half a bit is 4 * 0.5 / K = 1 on this scale;
-    # triplets (a, p, n): (0, 1, 2): max(0, 1 + 2 - 4) = 0; (1, 0, 2): max(0, 1 + 2 - 2) = 1
-    assert float(triplet_margin_loss(codes, labels, margin_bits=0.5)) == pytest.approx(0.5)
+    # triplets (a, p, n): (0, 1, 2): max(0, 1 + 2 - 4) = 0; (1, 0, 2): max(0, 1 + 2 - 2) = 1;
+    # the mean is over the one violating triplet
+    assert float(triplet_margin_loss(codes, labels, margin_bits=0.5)) == pytest.approx(1.0)
+    # with no margin, (1, 0, 2) scores max(0, 2 - 2) = 0: nothing violates, the loss is 0
+    assert float(triplet_margin_loss(codes, labels, margin_bits=0.0)) == 0.0
 
 
 def test_spatial_attention_masks_max_pooled_maps():

@@ -51,9 +51,11 @@ class ATHHead(Head):
 
 
 def triplet_margin_loss(codes: torch.Tensor, labels: torch.Tensor, margin_bits: float) -> torch.Tensor:
-    """Mean over every (anchor, positive, negative) of the batch of max(0, m + d(a, p) - d(a, n)),
-    with d(u, v) = ||u - v||^2 / K (4 x the normalised relaxed Hamming distance) and m the margin
-    of ``margin_bits`` bits on that scale, 4 margin_bits / K."""
+    """Mean of max(0, m + d(a, p) - d(a, n)) over the batch's (anchor, positive, negative) triplets
+    that violate the margin (0 when none does), with d(u, v) = ||u - v||^2 / K (4 x the normalised
+    relaxed Hamming distance) and m the margin of ``margin_bits`` bits on that scale, 4 margin_bits / K.
+    Averaging over the violating triplets only keeps the pull on classes still too close from being
+    diluted by the many triplets already satisfied."""
     distance = squared_distances(codes)
     margin = 4 * margin_bits / codes.shape[1]
     same = labels[:, None] == labels[None, :]
@@ -61,15 +63,16 @@ def triplet_margin_loss(codes: torch.Tensor, labels: torch.Tensor, margin_bits: 
     valid = positive[:, :, None] & ~same[:, None, :]  # [a, p, n]
     if not valid.any():
         return codes.sum() * 0
-    hinge = torch.relu(margin + distance[:, :, None] - distance[:, None, :])
-    return hinge[valid].mean()
+    hinge = torch.relu(margin + distance[:, :, None] - distance[:, None, :])[valid]
+    active = hinge > 0
+    return hinge[active].mean() if active.any() else hinge.sum()
 
 
 @register
 class ATH(SingleLabelMethod):
     name = "ath"
 
-    def __init__(self, margin: float = 8.0, classification_weight: float = 1.0, quantization_weight: float = 0.1,
+    def __init__(self, margin: float = 8.0, classification_weight: float = 1.0, quantization_weight: float = 0.01,
                  fc: int = 1024):
         self.margin = float(margin)  # Hamming separation in bits between a positive and a negative
         self.classification_weight = float(classification_weight)
