@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
+import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,11 +59,20 @@ class ImageFiles(Dataset):
         return self.transform(image), index, True
 
 
-def image_loader(dataset: Dataset, batch_size: int | None, workers: int, isolated: bool = False,
-                 **kwargs) -> DataLoader:
-    """A DataLoader over ``dataset``. With ``isolated``, workers come from a fork server rather
-    than a fork of this process, so they never inherit an open HDF5 store or an output lock
-    (which a forked worker would keep holding for a few seconds after this process is killed);
-    it costs each worker a fresh interpreter start, so only encoding, which holds a store, uses it."""
-    context = "forkserver" if isolated and workers else None
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, multiprocessing_context=context, **kwargs)
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies (Linux)
+
+
+def die_with_parent(parent_pid: int, worker_id: int) -> None:
+    """DataLoader worker start: have the kernel SIGKILL this worker the moment its parent dies,
+    whatever ended the parent (SIGKILL included), and exit at once if the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def image_loader(dataset: Dataset, batch_size: int | None, workers: int, **kwargs) -> DataLoader:
+    """A DataLoader over ``dataset`` whose worker processes never outlive this process: killed
+    with it, they can neither keep an output lock nor hold a caller's stdout open."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                      worker_init_fn=functools.partial(die_with_parent, os.getpid()) if workers else None, **kwargs)

@@ -96,7 +96,7 @@ def _codes_from_images(model: LoadedModel, paths: list[Path], batch_size: int, w
     """(packed codes, paths, decodable mask) per batch, through the whole network."""
     config = model.config
     transform = eval_transform(config["image_size"], config["mean"], config["std"])
-    loader = image_loader(ImageFiles(paths, transform, config["image_size"]), batch_size, workers, isolated=True)
+    loader = image_loader(ImageFiles(paths, transform, config["image_size"]), batch_size, workers)
     for images, indices, ok in progress(loader, desc="encoding", unit="batch"):
         codes = pack_codes(model.network(images.to(device)).cpu().numpy())
         yield codes, [paths[i] for i in indices], ok.numpy()
@@ -110,7 +110,7 @@ def _codes_from_cache(model: LoadedModel, paths: list[Path], cache_dir: Path, ba
 
     def compute(chunk: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         return compute_features(model.network.backbone, chunk, config["image_size"], config["mean"],
-                                config["std"], batch_size, workers, device, isolated=True)
+                                config["std"], batch_size, workers, device)
 
     for start in range(0, len(paths), COMPUTE_CHUNK):
         chunk = paths[start:start + COMPUTE_CHUNK]

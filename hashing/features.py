@@ -118,11 +118,11 @@ class FeatureCache:
 
 @torch.no_grad()
 def compute_features(backbone: nn.Module, paths: list[Path], image_size: int, mean, std, batch_size: int,
-                     workers: int, device: torch.device, isolated: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     workers: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Backbone outputs of ``paths`` (float32 features (N, D) or float16 maps (N, C, h, w)) and
-    the mask of decodable images (``isolated``: see ``image_loader``)."""
+    the mask of decodable images."""
     loader = image_loader(ImageFiles(paths, eval_transform(image_size, mean, std), image_size), batch_size,
-                          workers, isolated)
+                          workers)
     backbone = backbone.to(device).eval()
     chunks, masks = [], []
     for images, _, ok in progress(loader, desc="backbone features", unit="batch"):

@@ -1,0 +1,90 @@
+"""Signals: a hashkit process ended by any signal leaves no process behind and no pipe held open."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from .conftest import run_cli
+from .test_cli_errors import HASHKIT
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running (zombies count as gone)."""
+    running = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            running.add(pid)
+    return running
+
+
+@pytest.fixture(scope="module")
+def slow_encode(tmp_path_factory, scene_set) -> tuple[Path, Path]:
+    """A frozen-backbone model at 224 px and 400 photos: an uncached encode that runs for a while."""
+    root = tmp_path_factory.mktemp("signals")
+    model = root / "lsh.pt"
+    result = run_cli("train", "--images", scene_set / "photos", "-o", model, "--method", "lsh", "--bits", "16",
+                     "--image-size", "224", "--workers", "0", "--no-feature-cache")
+    assert result.exit_code == 0, result.output
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        cv2.imwrite(str(photos / f"{i:03d}.jpg"), rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    return model, photos
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_die_with_a_killed_encode(tmp_path, slow_encode, sig):
+    model, photos = slow_encode
+    process = subprocess.Popen([*HASHKIT, "encode", str(model), str(photos), "-o", str(tmp_path / "codes.h5"),
+                                "--workers", "2", "--batch-size", "8", "--no-feature-cache"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(workers := descendants(process.pid)) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None and len(workers) >= 2, "the encode should be running with its workers"
+    time.sleep(1)  # workers busy decoding
+    workers = descendants(process.pid)
+    process.send_signal(sig)
+    try:
+        process.communicate(timeout=30)  # returns only once nothing holds the pipes open
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("a process left behind keeps the caller's stdout and stderr open")
+    deadline = time.monotonic() + 10
+    while alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = alive(workers)
+    if left:
+        os.killpg(process.pid, signal.SIGKILL)
+    assert not left, f"processes outlived the encode: {sorted(left)}"
