@@ -25,15 +25,37 @@ DeviceOption = Annotated[str, typer.Option(help="auto (a GPU when there is one),
 
 
 def user_errors(command: Callable) -> Callable:
-    """Print a UserError as one line on stderr and exit 1, without a traceback."""
+    """Print a UserError, or an operating-system error (a path that cannot be read or written, a
+    full disk, memory), as one line on stderr and exit 1, without a traceback; on Ctrl-C say what
+    was kept and exit 130."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except UserError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(1) from None
+            fail(str(error))
+        except OSError as error:
+            fail(f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""))
+        except MemoryError:
+            fail("out of memory; try smaller inputs or batches")
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: {INTERRUPTED.get(command.__name__, 'nothing was written')}", err=True)
+            raise typer.Exit(130) from None
     return wrapper
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1) from None
+
+
+INTERRUPTED = {  # what an interrupted command leaves behind
+    "reconstruct": "COLMAP's finished stages are kept in OUTPUT/sfm; rerun the same command to continue",
+    "train": "no model was written (an existing one is untouched); rerun to train again",
+    "encode": "the codes committed so far are kept in the store; rerun the same command to continue",
+    "query": "no results were written (existing ones are untouched)",
+    "index_build": "no index was written (an existing one is untouched)",
+}
 
 
 def report_summary(summary: dict, as_json: bool, lines: list[str]) -> None:
@@ -227,23 +249,27 @@ def query(
         lines.append(f"evaluated queries: {m['evaluated_queries']} of {m['queries']} "
                      f"(ground truth: {m['ground_truth']})")
         if m["evaluated_queries"]:
-            lines.append(f"mAP: {m['mAP']:.4f}   mAP@{k}: {m[f'mAP@{k}']:.4f}   "
-                         f"precision@{k}: {m[f'precision@{k}']:.4f}   recall@{k}: {m[f'recall@{k}']:.4f}")
+            top = summary.k
+            lines.append(f"mAP: {m['mAP']:.4f}   mAP@{top}: {m[f'mAP@{top}']:.4f}   "
+                         f"precision@{top}: {m[f'precision@{top}']:.4f}   recall@{top}: {m[f'recall@{top}']:.4f}")
             tie_aware, collapse = m["tie_aware"], m["collapse"]
-            lines.append(f"tie-aware mAP: {tie_aware['mAP']:.4f}   tie-aware mAP@{k}: {tie_aware[f'mAP@{k}']:.4f}   "
-                         f"tie-aware precision@{k}: {tie_aware[f'precision@{k}']:.4f}")
+            lines.append(f"tie-aware mAP: {tie_aware['mAP']:.4f}   "
+                         f"tie-aware mAP@{top}: {tie_aware[f'mAP@{top}']:.4f}   "
+                         f"tie-aware precision@{top}: {tie_aware[f'precision@{top}']:.4f}")
             lines.append(f"precision within radius 2: {m['precision@radius2']:.4f}   distinct codes: "
                          f"{collapse['distinct_codes']} of {summary.database}   median nearest bucket: "
                          f"{collapse['median_nearest_bucket']:g} rows")
             if "wmAP" in m:  # multi-label ground truth
-                lines.append(f"NDCG@{k}: {m[f'NDCG@{k}']:.4f}   ACG@{k}: {m[f'ACG@{k}']:.4f}   wmAP: {m['wmAP']:.4f}")
+                lines.append(f"NDCG@{top}: {m[f'NDCG@{top}']:.4f}   ACG@{top}: {m[f'ACG@{top}']:.4f}   "
+                             f"wmAP: {m['wmAP']:.4f}")
         else:
             lines.append("no query has a relevant database item: no means to report")
         lines.append(f"metrics: {summary.metrics_path}")
     if summary.report:
         lines.append(f"report: {summary.report}")
-    if summary.metrics and summary.metrics["tie_warning"]:
-        typer.echo(f"warning: {summary.metrics['tie_warning']}", err=True)
+    for warning in summary.warnings + ([summary.metrics["tie_warning"]] if summary.metrics
+                                       and summary.metrics["tie_warning"] else []):
+        typer.echo(f"warning: {warning}", err=True)
     report_summary(asdict(summary), as_json, lines)
 
 

@@ -55,6 +55,7 @@ def load_checkpoint(path: Path) -> LoadedModel:
         raise UserError(f"{path} is not a readable hashkit model file ({type(error).__name__})") from error
     if config.get("schema") != SCHEMA:
         raise UserError(f"{path} is not a hashkit model file")
+    _check_config(config, path)
     method = get_method(config["method"], **config.get("params", {}))
     network = build_network(method, config["backbone"], "none", config["bits"], config.get("hidden", 0),
                             len(config.get("classes", [])))
@@ -66,6 +67,32 @@ def load_checkpoint(path: Path) -> LoadedModel:
         raise UserError(f"{path}: weights do not match its config ({str(error).splitlines()[0]})") from error
     network.eval()
     return LoadedModel(network, config, file_digest(path))
+
+
+CONFIG_FIELDS = {  # key: (type, test of a valid value, what a valid value is)
+    "method": (str, bool, "a method name"),
+    "bits": (int, lambda v: v > 0 and v % 8 == 0, "a positive multiple of 8"),
+    "backbone": (str, bool, "a backbone name"),
+    "image_size": (int, lambda v: v >= 32, "at least 32"),
+    "hidden": (int, lambda v: v >= 0, "at least 0"),
+    "mean": (list, lambda v: len(v) == 3, "three numbers"),
+    "std": (list, lambda v: len(v) == 3 and all(x > 0 for x in v), "three positive numbers"),
+    "params": (dict, lambda v: True, "a dict"),
+    "classes": (list, lambda v: True, "a list"),
+}
+
+
+def _check_config(config: dict, path: Path) -> None:
+    """Every field a model needs, of the right type and range, or a UserError naming the first bad one."""
+    if config.get("schema_version", 1) > SCHEMA_VERSION:
+        raise UserError(f"{path} was written by a newer hashkit (model schema {config['schema_version']}); "
+                        "upgrade hashkit to read it")
+    for key, (kind, valid, meaning) in CONFIG_FIELDS.items():
+        if key not in config and key in ("hidden", "params", "classes"):  # optional, with defaults
+            continue
+        value = config.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or not valid(value):
+            raise UserError(f"{path}: the model config's {key!r} is {value!r}; it must be {meaning}")
 
 
 def file_digest(path: Path) -> str:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .errors import UserError
+from .locking import output_file
 from .report import plot_curves
 
 
@@ -23,7 +24,7 @@ def compare(metrics_files: list[Path], plot: Path | None = None) -> list[dict]:
             raise UserError(f"{path} is not a metrics.json written by this version of 'hashkit query'")
         runs[f"{Path(path).parent.name}/{Path(path).name}"] = metrics
     if plot is not None:
-        plot = Path(plot)
+        plot = output_file(plot, overwrite=True)
         if any(m["pr_curve"] is None for m in runs.values()):
             raise UserError("a run with no evaluated query has no curves to plot")
         plot_curves(runs, plot, plot.with_name(f"{plot.stem}-precision_at_k{plot.suffix or '.png'}"))

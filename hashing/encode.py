@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from .errors import UserError
 from .features import COMPUTE_CHUNK, FeatureCache, compute_features, default_cache_dir
 from .ground_truth import load_labels
 from .images import resolve_inputs
-from .locking import exclusive_lock
+from .locking import exclusive_lock, output_file
 from .progress import progress
 from .runtime import default_workers, resolve_device
 from .store import CodeStoreWriter, StoreMeta, StoreReader, label_cell, pack_codes
@@ -45,7 +46,7 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
     With ``labels`` (a source for ``ground_truth.load_labels``), each image's labels are stored
     with its code; images the source does not label are stored as unknown.
     """
-    output = Path(output)
+    output = output_file(output, overwrite=True)  # an existing store is appended to
     model = load_checkpoint(model_path)
     paths = resolve_inputs(inputs)
     if not paths:
@@ -64,7 +65,7 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
         cells = _label_cells(labels, todo)  # refused before anything is written
         if overwrite:
             output.unlink(missing_ok=True)
-        with CodeStoreWriter(output, meta) as store:
+        with _writer(output, meta) as store:
             model.network.to(torch_device)
             if config.get("frozen_backbone") and cache_dir is not None:
                 batches = _codes_from_cache(model, todo, Path(cache_dir), batch_size, num_workers, torch_device)
@@ -77,6 +78,21 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
                 store.append(codes[ok], encoded, [cells.get(p, "") for p in encoded])
             total = store.count
     return EncodeSummary(str(output), len(todo) - len(unreadable), len(paths) - len(todo), total, unreadable)
+
+
+@contextmanager
+def _writer(output: Path, meta: StoreMeta) -> Iterator[CodeStoreWriter]:
+    """The store's writer; a store this run creates is removed again if the run fails before
+    committing a row, so a failed first encode leaves no empty store behind."""
+    created = not output.exists()
+    store = CodeStoreWriter(output, meta)
+    try:
+        with store:
+            yield store
+    except BaseException:
+        if created and store.count == 0:
+            output.unlink(missing_ok=True)
+        raise
 
 
 def _label_cells(source: str | None, paths: list[Path]) -> dict[str, str]:

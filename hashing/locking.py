@@ -21,7 +21,7 @@ def exclusive_lock(target: Path, wait: bool = False) -> Iterator[None]:
     """
     target = Path(target)
     lock_path = target.with_name(f".{target.name}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    output_folder(lock_path.parent)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -31,6 +31,30 @@ def exclusive_lock(target: Path, wait: bool = False) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def output_file(path: Path, overwrite: bool = False) -> Path:
+    """Check ``path`` as a file to write: not a folder, not an existing file unless ``overwrite``;
+    its folder is created when missing."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} exists; use --overwrite to replace it")
+    output_folder(path.parent)
+    return path
+
+
+def output_folder(path: Path) -> Path:
+    """Create the folder ``path`` (and its parents) when missing; an error if a file is in the way."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise UserError(f"{error.filename or path} is a file, not a folder") from error
+    except OSError as error:
+        raise UserError(f"cannot create the folder {path}: {error.strerror}") from error
+    return path
 
 
 @contextmanager

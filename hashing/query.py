@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -16,10 +16,11 @@ from . import __version__
 from .errors import UserError
 from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, load_landmark_lists, vocabulary
 from .index_files import load_saved_index
-from .locking import written_atomically
+from .locking import output_file, written_atomically
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
 from .progress import progress
 from .report import write_report
+from .runtime import available_memory
 from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search, tune
 from .store import StoreContents, StoreMeta, StoreReader, read_store
 
@@ -28,6 +29,7 @@ REPORT_QUERIES, REPORT_RESULTS = 12, 10  # sample queries on the report page, re
 SCHEMA = "hashkit.results"
 SCHEMA_VERSION = 2  # 2: index, exact and layout attributes; radius results
 _STR = h5py.string_dtype("utf-8")
+RESULT_BYTES = 200  # memory per k-nearest result: distances and rows (a few copies) and its path string
 
 
 @dataclass
@@ -45,6 +47,7 @@ class QuerySummary:
     report: str | None = None  # the report's index.html
     saved_index: str | None = None  # approximate indexes: "loaded", "none" (built here) or "stale" (rebuilt here)
     index_params: dict | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth: str | None = None,
@@ -74,6 +77,12 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         _check_comparable(db.meta, queries.meta, db_path, queries_path)
         if not db.count or not len(queries.codes):
             raise UserError(f"{db_path if not db.count else queries_path} holds no codes")
+        warnings = []
+        if radius is None and k > db.count:
+            warnings.append(f"-k {k} is more than the {db.count} database codes: capped at {db.count}")
+            k = db.count
+        if radius is None:
+            _check_result_memory(len(queries.paths), k)
         if ground_truth is None and _has_labels(queries) and db.has_labels():
             ground_truth = STORED
         self_rows = db.rows_of(queries.paths) if exclude_self else np.full(len(queries.paths), -1)
@@ -81,10 +90,10 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         if ground_truth:  # check the ground truth before any output is written
             relevance = _relevance(ground_truth, db, queries, queries_path, self_rows)
         for path in (output, metrics_path if ground_truth else None):
-            if path is not None and path.exists() and not overwrite:
-                raise UserError(f"{path} exists; use --overwrite to replace it")
+            if path is not None:
+                output_file(path, overwrite)
         summary = QuerySummary(str(output), len(queries.paths), db.count, k, kind.name, kind.exact, radius,
-                               index_params=index_params or {})
+                               index_params=index_params or {}, warnings=warnings)
         top = _search(db, queries, output, kind, index_params or {}, k, radius, self_rows, summary)
         if relevance is not None:
             metrics = evaluate_relevance(db.codes(), queries.codes, relevance, k).as_dict()
@@ -122,6 +131,14 @@ def _search(db: StoreReader, queries: StoreContents, output: Path, kind: IndexKi
     _write_radius_results(output, offsets, distances, ids, queries.paths, db, kind.name, radius)
     summary.results_found = int(offsets[-1])
     return [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))]
+
+
+def _check_result_memory(queries: int, k: int) -> None:
+    """Refuse a search whose k-nearest results would not fit in the memory available."""
+    needed, available = queries * (k + 1) * RESULT_BYTES, available_memory()
+    if available is not None and needed > available:
+        raise UserError(f"{queries} queries x top {k} need about {needed / 2**30:.1f} GiB for their results, more "
+                        f"than the {available / 2**30:.1f} GiB available; lower -k or query fewer codes at a time")
 
 
 def _counted(chunks: Iterator[np.ndarray], rows: int) -> Iterator[np.ndarray]:

@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .images import read_rgb  # noqa: E402
+from .locking import output_folder  # noqa: E402
 
 THUMB_SIZE = 112
 
@@ -49,8 +50,7 @@ def write_report(folder: Path, metrics: dict | None, query_paths: list[str], res
     """``folder``/index.html: the curves (when ``metrics``) and one row per sample query: its
     image, then its results in rank order, relevant ones framed green and others red when
     ``relevance`` is known. Thumbnails go to ``folder``/thumbs. Returns the page's path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "thumbs").mkdir(exist_ok=True)
+    output_folder(folder / "thumbs")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:1em}td{padding:2px;text-align:center;font-size:11px}"
              "img.t{border:4px solid #ccc}img.yes{border-color:#2a2}img.no{border-color:#c22}</style></head><body>",

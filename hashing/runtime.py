@@ -35,3 +35,16 @@ def seed_everything(seed: int) -> torch.Generator:
 def default_workers() -> int:
     """Image-decoding worker processes: leave one core to the network, use at most four."""
     return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory new allocations can take without swapping (Linux's MemAvailable); None
+    where the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

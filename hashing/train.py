@@ -20,7 +20,7 @@ from .errors import UserError
 from .features import FeatureCache, compute_features, default_cache_dir, weights_digest
 from .ground_truth import label_matrix, load_labels, vocabulary
 from .images import find_images
-from .locking import exclusive_lock
+from .locking import exclusive_lock, output_file
 from .methods import DeepMethod, FeatureMethod, Method, TrainingData, get_method
 from .network import HashNetwork
 from .runtime import default_workers, resolve_device, seed_everything
@@ -124,8 +124,7 @@ def _check_options(output: Path, options: TrainOptions, method: Method, pairs_pa
         raise UserError(f"method {method.name} fits a linear hash layer; --hidden must be 0")
     if method.uses_maps and options.hidden:
         raise UserError(f"method {method.name} sets its own layer widths (see --param); --hidden must be 0")
-    if output.exists() and not options.overwrite:
-        raise UserError(f"{output} exists; use --overwrite to replace it")
+    output_file(output, options.overwrite)
     if pairs_path is None and images_dir is None:
         raise UserError("give --pairs PAIRS.h5 or --images DIR")
     supervised = method.supervision in ("labels", "multilabels")

@@ -11,7 +11,7 @@ import pycolmap
 
 from hashkit.hashing.errors import UserError
 from hashkit.hashing.images import IMAGE_EXTENSIONS, find_images, read_rgb
-from hashkit.hashing.locking import exclusive_lock
+from hashkit.hashing.locking import exclusive_lock, output_folder
 from hashkit.hashing.progress import progress
 
 from .colmap import ColmapOptions, model_tracks, run_colmap
@@ -42,7 +42,8 @@ class ReconstructSummary:
     negatives: int = 0
 
 
-def reconstruct(photos_dir: Path, work_dir: Path, options: ReconstructOptions = ReconstructOptions()) -> ReconstructSummary:
+def reconstruct(photos_dir: Path, work_dir: Path,
+                options: ReconstructOptions = ReconstructOptions()) -> ReconstructSummary:
     """Reconstruct every scene in ``photos_dir`` and mine pairs into ``work_dir/pairs.h5``.
 
     Rerunning resumes: COLMAP stages already finished in ``work_dir/sfm`` are not redone.
@@ -51,7 +52,7 @@ def reconstruct(photos_dir: Path, work_dir: Path, options: ReconstructOptions = 
     found = find_images(photos_dir)
     if not found:
         raise UserError(f"no images in {photos_dir} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    work_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(work_dir)
     with exclusive_lock(work_dir / "reconstruct"):
         sfm_dir = work_dir / "sfm"
         if options.overwrite:

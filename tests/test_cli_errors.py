@@ -102,3 +102,89 @@ def test_ground_truth_that_names_no_image_is_refused_before_writing(tmp_path):
     result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "r.h5", "--ground-truth", truth)
     assert_one_line_error(result, "gives a label to none of the database images")
     assert not (tmp_path / "r.h5").exists() and not (tmp_path / "metrics.json").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """Three photos, an LSH model at 64 px and the store of their codes."""
+    root = tmp_path_factory.mktemp("tiny")
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(photos / f"{i}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    model, store = root / "lsh.pt", root / "codes.h5"
+    common = ["--workers", "0", "--no-feature-cache"]
+    assert run_cli("train", "--images", photos, "-o", model, "--method", "lsh", "--bits", "16", "--image-size", "64",
+                   *common).exit_code == 0
+    assert run_cli("encode", model, photos, "-o", store, *common).exit_code == 0
+    return {"photos": photos, "model": model, "store": store}
+
+
+def test_k_beyond_the_database_is_capped_and_said(tmp_path, tiny):
+    import h5py
+
+    result = run_cli("query", "--db", tiny["store"], "--queries", tiny["store"], "-o", tmp_path / "r.h5",
+                     "-k", 1_000_000_000)
+    assert result.exit_code == 0, result.output
+    assert "-k 1000000000 is more than the 3 database codes: capped at 3" in result.stderr
+    with h5py.File(tmp_path / "r.h5") as f:
+        assert f["ids"].shape == (3, 3)
+
+
+def test_results_larger_than_memory_are_refused_before_searching(tmp_path, tiny, monkeypatch):
+    monkeypatch.setattr("hashkit.hashing.query.available_memory", lambda: 1000)
+    result = run_cli("query", "--db", tiny["store"], "--queries", tiny["store"], "-o", tmp_path / "r.h5")
+    assert_one_line_error(result, "GiB available; lower -k")
+    assert not (tmp_path / "r.h5").exists()
+
+
+@pytest.mark.parametrize("command, fragment", [
+    (lambda t, d: ["query", "--db", t["store"], "--queries", t["store"], "-o", d, "--overwrite"], "is a folder"),
+    (lambda t, d: ["train", "--images", t["photos"], "-o", d, "--method", "lsh", "--overwrite"], "is a folder"),
+    (lambda t, d: ["encode", t["model"], t["photos"], "-o", d], "is a folder"),
+    (lambda t, d: ["reconstruct", t["photos"], "-o", t["store"]], "is a file, not a folder"),
+])
+def test_outputs_in_the_way_are_refused_in_one_line(tmp_path, tiny, command, fragment):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    before = tiny["store"].read_bytes()
+    assert_one_line_error(run_cli(*command(tiny, folder)), fragment)
+    assert tiny["store"].read_bytes() == before and not any(folder.iterdir())
+
+
+def test_outputs_in_missing_folders_are_created(tmp_path, tiny):
+    results = tmp_path / "no" / "such" / "dir" / "r.h5"
+    result = run_cli("query", "--db", tiny["store"], "--queries", tiny["store"], "-o", results,
+                     "--ground-truth", "folders", "-k", "2")
+    assert result.exit_code == 0, result.output
+    assert results.is_file() and (results.parent / "metrics.json").is_file()
+    plot = tmp_path / "other" / "dir" / "pr.png"
+    result = run_cli("compare", results.parent / "metrics.json", "--plot", plot)
+    assert result.exit_code == 0, result.output
+    assert plot.is_file()
+
+
+def test_operating_system_errors_are_one_line(tiny):
+    result = run_cli("query", "--db", tiny["store"], "--queries", tiny["store"], "-o", "/proc/r.h5")  # nothing
+    assert_one_line_error(result, "/proc/r.h5")  # can be created in /proc, even by root
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda config: config.pop("bits"), "'bits' is None"),
+    (lambda config: config.update(image_size=-5), "'image_size' is -5"),
+    (lambda config: config.update(schema_version=99), "newer hashkit"),
+])
+def test_model_config_is_validated_and_no_empty_store_is_left(tmp_path, tiny, change, fragment):
+    import json
+
+    import torch
+
+    payload = torch.load(tiny["model"], weights_only=True)
+    config = json.loads(payload["config"])
+    change(config)
+    payload["config"] = json.dumps(config)
+    model = tmp_path / "edited.pt"
+    torch.save(payload, model)
+    assert_one_line_error(run_cli("encode", model, tiny["photos"], "-o", tmp_path / "c.h5"), fragment)
+    assert not (tmp_path / "c.h5").exists()

@@ -40,7 +40,8 @@ def evaluated(scene_set, tmp_path_factory) -> tuple[Path, Path]:
         tmp = tmp_path_factory.mktemp(f"lsh{bits}")
         assert run_cli("train", "--images", scene_set / "photos", "-o", tmp / "m.pt", "--method", "lsh",
                        "--bits", bits, "--image-size", "64", "--workers", "0").exit_code == 0
-        assert run_cli("encode", tmp / "m.pt", scene_set / "photos", "-o", tmp / "c.h5", "--workers", "0").exit_code == 0
+        encoded = run_cli("encode", tmp / "m.pt", scene_set / "photos", "-o", tmp / "c.h5", "--workers", "0")
+        assert encoded.exit_code == 0
         result = run_cli("query", "--db", tmp / "c.h5", "--queries", tmp / "c.h5", "-k", "5", "-o", tmp / "r.h5",
                          "--ground-truth", scene_set / "truth.csv", "--report", tmp / "report")
         assert result.exit_code == 0, result.output

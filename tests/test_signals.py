@@ -63,21 +63,23 @@ def slow_encode(tmp_path_factory, scene_set) -> tuple[Path, Path]:
     return model, photos
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_workers_die_with_a_killed_encode(tmp_path, slow_encode, sig):
-    model, photos = slow_encode
-    process = subprocess.Popen([*HASHKIT, "encode", str(model), str(photos), "-o", str(tmp_path / "codes.h5"),
+def start_encode(model: Path, photos: Path, store: Path) -> tuple[subprocess.Popen, set[int]]:
+    """An encode with two workers, in a session of its own, once its workers run; and those workers."""
+    process = subprocess.Popen([*HASHKIT, "encode", str(model), str(photos), "-o", str(store),
                                 "--workers", "2", "--batch-size", "8", "--no-feature-cache"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
-    while len(workers := descendants(process.pid)) < 2 and process.poll() is None and time.monotonic() < deadline:
+    while len(descendants(process.pid)) < 2 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert process.poll() is None and len(workers) >= 2, "the encode should be running with its workers"
+    assert process.poll() is None and len(descendants(process.pid)) >= 2, "the encode should run with its workers"
     time.sleep(1)  # workers busy decoding
-    workers = descendants(process.pid)
-    process.send_signal(sig)
+    return process, descendants(process.pid)
+
+
+def finish(process: subprocess.Popen, workers: set[int]) -> str:
+    """The stderr of the signalled ``process``; fails if a process outlives it or holds its pipes."""
     try:
-        process.communicate(timeout=30)  # returns only once nothing holds the pipes open
+        _, stderr = process.communicate(timeout=30)  # returns only once nothing holds the pipes open
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         pytest.fail("a process left behind keeps the caller's stdout and stderr open")
@@ -88,3 +90,20 @@ def test_workers_die_with_a_killed_encode(tmp_path, slow_encode, sig):
     if left:
         os.killpg(process.pid, signal.SIGKILL)
     assert not left, f"processes outlived the encode: {sorted(left)}"
+    return stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_die_with_a_killed_encode(tmp_path, slow_encode, sig):
+    process, workers = start_encode(*slow_encode, tmp_path / "codes.h5")
+    process.send_signal(sig)
+    finish(process, workers)
+
+
+def test_ctrl_c_says_what_was_kept_and_exits_130(tmp_path, slow_encode):
+    process, workers = start_encode(*slow_encode, tmp_path / "codes.h5")
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    stderr = finish(process, workers)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: the codes committed so far are kept"), stderr
