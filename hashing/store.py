@@ -67,10 +67,25 @@ def unpack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _meta(f: h5py.File, path: Path) -> StoreMeta:
+    """The store's metadata, once its schema and layout are checked (a UserError names what is wrong)."""
     if f.attrs.get("schema") != SCHEMA:
         raise UserError(f"{path} is not a hashkit code store (made by 'hashkit encode')")
-    return StoreMeta(int(f.attrs["bits"]), str(f.attrs["method"]), str(f.attrs["model_digest"]),
-                     str(f.attrs["backbone"]), str(f.attrs["hashkit_version"]))
+    try:
+        if int(f.attrs.get("schema_version", 0)) > SCHEMA_VERSION:
+            raise UserError(f"{path} was written by a newer hashkit (code store schema "
+                            f"{f.attrs['schema_version']}); upgrade hashkit to read it")
+        meta = StoreMeta(int(f.attrs["bits"]), str(f.attrs["method"]), str(f.attrs["model_digest"]),
+                         str(f.attrs["backbone"]), str(f.attrs["hashkit_version"]))
+        count, codes, paths = int(f.attrs["count"]), f["codes"], f["paths"]
+    except (KeyError, ValueError, TypeError) as error:
+        raise UserError(f"{path} is not a complete hashkit code store ({type(error).__name__}: {error})") from error
+    if meta.bits <= 0 or meta.bits % 8 or codes.dtype != np.uint8 or codes.shape[1:] != (meta.bits // 8,):
+        raise UserError(f"{path} is inconsistent: codes of shape {codes.shape} and type {codes.dtype} "
+                        f"for {meta.bits}-bit codes")
+    if not 0 <= count <= min(len(codes), len(paths)):
+        raise UserError(f"{path} is inconsistent: {count} committed rows, but {len(codes)} codes and "
+                        f"{len(paths)} paths")
+    return meta
 
 
 def _open(path: Path, mode: str) -> h5py.File:
@@ -172,7 +187,11 @@ class CodeStoreWriter:
         self.path = Path(path)
         if self.path.exists():
             self.file = _open(self.path, "r+")
-            existing = _meta(self.file, self.path)
+            try:
+                existing = _meta(self.file, self.path)
+            except UserError:
+                self.file.close()
+                raise
             if (existing.bits, existing.model_digest) != (meta.bits, meta.model_digest):
                 self.file.close()
                 raise UserError(f"{self.path} holds codes of another model ({existing.describe()}); "

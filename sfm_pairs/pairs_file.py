@@ -50,7 +50,8 @@ def write_pairs(path: Path, pairs: Pairs) -> None:
 
 
 def read_pairs(path: Path) -> Pairs:
-    """Read a ``pairs.h5``; anything else gives a UserError naming the file."""
+    """Read and validate a ``pairs.h5``; anything else, or an inconsistent file, gives a UserError
+    naming the file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such pairs file: {path}")
@@ -58,7 +59,10 @@ def read_pairs(path: Path) -> Pairs:
         with h5py.File(path, "r") as f:
             if f.attrs.get("schema") != SCHEMA:
                 raise UserError(f"{path} is not a hashkit pairs file (made by 'hashkit reconstruct')")
-            return Pairs(
+            if int(f.attrs.get("schema_version", 0)) > SCHEMA_VERSION:
+                raise UserError(f"{path} was written by a newer hashkit (pairs schema "
+                                f"{f.attrs['schema_version']}); upgrade hashkit to read it")
+            pairs = Pairs(
                 photo_root=Path(f.attrs["photo_root"]),
                 images=[s.decode() for s in f["images"][:]],
                 model_id=f["model_id"][:],
@@ -70,3 +74,35 @@ def read_pairs(path: Path) -> Pairs:
             )
     except OSError as error:
         raise UserError(f"cannot read {path} as HDF5: {error}") from error
+    except (KeyError, ValueError, AttributeError) as error:  # a dataset or attribute missing or of the wrong kind
+        raise UserError(f"{path} is not a complete hashkit pairs file ({type(error).__name__}: {error})") from error
+    problem = _inconsistency(pairs)
+    if problem:
+        raise UserError(f"{path} is inconsistent: {problem}")
+    return pairs
+
+
+def _inconsistency(pairs: Pairs) -> str | None:
+    """What is wrong with the shapes, types and ranges of ``pairs``, or None."""
+    n = len(pairs.images)
+    arrays = {"model_id": pairs.model_id, "positives": pairs.positives, "shared_points": pairs.shared_points,
+              "negatives": pairs.negatives}
+    for name, values in arrays.items():
+        if not np.issubdtype(values.dtype, np.integer):
+            return f"{name} holds {values.dtype}, not integers"
+    if pairs.model_id.shape != (n,):
+        return f"model_id has shape {pairs.model_id.shape} for {n} images"
+    if pairs.model_id.size and pairs.model_id.min() < -1:
+        return "a model id is below -1"
+    for name in ("positives", "negatives"):
+        values = arrays[name]
+        if values.ndim != 2 or values.shape[1] != 2:
+            return f"{name} has shape {values.shape}, not (pairs, 2)"
+        if values.size and (values.min() < 0 or values.max() >= n):
+            return f"{name} names image {int(values.min() if values.min() < 0 else values.max())}; " \
+                   f"images are numbered 0 to {n - 1}"
+        if (values[:, 0] == values[:, 1]).any():
+            return f"{name} pairs an image with itself"
+    if pairs.shared_points.shape != (len(pairs.positives),):
+        return f"shared_points has {pairs.shared_points.shape} values for {len(pairs.positives)} positives"
+    return None

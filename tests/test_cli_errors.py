@@ -188,3 +188,41 @@ def test_model_config_is_validated_and_no_empty_store_is_left(tmp_path, tiny, ch
     torch.save(payload, model)
     assert_one_line_error(run_cli("encode", model, tiny["photos"], "-o", tmp_path / "c.h5"), fragment)
     assert not (tmp_path / "c.h5").exists()
+
+
+def edited_pairs(source: Path, target: Path, edit) -> Path:
+    """A copy of the pairs file ``source`` with ``edit(h5py.File)`` applied."""
+    import shutil
+
+    import h5py
+
+    shutil.copy(source, target)
+    with h5py.File(target, "r+") as f:
+        edit(f)
+    return target
+
+
+def replace(name: str, values) -> callable:
+    def edit(f) -> None:
+        del f[name]
+        f.create_dataset(name, data=values)
+    return edit
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda f: f["positives"].__setitem__((0, 1), 100_000), "positives names image 100000"),
+    (lambda f: f["negatives"].__setitem__((0, 0), -1), "negatives names image -1"),
+    (replace("positives", np.zeros((3, 3), np.int32)), "shape (3, 3)"),
+    (replace("negatives", np.zeros((3, 2), np.float32)), "not integers"),
+    (replace("model_id", np.zeros(2, np.int32)), "model_id has shape (2,)"),
+    (lambda f: f.__delitem__("shared_points"), "not a complete hashkit pairs file"),
+    (lambda f: f.attrs.__setitem__("schema_version", 99), "newer hashkit"),
+])
+def test_pairs_files_are_validated_on_open(tmp_path, work_dir, tiny, edit, fragment):
+    pairs = edited_pairs(work_dir / "pairs.h5", tmp_path / "pairs.h5", edit)
+    assert_one_line_error(run_cli("train", "--pairs", pairs, "-o", tmp_path / "m.pt", "--epochs", "1"), fragment)
+    assert not (tmp_path / "m.pt").exists()
+    result = run_cli("query", "--db", tiny["store"], "--queries", tiny["store"], "-o", tmp_path / "r.h5",
+                     "--ground-truth", pairs)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "r.h5").exists()

@@ -1,3 +1,5 @@
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -115,3 +117,22 @@ def test_wrong_files_are_refused(tmp_path):
         f["x"] = 1
     with pytest.raises(UserError, match="not a hashkit code store"):
         read_store(other)
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda f: f.attrs.__setitem__("count", 99), "99 committed rows, but 3 codes"),
+    (lambda f: f.attrs.__setitem__("count", -1), "-1 committed rows"),
+    (lambda f: f.attrs.__setitem__("bits", 24), "for 24-bit codes"),
+    (lambda f: f.attrs.__delitem__("model_digest"), "not a complete hashkit code store"),
+    (lambda f: f.__delitem__("paths"), "not a complete hashkit code store"),
+    (lambda f: f.attrs.__setitem__("schema_version", 99), "newer hashkit"),
+])
+def test_inconsistent_stores_are_refused_on_open(tmp_path, edit, fragment):
+    path = tmp_path / "codes.h5"
+    with CodeStoreWriter(path, META) as store:
+        store.append(np.zeros((3, 2), np.uint8), ["a", "b", "c"])
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    for open_store in (read_store, lambda p: CodeStoreWriter(p, META)):
+        with pytest.raises(UserError, match=re.escape(fragment)):
+            open_store(path)
