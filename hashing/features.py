@@ -26,7 +26,7 @@ from .progress import progress
 SCHEMA = "hashkit.features"
 SCHEMA_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
-COMPUTE_CHUNK = 4096  # images computed (and written to the cache) at a time
+COMPUTE_CHUNK = 512  # images computed and committed to the cache (and by encode, to the store) at a time
 
 
 def default_cache_dir() -> Path:
@@ -56,14 +56,28 @@ class FeatureCache:
         self.path = Path(cache_dir) / f"{backbone}-{digest[:16]}-{image_size}.h5"
         self.attrs = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "backbone": backbone,
                       "weights_digest": digest, "image_size": image_size}
+        self._rows: dict[str, tuple[int, tuple[int, int]]] = {}  # path -> (row, stamp), as last read
+        self._read_as: tuple[int, int] | None = None  # the file's (mtime, size) when last read
 
-    def _read_index(self) -> dict[str, tuple[int, tuple[int, int]]]:
+    def _file_state(self) -> tuple[int, int] | None:
         if not self.path.exists():
+            return None
+        stat = self.path.stat()
+        return stat.st_mtime_ns, stat.st_size
+
+    def _index(self) -> dict[str, tuple[int, tuple[int, int]]]:
+        """Path -> (row, stamp) of every cached row; the paths are read again only when the file
+        changed since (another process added rows), not on every call."""
+        state = self._file_state()
+        if state is None:
             return {}
-        with h5py.File(self.path, "r") as f:
-            paths = [p.decode() for p in f["paths"][:]]
-            stamps = f["stamps"][:]
-        return {p: (row, (int(s[0]), int(s[1]))) for row, (p, s) in enumerate(zip(paths, stamps))}
+        if state != self._read_as:
+            with h5py.File(self.path, "r") as f:
+                paths = [p.decode() for p in f["paths"][:]]
+                stamps = f["stamps"][:]
+            self._rows = {p: (row, (int(s[0]), int(s[1]))) for row, (p, s) in enumerate(zip(paths, stamps))}
+            self._read_as = state
+        return self._rows
 
     def features(self, paths: list[Path], compute) -> tuple[np.ndarray, np.ndarray]:
         """Features of ``paths`` (float32) and a mask of the decodable ones.
@@ -73,7 +87,7 @@ class FeatureCache:
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(self.path, wait=True):  # a second run waits, then finds the rows cached
-            index = self._read_index()
+            index = self._index()
             stamps = [_stamp(p) for p in paths]
             rows = [index.get(str(p)) for p in paths]
             fresh = [i for i, (row, stamp) in enumerate(zip(rows, stamps)) if row is None or row[1] != stamp]
@@ -82,8 +96,7 @@ class FeatureCache:
                 computed, ok = compute([paths[i] for i in chunk])
                 self._append([str(paths[i]) for i, good in zip(chunk, ok) if good],
                              [stamps[i] for i, good in zip(chunk, ok) if good], computed[ok])
-            if fresh:
-                index = self._read_index()
+            index = self._index()
             if not self.path.exists():  # nothing decodable was ever cached
                 return np.zeros((len(paths), 0), np.float32), np.zeros(len(paths), bool)
             with h5py.File(self.path, "r") as f:
@@ -100,6 +113,7 @@ class FeatureCache:
     def _append(self, paths: list[str], stamps: list[tuple[int, int]], features: np.ndarray) -> None:
         if not paths:
             return
+        before = self._file_state()
         with h5py.File(self.path, "a") as f:
             if "features" not in f:
                 f.attrs.update(self.attrs)
@@ -114,6 +128,9 @@ class FeatureCache:
             for name, values in (("features", features), ("paths", paths), ("stamps", stamps)):
                 f[name].resize(end, axis=0)
                 f[name][start:end] = values
+        if self._read_as == before:  # the index in memory was current: extend it rather than read it again
+            self._rows.update((p, (start + i, tuple(s))) for i, (p, s) in enumerate(zip(paths, stamps)))
+            self._read_as = self._file_state()
 
 
 @torch.no_grad()

@@ -4,17 +4,36 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import UserError
+
+T = TypeVar("T")
+GRACE_SECONDS = 2.0  # how long a lock held by a process that is dying is waited for
+
+
+def when_released(attempt: Callable[[], T]) -> T:
+    """``attempt()``, tried again for up to GRACE_SECONDS while it raises BlockingIOError: the
+    worker processes of a run that was just killed hold its locks for a few milliseconds more."""
+    deadline = time.monotonic() + GRACE_SECONDS
+    while True:
+        try:
+            return attempt()
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextmanager
 def exclusive_lock(target: Path, wait: bool = False) -> Iterator[None]:
     """Hold the hidden file ``.<name>.lock`` beside ``target`` for the duration; if another
-    process holds it, fail at once (or, with ``wait``, wait for it).
+    process holds it, fail (after GRACE_SECONDS, for a holder that is dying), or with ``wait``,
+    wait for it.
 
     The lock is an advisory ``flock``: the kernel releases it when the holder dies, even by
     SIGKILL, so a crashed run never leaves a stale lock behind.
@@ -25,7 +44,10 @@ def exclusive_lock(target: Path, wait: bool = False) -> Iterator[None]:
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            if wait:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                when_released(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
         except BlockingIOError as error:
             raise UserError(f"{target} is in use by another hashkit process") from error
         yield

@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import UserError
 from .ground_truth import SEPARATOR, LabelSet
+from .locking import when_released
 
 SCHEMA = "hashkit.codes"
 SCHEMA_VERSION = 1
@@ -90,7 +91,7 @@ def _meta(f: h5py.File, path: Path) -> StoreMeta:
 
 def _open(path: Path, mode: str) -> h5py.File:
     try:
-        return h5py.File(path, mode)
+        return when_released(lambda: h5py.File(path, mode))
     except BlockingIOError as error:
         raise UserError(f"{path} is being written by another process; try again when it finishes") from error
     except OSError as error:

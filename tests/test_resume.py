@@ -1,0 +1,68 @@
+"""Killed runs keep what they finished, and rerunning the same command continues from there."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from hashkit.hashing.store import read_store
+
+from .conftest import run_cli
+from .test_cli_errors import HASHKIT
+
+
+def committed_rows(store: Path) -> int:
+    """The store's committed row count as another process sees it now (0 while unreadable)."""
+    try:
+        with h5py.File(store, "r", locking=False) as f:
+            return int(f.attrs["count"])
+    except (OSError, KeyError):
+        return 0
+
+
+@pytest.fixture(scope="module")
+def frozen_set(tmp_path_factory, scene_set) -> tuple[Path, Path]:
+    """A frozen-backbone (LSH) model at 96 px and 1,500 small photos: an encode of a few seconds."""
+    root = tmp_path_factory.mktemp("resume")
+    model = root / "lsh.pt"
+    result = run_cli("train", "--images", scene_set / "photos", "-o", model, "--method", "lsh", "--bits", "16",
+                     "--image-size", "96", "--workers", "0", "--no-feature-cache")
+    assert result.exit_code == 0, result.output
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(1500):
+        cv2.imwrite(str(photos / f"{i:04d}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    return model, photos
+
+
+def test_frozen_encode_commits_in_small_steps_and_resumes(tmp_path, frozen_set):
+    model, photos = frozen_set
+    store, cache = tmp_path / "codes.h5", tmp_path / "cache"
+    command = [*HASHKIT, "encode", str(model), str(photos), "-o", str(store), "--workers", "1",
+               "--feature-cache", str(cache)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = 0
+    while process.poll() is None and not (seen := committed_rows(store)):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 0 < seen < 1500, f"the first commit came with {seen} of 1,500 codes: nothing is kept before the end"
+    kept = read_store(store)
+    assert len(kept.paths) >= seen
+
+    resumed = subprocess.run(command + ["--json"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f'"already_present": {len(kept.paths)}' in resumed.stdout
+    uninterrupted = tmp_path / "whole.h5"
+    assert run_cli("encode", model, photos, "-o", uninterrupted, "--workers", "0", "--feature-cache",
+                   cache).exit_code == 0
+    got, want = read_store(store), read_store(uninterrupted)
+    assert got.paths == want.paths and np.array_equal(got.codes, want.codes)
