@@ -15,7 +15,7 @@ import typer
 from hashkit.hashing import __version__
 from hashkit.hashing.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Offline image indexing with deep hashing: photos -> 3D pairs -> model -> codes -> search.")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
@@ -77,7 +77,7 @@ def main(version: Annotated[Optional[bool], typer.Option(
 @app.command()
 @user_errors
 def reconstruct(
-    photos: Annotated[Path, typer.Argument(help="Folder of photos (searched recursively).")],
+    photos: Annotated[Path, typer.Argument(metavar="PHOTOS", help="Folder of photos (searched recursively).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Work folder: sfm/ and pairs.h5 go here.")],
     matcher: Annotated[str, typer.Option(help="exhaustive or sequential.")] = "exhaustive",
     min_shared_points: Annotated[int, typer.Option(help="3D points two images must share to be a positive pair.")] = 15,
@@ -172,10 +172,10 @@ def train(
     report_summary(asdict(summary), as_json, [
         f"trained {summary.method} ({summary.bits} bits) on {summary.images} images"
         + (f" of {summary.classes} classes" if summary.classes else "") + f" in {summary.seconds:.1f}s"
-        + (f" ({summary.skipped_unreadable} undecodable images skipped)" if summary.skipped_unreadable else ""),
+        + (f" ({len(summary.unreadable)} undecodable images skipped)" if summary.unreadable else ""),
         f"loss per epoch: {losses}",
         f"model: {summary.model_path}",
-    ])
+    ] + [f"unreadable: {path}" for path in summary.unreadable])
     for warning in summary.warnings:
         typer.echo(f"warning: {warning}", err=True)
 
@@ -183,8 +183,9 @@ def train(
 @app.command()
 @user_errors
 def encode(
-    model: Annotated[Path, typer.Argument(help="Model file from 'hashkit train'.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Images, folders, or text files listing image paths.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file from 'hashkit train'.")],
+    inputs: Annotated[list[Path], typer.Argument(
+        metavar="INPUTS", help="Images, folders, or text files listing image paths.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Code store (codes.h5); appended to if it exists.")],
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
@@ -293,7 +294,8 @@ def index_build(
 @app.command()
 @user_errors
 def compare(
-    metrics_files: Annotated[list[Path], typer.Argument(help="metrics.json files of the runs to compare.")],
+    metrics_files: Annotated[list[Path], typer.Argument(
+        metavar="METRICS", help="metrics.json files of the runs to compare.")],
     plot: Annotated[Optional[Path], typer.Option(
         help="Draw the runs' precision-recall curves on one plot (PNG); precision@k goes beside it "
              "(NAME-precision_at_k.png).")] = None,

@@ -61,7 +61,7 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
         if output.exists() and not overwrite:
             with StoreReader(output) as existing:  # its paths only, not its codes
                 present = set(existing.paths())
-        todo = [p for p in paths if str(p) not in present]
+        todo = [p for p in paths if str(p) not in present and str(p.resolve()) not in present]  # resolved: older stores
         cells = _label_cells(labels, todo)  # refused before anything is written
         if overwrite:
             output.unlink(missing_ok=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -28,7 +31,8 @@ def resolve_inputs(inputs: list[Path]) -> list[Path]:
     """Absolute image paths from images, folders (recursive) and text files listing paths.
 
     A list file holds one path per line (blank lines and ``#`` comments ignored); relative
-    lines are relative to the list file's folder. Duplicates keep their first position.
+    lines are relative to the list file's folder. Paths stay as given (made absolute, not
+    resolved: a symbolic link keeps its own name); two paths to one file keep the first.
     """
     found: list[Path] = []
     for item in map(Path, inputs):
@@ -40,8 +44,10 @@ def resolve_inputs(inputs: list[Path]) -> list[Path]:
             found += _read_list_file(item)
         else:
             raise UserError(f"no such file or folder: {item}")
-    unique = dict.fromkeys(p.resolve() for p in found)
-    return list(unique)
+    unique: dict[Path, Path] = {}  # real file -> the first path naming it, absolute as the user gave it
+    for path in found:
+        unique.setdefault(path.resolve(), Path(os.path.abspath(path)))
+    return list(unique.values())
 
 
 def _read_list_file(list_file: Path) -> list[Path]:
@@ -66,7 +72,22 @@ def read_rgb(path: Path) -> np.ndarray | None:
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     if data is None or data.size == 0:
         return None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    with _quiet_stderr():  # libpng prints "libpng error: ..." for a damaged PNG; the caller reports it
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         return None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send what C libraries write to file descriptor 2 to /dev/null for the duration."""
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

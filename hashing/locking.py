@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,19 +31,27 @@ def when_released(attempt: Callable[[], T]) -> T:
             time.sleep(0.05)
 
 
+def lock_file(target: Path) -> Path:
+    """The lock file of ``target``: in a per-user folder of the system's runtime or temporary
+    space, named by a hash of the target's real absolute path, so that no lock file litters the
+    user's folders and every process that names the target, by any path, finds the same lock."""
+    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"hashkit-locks-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    real = os.path.realpath(target)
+    return folder / f"{hashlib.sha256(real.encode()).hexdigest()[:32]}.lock"
+
+
 @contextmanager
 def exclusive_lock(target: Path, wait: bool = False) -> Iterator[None]:
-    """Hold the hidden file ``.<name>.lock`` beside ``target`` for the duration; if another
-    process holds it, fail (after GRACE_SECONDS, for a holder that is dying), or with ``wait``,
-    wait for it.
+    """Hold the lock of ``target`` (``lock_file``) for the duration; if another process holds
+    it, fail (after GRACE_SECONDS, for a holder that is dying), or with ``wait``, wait for it.
 
     The lock is an advisory ``flock``: the kernel releases it when the holder dies, even by
     SIGKILL, so a crashed run never leaves a stale lock behind.
     """
     target = Path(target)
-    lock_path = target.with_name(f".{target.name}.lock")
-    output_folder(lock_path.parent)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    output_folder(target.parent)
+    fd = os.open(lock_file(target), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             if wait:

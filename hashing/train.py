@@ -56,7 +56,7 @@ class TrainSummary:
     seconds: float
     epoch_losses: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
-    skipped_unreadable: int = 0
+    unreadable: list[str] = field(default_factory=list)  # undecodable images left out
     classes: int = 0
     warnings: list[str] = field(default_factory=list)
 
@@ -88,9 +88,9 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
         data = _training_data(method, pairs_path, images_dir, labels)
         network = build_network(method, options.backbone, options.weights, options.bits, options.hidden,
                                 len(data.classes))
-        skipped = 0
+        unreadable: list[str] = []
         if frozen or (isinstance(method, DeepMethod) and method.wants_features(data.pairs is not None)):
-            data, skipped = _with_features(data, network, weights_digest(network.backbone), options, device)
+            data, unreadable = _with_features(data, network, weights_digest(network.backbone), options, device)
         losses, seconds = [], []
         if isinstance(method, FeatureMethod):
             _fit_hash_layer(network, method, data.features, options)
@@ -110,7 +110,7 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
         }
         save_checkpoint(output, network, config)
     return TrainSummary(str(output), method.name, options.bits, len(data.paths),
-                        round(time.perf_counter() - started, 2), losses, seconds, skipped, len(data.classes),
+                        round(time.perf_counter() - started, 2), losses, seconds, unreadable, len(data.classes),
                         loss_warnings(losses))
 
 
@@ -165,9 +165,9 @@ def _labels_of(paths: list[Path], source: str) -> tuple[np.ndarray, list[str]]:
 
 
 def _with_features(data: TrainingData, network: HashNetwork, digest: str, options: TrainOptions,
-                   device: torch.device) -> tuple[TrainingData, int]:
-    """``data`` with backbone features (through the cache); undecodable images are dropped,
-    except from a pairs file, where they are an error."""
+                   device: torch.device) -> tuple[TrainingData, list[str]]:
+    """``data`` with backbone features (through the cache) and the undecodable images, which are
+    dropped, except from a pairs file, where they are an error."""
 
     def compute(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         return compute_features(network.backbone, paths, options.image_size, IMAGENET_MEAN, IMAGENET_STD,
@@ -180,12 +180,12 @@ def _with_features(data: TrainingData, network: HashNetwork, digest: str, option
         features, ok = cache.features(data.paths, compute)
     data = dataclasses.replace(data, features=features)
     if ok.all():
-        return data, 0
+        return data, []
     if data.pairs is not None:
         raise UserError(f"cannot decode {data.paths[int(np.argmin(ok))]} (listed in the pairs file)")
     if ok.sum() < 2:
         raise UserError("fewer than two decodable training images")
-    return data.subset(ok), int((~ok).sum())
+    return data.subset(ok), [str(p) for p, good in zip(data.paths, ok) if not good]
 
 
 def _fit_hash_layer(network: HashNetwork, method: FeatureMethod, features: np.ndarray,

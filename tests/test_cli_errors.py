@@ -226,3 +226,41 @@ def test_pairs_files_are_validated_on_open(tmp_path, work_dir, tiny, edit, fragm
                      "--ground-truth", pairs)
     assert_one_line_error(result, fragment)
     assert not (tmp_path / "r.h5").exists()
+
+
+def damaged_png(path: Path) -> Path:
+    """A PNG whose header checksum is wrong: libpng refuses it, and would say so on stderr."""
+    data = bytearray(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    data[20] ^= 1
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_undecodable_images_are_named_as_given_without_library_noise(tmp_path, tiny):
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(tiny["photos"], photos)
+    damaged = damaged_png(tmp_path / "elsewhere.png")
+    (photos / "link.png").symlink_to(damaged)
+    result = run_cli("encode", tiny["model"], photos, "-o", tmp_path / "codes.h5", "--workers", "0",
+                     "--no-feature-cache")
+    assert result.exit_code == 0, result.output
+    assert f"unreadable: {photos / 'link.png'}" in result.stdout, "the path given, not the link's target"
+    assert "libpng" not in result.stderr
+    result = run_cli("train", "--images", photos, "-o", tmp_path / "m.pt", "--method", "lsh", "--bits", "16",
+                     "--image-size", "64", "--workers", "0", "--no-feature-cache")
+    assert result.exit_code == 0, result.output
+    assert "1 undecodable images skipped" in result.stdout and f"unreadable: {photos / 'link.png'}" in result.stdout
+    assert "libpng" not in result.stderr
+
+
+def test_no_lock_file_is_left_beside_outputs(tmp_path, tiny):
+    assert run_cli("encode", tiny["model"], tiny["photos"], "-o", tmp_path / "codes.h5", "--workers", "0",
+                   "--no-feature-cache").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codes.h5"]
+
+
+def test_help_has_no_type_placeholders_for_flags_and_offers_completion():
+    assert "<bool>" not in run_cli("encode", "--help").output
+    assert "--install-completion" in run_cli("--help").output
