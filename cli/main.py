@@ -307,6 +307,20 @@ def compare(
     report_summary({"runs": table}, as_json, format_table(table))
 
 
+@app.command("inspect")
+@user_errors
+def inspect_command(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="pairs.h5, model.pt, codes.h5, results.h5, "
+                                         "metrics.json, a saved index or a feature cache file.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Validate a hashkit file and show what it holds; exit 1 if it is damaged or inconsistent."""
+    from hashkit.hashing.inspect_file import inspect_file
+    summary = inspect_file(file)
+    report_summary(summary, as_json, [f"{summary['path']}: {summary['kind']}, valid"]
+                   + [f"  {key}: {value}" for key, value in summary.items() if key not in ("path", "kind")])
+
+
 def format_table(rows: list[dict]) -> list[str]:
     """Rows of equal keys as an aligned text table (None as '-')."""
     columns = list(rows[0])

@@ -1,0 +1,183 @@
+"""``hashkit inspect``: what a hashkit file holds, once it is validated.
+
+Each kind of file is recognised by its content (an HDF5 ``schema`` attribute, a model file's
+config, the keys of a JSON file, a FAISS index's stamp), read through the same validating readers
+the commands use, and checked for consistency; anything wrong is a UserError naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .errors import UserError
+
+
+def inspect_file(path: Path) -> dict:
+    """A summary of the hashkit file at ``path``: ``kind``, then what it holds; a UserError if it
+    is not a hashkit file or does not pass its checks."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
+    if h5py.is_hdf5(path):
+        describe = _HDF5_KINDS.get(_hdf5_schema(path))
+        if describe is None:
+            raise UserError(f"{path} is an HDF5 file, but not one hashkit writes")
+    elif path.suffix == ".faiss" or (_json(path) or {}).get("schema") == "hashkit.index":  # the index or its stamp
+        describe = _saved_index
+    elif zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        describe = _model
+    elif _json(path) is not None:
+        describe = _metrics
+    else:
+        raise UserError(f"{path} is not a file hashkit writes (pairs.h5, model.pt, codes.h5, results.h5, "
+                        "metrics.json, a saved index or a feature cache)")
+    return {"path": str(path), **describe(path)}
+
+
+def _hdf5_schema(path: Path) -> str:
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("schema", ""))
+    except OSError as error:
+        raise UserError(f"cannot open {path} as HDF5: {str(error).splitlines()[0]}") from error
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _pairs(path: Path) -> dict:
+    from hashkit.sfm_pairs.pairs_file import read_pairs
+
+    pairs = read_pairs(path)
+    models = np.unique(pairs.model_id[pairs.model_id >= 0])
+    return {"kind": "pairs", "images": len(pairs.images), "registered": int((pairs.model_id >= 0).sum()),
+            "models": len(models), "positives": len(pairs.positives), "negatives": len(pairs.negatives),
+            "unreadable": len(pairs.unreadable), "photo_root": str(pairs.photo_root),
+            "photo_root_exists": pairs.photo_root.is_dir(), "settings": pairs.settings}
+
+
+def _codes(path: Path) -> dict:
+    from .store import StoreReader
+
+    with StoreReader(path) as store:
+        paths = store.paths()
+        labels = store.labels()
+        uncommitted = len(store.file["codes"]) - store.count
+        meta = store.meta
+    if len(set(paths)) != len(paths):
+        raise UserError(f"{path} is inconsistent: {len(paths) - len(set(paths))} paths are stored twice")
+    return {"kind": "codes", "codes": len(paths), "bits": meta.bits, "method": meta.method,
+            "model_digest": meta.model_digest, "backbone": meta.backbone, "hashkit_version": meta.hashkit_version,
+            "labelled": sum(label is not None for label in labels or ()),
+            "uncommitted_rows": uncommitted}
+
+
+def _results(path: Path) -> dict:
+    with h5py.File(path, "r") as f:
+        try:
+            layout, ids, distances = f.attrs.get("layout", "knn"), f["ids"], f["distances"]
+            queries = len(f["query_paths"])
+            summary = {"kind": "results", "layout": str(layout), "queries": queries, "bits": int(f.attrs["bits"]),
+                       "index": str(f.attrs.get("index", "flat")), "exact": bool(f.attrs.get("exact", True)),
+                       "database": str(f.attrs["database"])}
+            if ids.shape != distances.shape or f["paths"].shape != ids.shape:
+                raise UserError(f"{path} is inconsistent: ids {ids.shape}, distances {distances.shape}, "
+                                f"paths {f['paths'].shape}")
+            if layout == "radius":
+                offsets = f["offsets"][:]
+                if len(offsets) != queries + 1 or offsets[-1] != len(ids) or (np.diff(offsets) < 0).any():
+                    raise UserError(f"{path} is inconsistent: offsets do not partition the {len(ids)} results")
+                summary.update(radius=int(f.attrs["radius"]), results=len(ids))
+            elif ids.ndim != 2 or ids.shape[0] != queries:
+                raise UserError(f"{path} is inconsistent: ids of shape {ids.shape} for {queries} queries")
+            else:
+                summary["k"] = int(ids.shape[1])
+            values = ids[:]
+            if values.size and values.min() < -1:
+                raise UserError(f"{path} is inconsistent: a result row below -1")
+        except KeyError as error:
+            raise UserError(f"{path} is not a complete hashkit results file ({error})") from error
+    summary["database_exists"] = Path(summary["database"]).is_file()
+    return summary
+
+
+def _features(path: Path) -> dict:
+    with h5py.File(path, "r") as f:
+        try:
+            rows = [len(f[name]) for name in ("features", "paths", "stamps")]
+            summary = {"kind": "feature-cache", "backbone": str(f.attrs["backbone"]),
+                       "image_size": int(f.attrs["image_size"]), "rows": min(rows),
+                       "feature_shape": list(f["features"].shape[1:]), "dtype": str(f["features"].dtype)}
+        except KeyError as error:
+            raise UserError(f"{path} is not a complete hashkit feature cache ({error})") from error
+    if len(set(rows)) != 1:
+        summary["incomplete_rows"] = max(rows) - min(rows)  # a run killed during an append; ignored on read
+    return summary
+
+
+def _model(path: Path) -> dict:
+    from .checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(path)
+    config = loaded.config
+    keys = ("method", "bits", "backbone", "image_size", "frozen_backbone", "hidden", "params", "epochs", "seed",
+            "trained_on", "training_images", "hashkit_version", "schema_version")
+    return {"kind": "model", "digest": loaded.digest, **{key: config.get(key) for key in keys},
+            "classes": len(config.get("classes", [])),
+            "parameters": sum(p.numel() for p in loaded.network.parameters())}
+
+
+def _metrics(path: Path) -> dict:
+    metrics = _json(path)
+    k = metrics.get("k")
+    if "evaluated_queries" not in metrics:
+        raise UserError(f"{path} is a JSON file, but not a metrics.json from 'hashkit query'")
+    if not isinstance(k, int) or not isinstance(metrics.get("evaluated_queries"), int):
+        raise UserError(f"{path} is not a complete metrics.json (k or evaluated_queries missing)")
+    headline = {key: metrics.get(key) for key in ("mAP", f"mAP@{k}", f"precision@{k}")}
+    return {"kind": "metrics", "k": k, "queries": metrics.get("queries"),
+            "evaluated_queries": metrics["evaluated_queries"], "method": metrics.get("method"),
+            "bits": metrics.get("bits"), **headline, "tie_aware_mAP": (metrics.get("tie_aware") or {}).get("mAP")}
+
+
+def _saved_index(path: Path) -> dict:
+    """A saved index (``STORE.KIND.faiss``, or its stamp ``STORE.KIND.json``), checked against its
+    store when present."""
+    from .index_files import load_saved_index
+    from .search import index_kind
+    from .store import StoreReader
+
+    path = path.with_suffix(".faiss")
+    store_name, kind_name, _ = path.name.rsplit(".", 2)
+    store = path.with_name(store_name)
+    stamp = _json(path.with_suffix(".json"))
+    if stamp is None:
+        raise UserError(f"{path}: its stamp {path.with_suffix('.json').name} is missing or unreadable")
+    summary = {"kind": "index", "index": kind_name, "store": str(store), "rows": stamp.get("rows"),
+               "bits": stamp.get("bits")}
+    if store.is_file():
+        with StoreReader(store) as reader:
+            index, _ = load_saved_index(store, index_kind(kind_name), reader.codes(), reader.meta)
+        if index is None:
+            raise UserError(f"{path} is stale or unreadable: the store changed since it was built; "
+                            "rerun hashkit index-build")
+        summary["matches_store"] = True
+    else:
+        summary["matches_store"] = None  # nothing to check against
+    return summary
+
+
+_HDF5_KINDS: dict[str, Callable[[Path], dict]] = {
+    "hashkit.pairs": _pairs, "hashkit.codes": _codes, "hashkit.results": _results, "hashkit.features": _features,
+}
