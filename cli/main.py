@@ -51,7 +51,8 @@ def fail(message: str) -> None:
 
 INTERRUPTED = {  # what an interrupted command leaves behind
     "reconstruct": "COLMAP's finished stages are kept in OUTPUT/sfm; rerun the same command to continue",
-    "train": "no model was written (an existing one is untouched); rerun to train again",
+    "train": "no model was written (an existing one is untouched); the last finished epoch is kept in "
+             "OUTPUT.checkpoint: rerun with --resume to continue",
     "encode": "the codes committed so far are kept in the store; rerun the same command to continue",
     "query": "no results were written (existing ones are untouched)",
     "index_build": "no index was written (an existing one is untouched)",
@@ -158,6 +159,9 @@ def train(
     seed: SeedOption = 0,
     device: DeviceOption = "auto",
     overwrite: OverwriteOption = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run from its last finished epoch (OUTPUT.checkpoint, written "
+                         "after every epoch); without a checkpoint, train from the start.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Train a hashing model from pairs or from images alone, and write it to OUTPUT."""
@@ -166,13 +170,14 @@ def train(
                            weights=weights, image_size=image_size, hidden=hidden,
                            freeze_backbone=freeze_backbone, epochs=epochs, batch_size=batch_size, lr=lr,
                            seed=seed, device=device, feature_cache=cache_dir(feature_cache, no_feature_cache),
-                           overwrite=overwrite, **({} if workers is None else {"workers": workers}))
+                           overwrite=overwrite, resume=resume, **({} if workers is None else {"workers": workers}))
     summary = run(output, options, pairs_path=pairs, images_dir=images, labels=labels)
     losses = ", ".join(f"{loss:.4f}" for loss in summary.epoch_losses) or "closed-form fit"
     report_summary(asdict(summary), as_json, [
         f"trained {summary.method} ({summary.bits} bits) on {summary.images} images"
         + (f" of {summary.classes} classes" if summary.classes else "") + f" in {summary.seconds:.1f}s"
-        + (f" ({len(summary.unreadable)} undecodable images skipped)" if summary.unreadable else ""),
+        + (f" ({len(summary.unreadable)} undecodable images skipped)" if summary.unreadable else "")
+        + (f", resumed after epoch {summary.resumed_from_epoch}" if summary.resumed_from_epoch else ""),
         f"loss per epoch: {losses}",
         f"model: {summary.model_path}",
     ] + [f"unreadable: {path}" for path in summary.unreadable])

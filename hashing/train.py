@@ -13,7 +13,7 @@ import torch
 
 from hashkit.sfm_pairs.pairs_file import read_pairs
 
-from . import __version__
+from . import __version__, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .checkpoint import build_network, save_checkpoint
 from .errors import UserError
@@ -45,6 +45,11 @@ class TrainOptions:
     workers: int = field(default_factory=default_workers)
     feature_cache: Path | None = field(default_factory=default_cache_dir)  # None: no cache
     overwrite: bool = False
+    resume: bool = False  # continue from the checkpoint of an interrupted run, when there is one
+
+
+# options that do not change the result, so a checkpoint may be resumed with others
+RUN_ONLY_OPTIONS = ("device", "workers", "feature_cache", "overwrite", "resume")
 
 
 @dataclass
@@ -59,6 +64,7 @@ class TrainSummary:
     unreadable: list[str] = field(default_factory=list)  # undecodable images left out
     classes: int = 0
     warnings: list[str] = field(default_factory=list)
+    resumed_from_epoch: int = 0  # epochs done before this run, from a checkpoint
 
 
 def loss_warnings(losses: list[float]) -> list[str]:
@@ -91,13 +97,18 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
         unreadable: list[str] = []
         if frozen or (isinstance(method, DeepMethod) and method.wants_features(data.pairs is not None)):
             data, unreadable = _with_features(data, network, weights_digest(network.backbone), options, device)
-        losses, seconds = [], []
+        losses, seconds, state = [], [], None
         if isinstance(method, FeatureMethod):
             _fit_hash_layer(network, method, data.features, options)
         else:
+            checkpoint = resume.checkpoint_path(output)
+            stamp = resume.fingerprint({k: v for k, v in dataclasses.asdict(options).items()
+                                        if k not in RUN_ONLY_OPTIONS}, data.paths)
+            state = resume.load(checkpoint, stamp) if options.resume and checkpoint.exists() else None
             trainer = DeepTrainer(network, method, data, frozen=frozen, image_size=options.image_size,
                                   lr=options.lr, workers=options.workers, device=device, generator=generator)
-            losses, seconds = trainer.fit(options.epochs, options.batch_size, options.bits, options.seed)
+            losses, seconds = trainer.fit(options.epochs, options.batch_size, options.bits, options.seed,
+                                          checkpoint, stamp, state)
         config = {
             "method": method.name, "params": options.params, "bits": options.bits,
             "backbone": options.backbone, "init_weights": options.weights, "hidden": options.hidden,
@@ -109,9 +120,10 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
             "labels": labels, "classes": data.classes,
         }
         save_checkpoint(output, network, config)
+        resume.checkpoint_path(output).unlink(missing_ok=True)
     return TrainSummary(str(output), method.name, options.bits, len(data.paths),
                         round(time.perf_counter() - started, 2), losses, seconds, unreadable, len(data.classes),
-                        loss_warnings(losses))
+                        loss_warnings(losses), state["epoch"] if state else 0)
 
 
 def _check_options(output: Path, options: TrainOptions, method: Method, pairs_path: Path | None,
@@ -125,6 +137,9 @@ def _check_options(output: Path, options: TrainOptions, method: Method, pairs_pa
     if method.uses_maps and options.hidden:
         raise UserError(f"method {method.name} sets its own layer widths (see --param); --hidden must be 0")
     output_file(output, options.overwrite)
+    checkpoint = resume.checkpoint_path(output)
+    if checkpoint.exists() and not (options.resume or options.overwrite):
+        raise UserError(f"{checkpoint} holds an interrupted run: --resume continues it, --overwrite starts again")
     if pairs_path is None and images_dir is None:
         raise UserError("give --pairs PAIRS.h5 or --images DIR")
     supervised = method.supervision in ("labels", "multilabels")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .data import image_loader, load_tensor, train_transform
 from .errors import UserError
@@ -80,13 +81,26 @@ class DeepTrainer:
                 raise UserError(f"cannot decode training image {unreadable[0]}")
             yield images, batches[index]
 
-    def fit(self, epochs: int, batch_size: int, bits: int, seed: int) -> tuple[list[float], list[float]]:
-        """Train; the mean loss and the seconds of each epoch (its alternating step included)."""
+    def fit(self, epochs: int, batch_size: int, bits: int, seed: int, checkpoint: Path | None = None,
+            fingerprint: str = "", resume_from: dict | None = None) -> tuple[list[float], list[float]]:
+        """Train; the mean loss and the seconds of each epoch (its alternating step included).
+
+        With ``checkpoint``, the whole training state is saved there after every epoch (stamped
+        with ``fingerprint``); ``resume_from``, a state loaded from such a file, continues after its
+        last epoch and ends where the uninterrupted run would have ended."""
         rng = np.random.default_rng(seed)
         self.method.setup(self.data, bits, seed)
         self.network.to(self.device)
-        losses, seconds = [], []
-        for epoch in range(epochs):
+        losses, seconds, first = [], [], 0
+        if resume_from is not None:
+            first, losses, seconds = resume_from["epoch"], resume_from["losses"], resume_from["seconds"]
+            self.network.load_state_dict(resume_from["network"])
+            self.optimizer.load_state_dict(resume_from["optimizer"])  # onto the parameters' device
+            resume.load_object_state(self.method, resume_from["method"])
+            rng = resume.restored(resume_from["rng"])
+            self.generator = resume.restored(resume_from["loader_generator"])
+            resume.set_global_random_state(resume_from["global_random"])
+        for epoch in range(first, epochs):
             started = time.perf_counter()
             self.method.start_epoch(epoch, epochs, self.outputs)
             batches = self.method.batches(epoch, batch_size, rng)
@@ -107,5 +121,12 @@ class DeepTrainer:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             losses.append(round(total / max(len(batches), 1), 6))
             seconds.append(round(time.perf_counter() - started, 3))
+            if checkpoint is not None and epoch + 1 < epochs:
+                resume.save(checkpoint, {
+                    "fingerprint": fingerprint, "epoch": epoch + 1, "losses": losses, "seconds": seconds,
+                    "network": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+                    "optimizer": self.optimizer.state_dict(), "method": resume.object_state(self.method),
+                    "rng": resume.snapshot(rng), "loader_generator": resume.snapshot(self.generator),
+                    "global_random": resume.global_random_state()})
         self.network.cpu().eval()
         return losses, seconds

@@ -1,0 +1,87 @@
+"""Training survives SIGKILL: ``--resume`` continues from the last finished epoch and ends with
+exactly the model an uninterrupted run makes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import run_cli
+from .test_cli_errors import HASHKIT
+
+EPOCHS = 6
+
+
+def train_args(kind: str, work_dir: Path, digits: Path) -> list[str]:
+    common = ["--bits", "16", "--epochs", str(EPOCHS), "--seed", "3"]
+    if kind == "bcdh-frozen":  # auxiliary codes, hard negatives and their generator carry over
+        return ["--pairs", str(work_dir / "pairs.h5"), "--method", "bcdh", "--freeze-backbone", "--image-size", "64",
+                "--batch-size", "8", *common]
+    if kind == "exchnet-frozen":  # binary codes, class anchors and the exchange generator carry over
+        return ["--images", str(digits / "train"), "--labels", "folders", "--method", "exchnet", "--freeze-backbone",
+                "--image-size", "64", "--batch-size", "32", *common]
+    # end to end: the augmentation draws of the workers carry over through the loader's generator
+    return ["--images", str(digits / "train"), "--method", "greedyhash", "--image-size", "32", "--batch-size", "64",
+            "--workers", "1", "--backbone", "mobilenet_v2", *common]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    first, second = (torch.load(p, weights_only=True)["state_dict"] for p in (a, b))
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, work_dir, digits) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    models = {}
+    for kind in ("bcdh-frozen", "exchnet-frozen", "end-to-end"):
+        models[kind] = root / f"{kind}.pt"
+        result = run_cli("train", "-o", models[kind], *train_args(kind, work_dir, digits),
+                         "--feature-cache", root / "cache")
+        assert result.exit_code == 0, result.output
+    return models
+
+
+@pytest.mark.parametrize("kind, delay", [("bcdh-frozen", 0.0), ("bcdh-frozen", 0.4), ("exchnet-frozen", 0.0),
+                                         ("exchnet-frozen", 0.3), ("end-to-end", 0.0)])
+def test_killed_training_resumes_to_the_uninterrupted_model(tmp_path, work_dir, digits, uninterrupted, kind, delay):
+    model = tmp_path / "model.pt"
+    checkpoint = tmp_path / "model.pt.checkpoint"
+    command = [*HASHKIT, "train", "-o", str(model), *train_args(kind, work_dir, digits),
+               "--feature-cache", str(uninterrupted[kind].parent / "cache")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while process.poll() is None and not checkpoint.exists():
+        time.sleep(0.02)
+    time.sleep(delay)  # killed during the epoch after the first checkpoint, or later
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if model.exists():
+        pytest.skip("training finished before it could be killed")
+    epoch = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= epoch < EPOCHS
+    refused = run_cli("train", "-o", model, *command[command.index("-o") + 2:])
+    assert refused.exit_code == 1 and "--resume continues it" in refused.stderr
+    resumed = run_cli("train", "-o", model, *command[command.index("-o") + 2:], "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert f'"resumed_from_epoch": {epoch}' in resumed.stdout
+    assert not checkpoint.exists(), "the checkpoint goes once the model is written"
+    assert same_weights(model, uninterrupted[kind])
+
+
+def test_a_checkpoint_is_not_resumed_with_other_options(tmp_path, work_dir, digits, uninterrupted):
+    model = tmp_path / "model.pt"
+    args = train_args("bcdh-frozen", work_dir, digits)
+    process = subprocess.Popen([*HASHKIT, "train", "-o", str(model), *args, "--feature-cache",
+                                str(uninterrupted["bcdh-frozen"].parent / "cache")], stderr=subprocess.PIPE)
+    while process.poll() is None and not (tmp_path / "model.pt.checkpoint").exists():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    other = [a if a != "3" else "4" for a in args]  # another seed
+    result = run_cli("train", "-o", model, *other, "--resume")
+    assert result.exit_code == 1 and "made with other options" in result.stderr
