@@ -8,13 +8,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from .conftest import run_cli
 from .test_cli_errors import HASHKIT
 
-EPOCHS = 6
+EPOCHS = 5
 
 
 def train_args(kind: str, work_dir: Path, digits: Path) -> list[str]:
@@ -26,8 +27,8 @@ def train_args(kind: str, work_dir: Path, digits: Path) -> list[str]:
         return ["--images", str(digits / "train"), "--labels", "folders", "--method", "exchnet", "--freeze-backbone",
                 "--image-size", "64", "--batch-size", "32", *common]
     # end to end: the augmentation draws of the workers carry over through the loader's generator
-    return ["--images", str(digits / "train"), "--method", "greedyhash", "--image-size", "32", "--batch-size", "64",
-            "--workers", "1", "--backbone", "mobilenet_v2", *common]
+    return ["--images", str(digits / "queries"), "--method", "greedyhash", "--image-size", "32", "--batch-size", "16",
+            "--workers", "1", *common]
 
 
 def same_weights(a: Path, b: Path) -> bool:
@@ -47,28 +48,40 @@ def uninterrupted(tmp_path_factory, work_dir, digits) -> dict[str, Path]:
     return models
 
 
-@pytest.mark.parametrize("kind, delay", [("bcdh-frozen", 0.0), ("bcdh-frozen", 0.4), ("exchnet-frozen", 0.0),
-                                         ("exchnet-frozen", 0.3), ("end-to-end", 0.0)])
-def test_killed_training_resumes_to_the_uninterrupted_model(tmp_path, work_dir, digits, uninterrupted, kind, delay):
-    model = tmp_path / "model.pt"
-    checkpoint = tmp_path / "model.pt.checkpoint"
-    command = [*HASHKIT, "train", "-o", str(model), *train_args(kind, work_dir, digits),
-               "--feature-cache", str(uninterrupted[kind].parent / "cache")]
+def run_until_killed(command: list[str], checkpoint: Path, delay: float) -> int | None:
+    """Run ``command``, SIGKILL it ``delay`` seconds after it writes a checkpoint; the epoch of the
+    checkpoint left behind, or None when the run finished first."""
+    last = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    while process.poll() is None and not checkpoint.exists():
-        time.sleep(0.02)
-    time.sleep(delay)  # killed during the epoch after the first checkpoint, or later
+    while process.poll() is None and (not checkpoint.exists() or checkpoint.stat().st_mtime_ns == last):
+        time.sleep(0.005)
+    time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    if model.exists():
-        pytest.skip("training finished before it could be killed")
-    epoch = torch.load(checkpoint, weights_only=True)["epoch"]
-    assert 1 <= epoch < EPOCHS
-    refused = run_cli("train", "-o", model, *command[command.index("-o") + 2:])
-    assert refused.exit_code == 1 and "--resume continues it" in refused.stderr
-    resumed = run_cli("train", "-o", model, *command[command.index("-o") + 2:], "--resume", "--json")
-    assert resumed.exit_code == 0, resumed.output
-    assert f'"resumed_from_epoch": {epoch}' in resumed.stdout
+    return torch.load(checkpoint, weights_only=True)["epoch"] if checkpoint.exists() else None
+
+
+@pytest.mark.parametrize("kind", ["bcdh-frozen", "exchnet-frozen", "end-to-end"])
+def test_training_killed_again_and_again_ends_with_the_uninterrupted_model(tmp_path, work_dir, digits,
+                                                                          uninterrupted, kind):
+    model, checkpoint = tmp_path / "model.pt", tmp_path / "model.pt.checkpoint"
+    args = [*train_args(kind, work_dir, digits), "--feature-cache", str(uninterrupted[kind].parent / "cache")]
+    rng = np.random.default_rng(len(kind))
+    epochs_seen = []
+    while not model.exists() and len(epochs_seen) < EPOCHS:
+        resume = ["--resume"] if epochs_seen else []
+        epochs_seen.append(run_until_killed([*HASHKIT, "train", "-o", str(model), *args, *resume], checkpoint,
+                                            float(rng.uniform(0, 0.03))))
+        if len(epochs_seen) == 1 and not model.exists():
+            refused = run_cli("train", "-o", model, *args)
+            assert refused.exit_code == 1 and "--resume continues it" in refused.stderr
+    kills = [epoch for epoch in epochs_seen if epoch is not None]
+    assert len(kills) >= 3, f"killed after epochs {epochs_seen}: the runs should be killed mid-way"
+    assert kills == sorted(kills), "every resumed run continues from where the last one stopped"
+    if not model.exists():
+        resumed = run_cli("train", "-o", model, *args, "--resume", "--json")
+        assert resumed.exit_code == 0, resumed.output
+        assert f'"resumed_from_epoch": {kills[-1]}' in resumed.stdout
     assert not checkpoint.exists(), "the checkpoint goes once the model is written"
     assert same_weights(model, uninterrupted[kind])
 
