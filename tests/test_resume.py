@@ -66,3 +66,49 @@ def test_frozen_encode_commits_in_small_steps_and_resumes(tmp_path, frozen_set):
                    cache).exit_code == 0
     got, want = read_store(store), read_store(uninterrupted)
     assert got.paths == want.paths and np.array_equal(got.codes, want.codes)
+
+
+@pytest.fixture(scope="module")
+def deep_model(tmp_path_factory, scene_set) -> Path:
+    """A model trained end to end (its encode runs the whole network on every image) at 32 px."""
+    model = tmp_path_factory.mktemp("deep") / "greedyhash.pt"
+    result = run_cli("train", "--images", scene_set / "photos", "-o", model, "--method", "greedyhash", "--bits", "16",
+                     "--image-size", "32", "--epochs", "1", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    return model
+
+
+@pytest.mark.parametrize("kind", ["frozen", "deep"])
+def test_encode_killed_at_random_moments_resumes_to_the_uninterrupted_store(tmp_path, frozen_set, deep_model, kind):
+    from .test_signals import alive, descendants
+
+    model = frozen_set[0] if kind == "frozen" else deep_model
+    photos, store = frozen_set[1], tmp_path / "codes.h5"
+    command = [*HASHKIT, "encode", str(model), str(photos), "-o", str(store), "--workers", "2",
+               "--feature-cache", str(tmp_path / "cache")]
+    rng = np.random.default_rng(7)
+    kills = 0
+    while kills < 5:
+        before = committed_rows(store)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while process.poll() is None and committed_rows(store) == before:
+            time.sleep(0.02)
+        time.sleep(float(rng.uniform(0, 0.3)))
+        workers = descendants(process.pid)
+        process.send_signal(signal.SIGKILL)
+        if process.wait() != -signal.SIGKILL:
+            break  # it finished first
+        kills += 1
+        deadline = time.monotonic() + 10
+        while alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(workers), "workers outlived the killed encode"
+        kept = read_store(store)  # opens, and holds each path once
+        assert len(set(kept.paths)) == len(kept.paths) >= before
+    assert kills >= 3
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    whole = tmp_path / "whole.h5"
+    assert run_cli("encode", model, photos, "-o", whole, "--workers", "0", "--feature-cache",
+                   tmp_path / "cache").exit_code == 0
+    got, want = read_store(store), read_store(whole)
+    assert dict(zip(got.paths, map(bytes, got.codes))) == dict(zip(want.paths, map(bytes, want.codes)))
