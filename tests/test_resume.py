@@ -112,3 +112,31 @@ def test_encode_killed_at_random_moments_resumes_to_the_uninterrupted_store(tmp_
                    tmp_path / "cache").exit_code == 0
     got, want = read_store(store), read_store(whole)
     assert dict(zip(got.paths, map(bytes, got.codes))) == dict(zip(want.paths, map(bytes, want.codes)))
+
+
+def test_reconstruct_killed_while_matching_resumes_to_the_same_pairs(tmp_path, scene_set, work_dir):
+    from hashkit.sfm_pairs.pairs_file import read_pairs
+
+    from .test_signals import alive, descendants
+
+    work = tmp_path / "work"
+    command = [*HASHKIT, "reconstruct", str(scene_set / "photos"), "-o", str(work)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while process.poll() is None and not (work / "sfm" / "extract.done").exists():
+        time.sleep(0.005)
+    time.sleep(0.1)  # matching has begun
+    children = descendants(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if (work / "sfm" / "match.done").exists():
+        pytest.skip("matching finished before the kill")
+    time.sleep(0.5)
+    assert not alive(children)
+    assert not (work / "pairs.h5").exists()
+    result = run_cli("reconstruct", scene_set / "photos", "-o", work)
+    assert result.exit_code == 0, result.output
+    resumed, uninterrupted = read_pairs(work / "pairs.h5"), read_pairs(work_dir / "pairs.h5")
+    assert resumed.images == uninterrupted.images
+    assert np.array_equal(resumed.model_id, uninterrupted.model_id)
+    assert np.array_equal(resumed.positives, uninterrupted.positives)
+    assert np.array_equal(resumed.negatives, uninterrupted.negatives)
