@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
         if output.exists() and not overwrite:
             with StoreReader(output) as existing:  # its paths only, not its codes
                 present = set(existing.paths())
-        todo = [p for p in paths if str(p) not in present and str(p.resolve()) not in present]  # resolved: older stores
+        todo = [p for p in paths if str(p) not in present and os.path.realpath(p) not in present]  # older stores
         cells = _label_cells(labels, todo)  # refused before anything is written
         if overwrite:
             output.unlink(missing_ok=True)

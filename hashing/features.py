@@ -45,7 +45,11 @@ def weights_digest(module: nn.Module) -> str:
 
 
 def _stamp(path: Path) -> tuple[int, int]:
-    stat = path.stat()
+    """Size and modification time; (-1, -1) for a file that cannot be examined (never cached)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return -1, -1
     return stat.st_size, stat.st_mtime_ns
 
 

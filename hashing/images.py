@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from .errors import UserError
 
+MAX_PIXELS = 100_000_000  # larger images are refused: a 20,000 x 20,000 PNG of a few hundred KB decodes to 1.2 GB
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
 
 
@@ -20,11 +23,12 @@ def is_image_path(path: Path) -> bool:
 
 
 def find_images(folder: Path) -> list[Path]:
-    """All image files under ``folder`` (recursive, any letter case), sorted."""
+    """All image files under ``folder`` (recursive, any letter case; a symbolic link with an image
+    name counts even when broken, so that it is reported as unreadable), sorted."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"not a folder: {folder}")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p))
+    return sorted(p for p in folder.rglob("*") if (p.is_file() or p.is_symlink()) and is_image_path(p))
 
 
 def resolve_inputs(inputs: list[Path]) -> list[Path]:
@@ -46,7 +50,7 @@ def resolve_inputs(inputs: list[Path]) -> list[Path]:
             raise UserError(f"no such file or folder: {item}")
     unique: dict[Path, Path] = {}  # real file -> the first path naming it, absolute as the user gave it
     for path in found:
-        unique.setdefault(path.resolve(), Path(os.path.abspath(path)))
+        unique.setdefault(os.path.realpath(path), Path(os.path.abspath(path)))
     return list(unique.values())
 
 
@@ -68,15 +72,30 @@ def _read_list_file(list_file: Path) -> list[Path]:
 
 
 def read_rgb(path: Path) -> np.ndarray | None:
-    """The image as an RGB uint8 array, or None when the file cannot be decoded."""
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    if data is None or data.size == 0:
+    """The image as an RGB uint8 array, or None when the file cannot be read or decoded, or would
+    decode to more than MAX_PIXELS pixels."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    except OSError:  # an I/O error, a file that vanished or cannot be opened
+        return None
+    if data is None or data.size == 0 or _pixels(data) > MAX_PIXELS:
         return None
     with _quiet_stderr():  # libpng prints "libpng error: ..." for a damaged PNG; the caller reports it
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         return None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _pixels(data: np.ndarray) -> int:
+    """Width x height from the file's header (0 when Pillow does not know the format)."""
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as image:
+            return image.width * image.height
+    except Image.DecompressionBombError:  # Pillow's own limit, above ours
+        return MAX_PIXELS + 1
+    except (OSError, ValueError):
+        return 0
 
 
 @contextmanager
