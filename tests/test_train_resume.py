@@ -14,6 +14,7 @@ import torch
 
 from .conftest import run_cli
 from .test_cli_errors import HASHKIT
+from .test_signals import alive, descendants
 
 EPOCHS = 5
 
@@ -56,8 +57,13 @@ def run_until_killed(command: list[str], checkpoint: Path, delay: float) -> int 
     while process.poll() is None and (not checkpoint.exists() or checkpoint.stat().st_mtime_ns == last):
         time.sleep(0.005)
     time.sleep(delay)
+    children = descendants(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    deadline = time.monotonic() + 10
+    while alive(children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(children), "worker processes outlived the killed training"
     return torch.load(checkpoint, weights_only=True)["epoch"] if checkpoint.exists() else None
 
 
