@@ -72,9 +72,10 @@ def triplet_margin_loss(codes: torch.Tensor, labels: torch.Tensor, margin_bits: 
 class ATH(SingleLabelMethod):
     name = "ath"
 
-    def __init__(self, margin: float = 8.0, classification_weight: float = 1.0, quantization_weight: float = 0.01,
-                 fc: int = 1024):
-        self.margin = float(margin)  # Hamming separation in bits between a positive and a negative
+    def __init__(self, margin: float | None = None, classification_weight: float = 1.0,
+                 quantization_weight: float = 0.01, fc: int = 1024):
+        # Hamming separation in bits between a positive and a negative; default min(8, K / 4)
+        self.margin = None if margin is None else float(margin)
         self.classification_weight = float(classification_weight)
         self.quantization_weight = float(quantization_weight)
         self.fc = int(fc)
@@ -85,6 +86,7 @@ class ATH(SingleLabelMethod):
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         codes = torch.tanh(outputs["codes"])
         labels = self.classes[batch.indices].to(codes.device)
-        return (triplet_margin_loss(codes, labels, self.margin)
+        margin = self.margin if self.margin is not None else min(8.0, codes.shape[1] / 4)
+        return (triplet_margin_loss(codes, labels, margin)
                 + self.classification_weight * F.cross_entropy(outputs["logits"], labels)
                 + self.quantization_weight * quantization_error(codes))
