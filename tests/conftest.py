@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -63,3 +65,20 @@ def digits(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, str(REPO / "examples" / "labelled_sets.py"), "digits", str(out)],
                    check=True, capture_output=True)
     return out
+
+
+def trained_model(images: Path, model: Path, method: str, image_size: int, *extra: str) -> Path:
+    """``hashkit train`` of a 16-bit ``method`` model on ``images`` (in-process, no workers)."""
+    result = run_cli("train", "--images", images, "-o", model, "--method", method, "--bits", "16",
+                     "--image-size", str(image_size), "--workers", "0", *extra)
+    assert result.exit_code == 0, result.output
+    return model
+
+
+def noise_photos(folder: Path, count: int, side: int, suffix: str) -> Path:
+    """``count`` random-noise photos of ``side`` x ``side`` pixels in ``folder``, named 0000.SUFFIX on."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"{i:04d}{suffix}"), rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
+    return folder

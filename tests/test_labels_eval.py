@@ -15,7 +15,7 @@ from hashkit.hashing.ground_truth import label_matrix, vocabulary
 from hashkit.hashing.metrics import evaluate, graded_scores
 from hashkit.hashing.store import read_store
 
-from .conftest import run_cli
+from .conftest import run_cli, trained_model
 from .test_cli_errors import assert_one_line_error
 from .test_metrics import codes_from_bits
 
@@ -147,11 +147,7 @@ def test_evaluate_matches_the_slow_reference(seed, max_labels, monkeypatch):
 
 @pytest.fixture(scope="module")
 def lsh_model(scene_set, tmp_path_factory) -> Path:
-    model = tmp_path_factory.mktemp("lsh") / "lsh.pt"
-    result = run_cli("train", "--images", scene_set / "photos", "-o", model, "--method", "lsh", "--bits", "16",
-                     "--image-size", "64", "--workers", "0", "--seed", "0")
-    assert result.exit_code == 0, result.output
-    return model
+    return trained_model(scene_set / "photos", tmp_path_factory.mktemp("lsh") / "lsh.pt", "lsh", 64, "--seed", "0")
 
 
 @pytest.fixture(scope="module")

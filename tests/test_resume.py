@@ -7,14 +7,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 import pytest
 
 from hashkit.hashing.store import read_store
 
-from .conftest import run_cli
+from .conftest import noise_photos, run_cli, trained_model
 from .test_cli_errors import HASHKIT
 
 
@@ -31,26 +30,15 @@ def committed_rows(store: Path) -> int:
 def frozen_set(tmp_path_factory, scene_set) -> tuple[Path, Path]:
     """A frozen-backbone (LSH) model at 96 px and 1,600 small photos (four commits): an encode of a few seconds."""
     root = tmp_path_factory.mktemp("resume")
-    model = root / "lsh.pt"
-    result = run_cli("train", "--images", scene_set / "photos", "-o", model, "--method", "lsh", "--bits", "16",
-                     "--image-size", "96", "--workers", "0", "--no-feature-cache")
-    assert result.exit_code == 0, result.output
-    photos = root / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(1600):
-        cv2.imwrite(str(photos / f"{i:04d}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    return model, photos
+    return (trained_model(scene_set / "photos", root / "lsh.pt", "lsh", 96, "--no-feature-cache"),
+            noise_photos(root / "photos", 1600, 32, ".png"))
 
 
 @pytest.fixture(scope="module")
 def deep_model(tmp_path_factory, scene_set) -> Path:
     """A model trained end to end (its encode runs the whole network on every image) at 32 px."""
-    model = tmp_path_factory.mktemp("deep") / "greedyhash.pt"
-    result = run_cli("train", "--images", scene_set / "photos", "-o", model, "--method", "greedyhash", "--bits", "16",
-                     "--image-size", "32", "--epochs", "1", "--workers", "0")
-    assert result.exit_code == 0, result.output
-    return model
+    return trained_model(scene_set / "photos", tmp_path_factory.mktemp("deep") / "greedyhash.pt", "greedyhash", 32,
+                         "--epochs", "1")
 
 
 @pytest.mark.parametrize("kind", ["frozen", "deep"])
@@ -58,10 +46,8 @@ def test_encode_killed_at_random_moments_resumes_to_the_uninterrupted_store(tmp_
     from .test_signals import alive, descendants
 
     model, store = (frozen_set[0] if kind == "frozen" else deep_model), tmp_path / "codes.h5"
-    photos, total, batch = frozen_set[1], 1600, 64  # a commit every 512 images: 4 commits
-    if kind == "deep":  # a commit every batch: 25
-        photos, total, batch = tmp_path / "photos.txt", 400, 16
-        photos.write_text("".join(f"{path}\n" for path in sorted(frozen_set[1].glob("*.png"))[:total]))
+    photos, total = frozen_set[1], 1600
+    batch = 64 if kind == "frozen" else 16  # commits: every 512 images (4), every batch (100)
     command = [*HASHKIT, "encode", str(model), str(photos), "-o", str(store), "--workers", "2",
                "--batch-size", str(batch), "--feature-cache", str(tmp_path / "cache")]
     rng = np.random.default_rng(7)
@@ -71,7 +57,7 @@ def test_encode_killed_at_random_moments_resumes_to_the_uninterrupted_store(tmp_
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while process.poll() is None and committed_rows(store) == before:
             time.sleep(0.02)
-        time.sleep(float(rng.uniform(0, 0.3)))
+        time.sleep(float(rng.uniform(0, 0.05)))
         workers = descendants(process.pid)
         process.send_signal(signal.SIGKILL)
         if process.wait() != -signal.SIGKILL:

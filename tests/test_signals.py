@@ -8,11 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
-from .conftest import run_cli
+from .conftest import noise_photos, trained_model
 from .test_cli_errors import HASHKIT
 
 
@@ -51,16 +49,8 @@ def alive(pids: set[int]) -> set[int]:
 def slow_encode(tmp_path_factory, scene_set) -> tuple[Path, Path]:
     """A frozen-backbone model at 224 px and 400 photos: an uncached encode that runs for a while."""
     root = tmp_path_factory.mktemp("signals")
-    model = root / "lsh.pt"
-    result = run_cli("train", "--images", scene_set / "photos", "-o", model, "--method", "lsh", "--bits", "16",
-                     "--image-size", "224", "--workers", "0", "--no-feature-cache")
-    assert result.exit_code == 0, result.output
-    photos = root / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(400):
-        cv2.imwrite(str(photos / f"{i:03d}.jpg"), rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
-    return model, photos
+    return (trained_model(scene_set / "photos", root / "lsh.pt", "lsh", 224, "--no-feature-cache"),
+            noise_photos(root / "photos", 400, 96, ".jpg"))
 
 
 def start_encode(model: Path, photos: Path, store: Path) -> tuple[subprocess.Popen, set[int]]:
