@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .backbones import backbone_spec, build_backbone, output_size
-from .errors import UserError
+from .errors import UserError, refuse_newer_schema
 from .locking import written_atomically
 from .methods import Method, get_method
 from .network import HashNetwork
@@ -84,9 +84,7 @@ CONFIG_FIELDS = {  # key: (type, test of a valid value, what a valid value is)
 
 def _check_config(config: dict, path: Path) -> None:
     """Every field a model needs, of the right type and range, or a UserError naming the first bad one."""
-    if config.get("schema_version", 1) > SCHEMA_VERSION:
-        raise UserError(f"{path} was written by a newer hashkit (model schema {config['schema_version']}); "
-                        "upgrade hashkit to read it")
+    refuse_newer_schema(path, "model", config.get("schema_version", 1), SCHEMA_VERSION)
     for key, (kind, valid, meaning) in CONFIG_FIELDS.items():
         if key not in config and key in ("hidden", "params", "classes"):  # optional, with defaults
             continue

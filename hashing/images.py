@@ -75,22 +75,22 @@ def read_rgb(path: Path) -> np.ndarray | None:
     """The image as an RGB uint8 array, or None when the file cannot be read or decoded, or would
     decode to more than MAX_PIXELS pixels."""
     try:
-        data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+        raw = Path(path).read_bytes() if Path(path).is_file() else b""
     except OSError:  # an I/O error, a file that vanished or cannot be opened
         return None
-    if data is None or data.size == 0 or _pixels(data) > MAX_PIXELS:
+    if not raw or _pixels(raw) > MAX_PIXELS:
         return None
     with _quiet_stderr():  # libpng prints "libpng error: ..." for a damaged PNG; the caller reports it
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _pixels(data: np.ndarray) -> int:
+def _pixels(raw: bytes) -> int:
     """Width x height from the file's header (0 when Pillow does not know the format)."""
     try:
-        with Image.open(io.BytesIO(data.tobytes())) as image:
+        with Image.open(io.BytesIO(raw)) as image:  # reads the header only; BytesIO shares the bytes
             return image.width * image.height
     except Image.DecompressionBombError:  # Pillow's own limit, above ours
         return MAX_PIXELS + 1

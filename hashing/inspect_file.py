@@ -16,6 +16,8 @@ import h5py
 import numpy as np
 
 from .errors import UserError
+from .index_files import SCHEMA as INDEX_SCHEMA
+from .index_files import load_saved_index
 
 
 def inspect_file(path: Path) -> dict:
@@ -28,12 +30,12 @@ def inspect_file(path: Path) -> dict:
         describe = _HDF5_KINDS.get(_hdf5_schema(path))
         if describe is None:
             raise UserError(f"{path} is an HDF5 file, but not one hashkit writes")
-    elif path.suffix == ".faiss" or (_json(path) or {}).get("schema") == "hashkit.index":  # the index or its stamp
+    elif path.suffix == ".faiss":
         describe = _saved_index
     elif zipfile.is_zipfile(path):  # torch.save writes a zip archive
         describe = _model
-    elif _json(path) is not None:
-        describe = _metrics
+    elif (data := _json(path)) is not None:
+        describe = _saved_index if data.get("schema") == INDEX_SCHEMA else (lambda _: _metrics(path, data))
     else:
         raise UserError(f"{path} is not a file hashkit writes (pairs.h5, model.pt, codes.h5, results.h5, "
                         "metrics.json, a saved index or a feature cache)")
@@ -138,8 +140,8 @@ def _model(path: Path) -> dict:
             "parameters": sum(p.numel() for p in loaded.network.parameters())}
 
 
-def _metrics(path: Path) -> dict:
-    metrics = _json(path)
+def _metrics(path: Path, metrics: dict) -> dict:
+    """A metrics.json, read as ``metrics``."""
     k = metrics.get("k")
     if "evaluated_queries" not in metrics:
         raise UserError(f"{path} is a JSON file, but not a metrics.json from 'hashkit query'")
@@ -154,7 +156,6 @@ def _metrics(path: Path) -> dict:
 def _saved_index(path: Path) -> dict:
     """A saved index (``STORE.KIND.faiss``, or its stamp ``STORE.KIND.json``), checked against its
     store when present."""
-    from .index_files import load_saved_index
     from .search import index_kind
     from .store import StoreReader
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, refuse_newer_schema
 from .ground_truth import SEPARATOR, LabelSet
 from .locking import when_released
 
@@ -72,9 +72,7 @@ def _meta(f: h5py.File, path: Path) -> StoreMeta:
     if f.attrs.get("schema") != SCHEMA:
         raise UserError(f"{path} is not a hashkit code store (made by 'hashkit encode')")
     try:
-        if int(f.attrs.get("schema_version", 0)) > SCHEMA_VERSION:
-            raise UserError(f"{path} was written by a newer hashkit (code store schema "
-                            f"{f.attrs['schema_version']}); upgrade hashkit to read it")
+        refuse_newer_schema(path, "code store", int(f.attrs.get("schema_version", 0)), SCHEMA_VERSION)
         meta = StoreMeta(int(f.attrs["bits"]), str(f.attrs["method"]), str(f.attrs["model_digest"]),
                          str(f.attrs["backbone"]), str(f.attrs["hashkit_version"]))
         count, codes, paths = int(f.attrs["count"]), f["codes"], f["paths"]

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from hashkit.hashing import __version__
-from hashkit.hashing.errors import UserError
+from hashkit.hashing.errors import UserError, refuse_newer_schema
 from hashkit.hashing.locking import written_atomically
 
 SCHEMA = "hashkit.pairs"
@@ -59,9 +59,7 @@ def read_pairs(path: Path) -> Pairs:
         with h5py.File(path, "r") as f:
             if f.attrs.get("schema") != SCHEMA:
                 raise UserError(f"{path} is not a hashkit pairs file (made by 'hashkit reconstruct')")
-            if int(f.attrs.get("schema_version", 0)) > SCHEMA_VERSION:
-                raise UserError(f"{path} was written by a newer hashkit (pairs schema "
-                                f"{f.attrs['schema_version']}); upgrade hashkit to read it")
+            refuse_newer_schema(path, "pairs", int(f.attrs.get("schema_version", 0)), SCHEMA_VERSION)
             pairs = Pairs(
                 photo_root=Path(f.attrs["photo_root"]),
                 images=[s.decode() for s in f["images"][:]],
