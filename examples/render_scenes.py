@@ -9,6 +9,9 @@ folders reveal the scene; the true scene of each photo goes to ``OUT/truth.csv``
 evaluation only (hashkit never reads it to build pairs).
 
     python examples/render_scenes.py OUT --scenes 5 --views 14 --size 640x480 --seed 0
+
+Larger sets: scenes beyond the five that distinct photographs allow share textures (confusers),
+and ``--distractors N`` adds photos of no scene.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 # Photographs bundled in the scikit-image wheel and scikit-learn's two sample images.
 SKIMAGE_PHOTOS = [
@@ -28,6 +32,10 @@ SKIMAGE_PHOTOS = [
 SKLEARN_PHOTOS = ["china.jpg", "flower.jpg"]
 SURFACES_PER_SCENE = 4  # floor, two walls, box (the box's faces share one photo, cropped apart)
 SPLIT_WIDTH = 800  # photos at least this wide give two textures, their left and right halves
+
+
+def progress(iterable, **kwargs):
+    return tqdm(iterable, disable=None, **kwargs)
 
 
 def load_photos() -> list[np.ndarray]:
@@ -132,31 +140,49 @@ def photograph(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def render_set(out_dir: Path, scenes: int, views: int, size: tuple[int, int], seed: int) -> Path:
-    """Render the photo set into ``out_dir/photos`` and the truth into ``out_dir/truth.csv``."""
+def random_crop(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random crop of half to four fifths of each side, mirrored half of the time."""
+    height, width = photo.shape[:2]
+    h, w = (int(side * rng.uniform(0.5, 0.8)) for side in (height, width))
+    top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+    crop = photo[top:top + h, left:left + w]
+    return np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop)
+
+
+def render_set(out_dir: Path, scenes: int, views: int, size: tuple[int, int], seed: int, spread: float = 50,
+               distractors: int = 0) -> Path:
+    """Render the photo set into ``out_dir/photos`` and the truth into ``out_dir/truth.csv``.
+
+    Views of a scene lie on an arc of ``spread`` degrees. Scenes beyond the number that distinct
+    bundled photographs allow (five) are textured with crops of them, so that scenes share
+    textures; ``distractors`` photos of no scene (flat crops, label ``distractor_N``) join the set."""
     rng = np.random.default_rng(seed)
     photos = load_photos()
-    if scenes * SURFACES_PER_SCENE > len(photos):
-        raise SystemExit(f"error: at most {len(photos) // SURFACES_PER_SCENE} scenes "
-                         f"({len(photos)} bundled photographs, {SURFACES_PER_SCENE} per scene)")
     order = rng.permutation(len(photos))
+    distinct_scenes = len(photos) // SURFACES_PER_SCENE
     width, height = size
     focal = 0.9 * width
     K = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
-    rendered: list[tuple[int, np.ndarray]] = []
-    for scene in range(scenes):
-        textures = [photos[i] for i in order[scene * SURFACES_PER_SCENE:(scene + 1) * SURFACES_PER_SCENE]]
+    rendered: list[tuple[str, np.ndarray]] = []
+    for scene in progress(range(scenes), desc="rendering scenes", unit="scene"):
+        if scene < distinct_scenes:
+            textures = [photos[i] for i in order[scene * SURFACES_PER_SCENE:(scene + 1) * SURFACES_PER_SCENE]]
+        else:  # the bundled photographs are used up: crops of them, shared with other scenes (confusers)
+            textures = [random_crop(photos[rng.integers(len(photos))], rng) for _ in range(SURFACES_PER_SCENE)]
         room, box = scene_quads(rng)
         target = np.array([0.9, 0.9, 0.35])
         start = rng.uniform(15, 25)
-        for azimuth in np.linspace(start, start + 50, views) + rng.normal(0, 1.0, views):
+        for azimuth in np.linspace(start, start + spread, views) + rng.normal(0, 1.0, views):
             elevation = np.radians(rng.uniform(25, 38))
             radius = rng.uniform(3.3, 3.9)
             a = np.radians(azimuth)
             eye = target + radius * np.array([np.cos(a) * np.cos(elevation),
                                               np.sin(a) * np.cos(elevation), np.sin(elevation)])
             image = render_view(room, box, textures, K, eye, target, size)
-            rendered.append((scene, photograph(image, rng)))
+            rendered.append((f"scene_{scene}", photograph(image, rng)))
+    for distractor in range(distractors):  # a flat crop of a photograph, of no scene
+        crop = random_crop(photos[rng.integers(len(photos))], rng)
+        rendered.append((f"distractor_{distractor}", photograph(cv2.resize(crop, size), rng)))
     photo_dir = out_dir / "photos"
     photo_dir.mkdir(parents=True, exist_ok=True)
     truth = out_dir / "truth.csv"
@@ -164,10 +190,10 @@ def render_set(out_dir: Path, scenes: int, views: int, size: tuple[int, int], se
         writer = csv.writer(f)
         writer.writerow(["path", "label"])
         for index, position in enumerate(rng.permutation(len(rendered))):
-            scene, image = rendered[position]
+            label, image = rendered[position]
             name = f"photo_{index:04d}.jpg"
             cv2.imwrite(str(photo_dir / name), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-            writer.writerow([f"photos/{name}", f"scene_{scene}"])
+            writer.writerow([f"photos/{name}", label])
     return truth
 
 
@@ -178,9 +204,11 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=14, help="viewpoints per scene")
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spread", type=float, default=50, help="degrees of the arc of a scene's viewpoints")
+    parser.add_argument("--distractors", type=int, default=0, help="photos of no scene (flat crops)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
-    truth = render_set(args.out, args.scenes, args.views, (width, height), args.seed)
+    truth = render_set(args.out, args.scenes, args.views, (width, height), args.seed, args.spread, args.distractors)
     print(f"rendered {args.scenes} scenes x {args.views} views into {args.out / 'photos'}; "
           f"truth (evaluation only): {truth}")
 

@@ -151,3 +151,16 @@ def compute_features(backbone: nn.Module, paths: list[Path], image_size: int, me
         chunks.append((output.half() if output.dim() > 2 else output.float()).cpu().numpy())
         masks.append(ok.numpy())
     return np.concatenate(chunks), np.concatenate(masks)
+
+
+def cached_features(backbone: nn.Module, name: str, digest: str, paths: list[Path], image_size: int, mean, std,
+                    batch_size: int, workers: int, device: torch.device,
+                    cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """``compute_features`` of ``paths``, through the cache in ``cache_dir`` (None: no cache) for
+    the backbone ``name`` whose weights have SHA-256 ``digest``."""
+    def compute(chunk: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+        return compute_features(backbone, chunk, image_size, mean, std, batch_size, workers, device)
+
+    if cache_dir is None:
+        return compute(paths)
+    return FeatureCache(cache_dir, name, digest, image_size).features(paths, compute)

@@ -28,8 +28,8 @@ def load_labels(source: str, paths: list[str]) -> dict[str, LabelSet]:
 
     ``source``: ``folders`` (the name of the image's parent folder), a CSV file (header
     optional; relative paths are relative to the CSV's folder; a label cell may hold several
-    labels separated by ``;``), or a ``pairs.h5`` (the 3D model of each registered image;
-    unregistered ones stay unknown).
+    labels separated by ``;``), or a ``pairs.h5`` (the group of each image: its 3D model, joined
+    with verified pairs; images in no group stay unknown).
     """
     if source == FOLDERS:
         return {p: (Path(p).parent.name,) for p in paths}
@@ -111,8 +111,8 @@ def _resolve(file: Path, cell: str) -> str:
 
 def _labels_from_pairs(file: Path) -> dict[str, LabelSet]:
     pairs = read_pairs(file)
-    return {str(path.resolve()): (f"model_{m}",)
-            for path, m in zip(pairs.absolute_paths(), pairs.model_id) if m >= 0}
+    return {str(path.resolve()): (f"group_{g}",)
+            for path, g in zip(pairs.absolute_paths(), pairs.group) if g >= 0}
 
 
 def vocabulary(label_sets: Iterable[LabelSet]) -> list[str]:

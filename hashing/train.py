@@ -17,7 +17,7 @@ from . import __version__, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .checkpoint import build_network, save_checkpoint
 from .errors import UserError
-from .features import FeatureCache, compute_features, default_cache_dir, weights_digest
+from .features import cached_features, default_cache_dir, weights_digest
 from .ground_truth import label_matrix, load_labels, vocabulary
 from .images import find_images
 from .locking import exclusive_lock, output_file
@@ -183,16 +183,9 @@ def _with_features(data: TrainingData, network: HashNetwork, digest: str, option
                    device: torch.device) -> tuple[TrainingData, list[str]]:
     """``data`` with backbone features (through the cache) and the undecodable images, which are
     dropped, except from a pairs file, where they are an error."""
-
-    def compute(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-        return compute_features(network.backbone, paths, options.image_size, IMAGENET_MEAN, IMAGENET_STD,
-                                max(options.batch_size, 64), options.workers, device)
-
-    if options.feature_cache is None:
-        features, ok = compute(data.paths)
-    else:
-        cache = FeatureCache(options.feature_cache, options.backbone, digest, options.image_size)
-        features, ok = cache.features(data.paths, compute)
+    features, ok = cached_features(network.backbone, options.backbone, digest, data.paths, options.image_size,
+                                   IMAGENET_MEAN, IMAGENET_STD, max(options.batch_size, 64), options.workers, device,
+                                   options.feature_cache)
     data = dataclasses.replace(data, features=features)
     if ok.all():
         return data, []

@@ -1,27 +1,42 @@
-"""COLMAP through pycolmap: feature extraction, matching and incremental mapping, resumable.
+"""COLMAP through pycolmap: feature extraction, matching of chosen image pairs, and mapping
+(incremental or global), resumable.
 
-Each stage leaves a ``<stage>.done`` marker in the SfM folder once complete; a rerun skips
-marked stages and redoes an unmarked one from scratch, so a crash costs one stage at most.
+The photos are given to COLMAP through a folder of numbered links (``sfm/images/000000.jpg``
+and on), so that COLMAP's pair lists never see a path with spaces or odd characters. Each stage
+leaves a ``<stage>.done`` marker in the SfM folder once complete; a rerun skips marked stages.
+Matching also records how many pairs it has finished, so a rerun continues where it stopped;
+mapping is redone from scratch when its marker is missing or was left by other settings.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pycolmap
-from hashkit.hashing.errors import UserError
-from hashkit.hashing.progress import note, progress
 
-MATCHERS = ("exhaustive", "sequential")
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.locking import written_atomically
+from hashkit.hashing.progress import progress
+
+MAPPERS = ("incremental", "global")
 EXTRACTION_CHUNK = 32  # images per extraction call, so the progress bar moves
+MATCH_CHUNK = 500  # image pairs per matching call, so the progress bar moves and a rerun resumes
+_NOT_A_GEOMETRY = {int(config.value) for config in (pycolmap.TwoViewGeometryConfiguration.UNDEFINED,
+                                                   pycolmap.TwoViewGeometryConfiguration.DEGENERATE,
+                                                   pycolmap.TwoViewGeometryConfiguration.WATERMARK)}
 
 
 @dataclass(frozen=True)
 class ColmapOptions:
-    matcher: str = "exhaustive"
+    mapper: str = "incremental"
     max_image_size: int = 1600
     min_model_size: int = 3
     num_threads: int = -1
@@ -29,76 +44,163 @@ class ColmapOptions:
     verbose: bool = False  # COLMAP's own log lines on stderr
 
 
-def _stage_done(sfm_dir: Path, stage: str) -> bool:
-    return (sfm_dir / f"{stage}.done").exists()
+@dataclass
+class SfmResult:
+    models: list[pycolmap.Reconstruction]  # largest first; image names are link names (see image_index)
+    verified: np.ndarray  # (V, 2) indices into the photo list: pairs with a verified two-view geometry
+    inliers: np.ndarray  # (V,) their inlier matches
 
 
-def _mark_done(sfm_dir: Path, stage: str) -> None:
-    (sfm_dir / f"{stage}.done").touch()
+def link_name(index: int, name: str) -> str:
+    """The name under which COLMAP sees photo number ``index`` (called ``name``)."""
+    return f"{index:06d}{Path(name).suffix.lower()}"
 
 
-def extract(database: Path, photo_root: Path, names: list[str], options: ColmapOptions) -> None:
+def image_index(link: str) -> int:
+    """The photo number of a link name."""
+    return int(Path(link).stem)
+
+
+def _stage_done(sfm_dir: Path, stage: str, settings: str = "") -> bool:
+    marker = sfm_dir / f"{stage}.done"
+    return marker.exists() and marker.read_text() == settings
+
+
+def _mark_done(sfm_dir: Path, stage: str, settings: str = "") -> None:
+    (sfm_dir / f"{stage}.done").write_text(settings)
+
+
+def link_photos(photo_root: Path, names: list[str], images_dir: Path) -> list[str]:
+    """Numbered links in ``images_dir`` to the photos; returns the link names."""
+    images_dir.mkdir(parents=True, exist_ok=True)
+    links = [link_name(i, name) for i, name in enumerate(names)]
+    for link, name in zip(links, names):
+        target, path = photo_root / name, images_dir / link
+        if not path.is_symlink() or os.readlink(path) != str(target):
+            path.unlink(missing_ok=True)
+            path.symlink_to(target)
+    return links
+
+
+def extract(database: Path, images_dir: Path, links: list[str], options: ColmapOptions) -> None:
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = options.max_image_size
     extraction.num_threads = options.num_threads
-    for start in progress(range(0, len(names), EXTRACTION_CHUNK), desc="SIFT features", unit="batch"):
-        pycolmap.extract_features(database, photo_root, image_names=names[start:start + EXTRACTION_CHUNK],
+    for start in progress(range(0, len(links), EXTRACTION_CHUNK), desc="SIFT features", unit="batch"):
+        pycolmap.extract_features(database, images_dir, image_names=links[start:start + EXTRACTION_CHUNK],
                                   extraction_options=extraction, device=pycolmap.Device.auto)
 
 
-def match(database: Path, options: ColmapOptions) -> None:
+def match(database: Path, sfm_dir: Path, links: list[str], pairs: np.ndarray, options: ColmapOptions) -> None:
+    """Match and verify ``pairs`` (indices into ``links``) in chunks, recording the pairs done in
+    ``sfm_dir/match.progress``; a rerun continues after the last finished chunk."""
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = options.num_threads
-    note(f"matching features ({options.matcher})...")
-    if options.matcher == "exhaustive":
-        pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.auto)
-    else:
-        pycolmap.match_sequential(database, matching_options=matching, device=pycolmap.Device.auto)
-
-
-def map_models(database: Path, photo_root: Path, models_dir: Path, num_images: int,
-               options: ColmapOptions) -> None:
-    mapping = pycolmap.IncrementalPipelineOptions()
-    mapping.min_model_size = options.min_model_size
-    mapping.num_threads = options.num_threads
-    mapping.random_seed = options.seed
-    mapping.multiple_models = True
-    bar = progress(total=num_images, desc="registering images", unit="image")
-    pycolmap.incremental_mapping(database, photo_root, models_dir, options=mapping,
-                                 next_image_callback=lambda: bar.update(1))
+    done_file = sfm_dir / "match.progress"
+    done = int(done_file.read_text()) if done_file.exists() else 0
+    bar = progress(total=len(pairs), initial=done, desc="matching", unit="pair")
+    chunk_file = sfm_dir / "match-chunk.txt"
+    for start in range(done, len(pairs), MATCH_CHUNK):
+        chunk = pairs[start:start + MATCH_CHUNK]
+        chunk_file.write_text("".join(f"{links[i]} {links[j]}\n" for i, j in chunk))
+        pairing = pycolmap.ImportedPairingOptions()
+        pairing.match_list_path = str(chunk_file)
+        pycolmap.match_image_pairs(database, matching_options=matching, pairing_options=pairing,
+                                   device=pycolmap.Device.auto)
+        with written_atomically(done_file) as tmp:
+            tmp.write_text(str(start + len(chunk)))
+        bar.update(len(chunk))
     bar.close()
+    chunk_file.unlink(missing_ok=True)
 
 
-def run_colmap(photo_root: Path, names: list[str], sfm_dir: Path,
-               options: ColmapOptions) -> list[pycolmap.Reconstruction]:
-    """Run the unfinished stages in ``sfm_dir`` and return every 3D model, largest first."""
-    if options.matcher not in MATCHERS:
-        raise UserError(f"unknown matcher {options.matcher!r}; choose one of {', '.join(MATCHERS)}")
+def map_models(database: Path, images_dir: Path, models_dir: Path, num_images: int,
+               options: ColmapOptions) -> None:
+    if options.mapper == "incremental":
+        mapping = pycolmap.IncrementalPipelineOptions()
+        mapping.min_model_size = options.min_model_size
+        mapping.num_threads = options.num_threads
+        mapping.random_seed = options.seed
+        mapping.multiple_models = True
+        bar = progress(total=num_images, desc="registering images", unit="image")
+        pycolmap.incremental_mapping(database, images_dir, models_dir, options=mapping,
+                                     next_image_callback=lambda: bar.update(1))
+        bar.close()
+    else:
+        mapping = pycolmap.GlobalPipelineOptions()
+        mapping.min_model_size = options.min_model_size
+        mapping.num_threads = options.num_threads
+        mapping.random_seed = options.seed
+        mapping.multiple_models = True
+        with progress(total=1, desc="global mapping", unit="run") as bar:
+            pycolmap.global_mapping(database, images_dir, models_dir, options=mapping)
+            bar.update(1)
+
+
+def verified_geometries(database: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Photo-number pairs with a verified two-view geometry and their inlier match counts, read
+    from COLMAP's tables (``images``, ``two_view_geometries``: ``rows`` is the inlier count) with a
+    read-only connection, so that a finished database is left untouched."""
+    with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        number = {image_id: image_index(name) for image_id, name in db.execute("SELECT image_id, name FROM images")}
+        rows = db.execute("SELECT pair_id, rows, config FROM two_view_geometries WHERE rows > 0").fetchall()
+    pairs, inliers = [], []
+    for pair_id, count, config in rows:
+        if config in _NOT_A_GEOMETRY:
+            continue
+        first, second = pycolmap.pair_id_to_image_pair(pair_id)
+        pairs.append((number[first], number[second]))
+        inliers.append(count)
+    return np.array(pairs, np.int64).reshape(-1, 2), np.array(inliers, np.int64)
+
+
+def run_colmap(photo_root: Path, names: list[str], sfm_dir: Path, select_pairs: Callable[[], np.ndarray],
+               options: ColmapOptions) -> SfmResult:
+    """Run the unfinished stages in ``sfm_dir``: extract, match the pairs ``select_pairs()`` gives
+    (indices into ``names``; asked once, then kept in ``sfm_dir/pairs-to-match.txt``), map."""
+    if options.mapper not in MAPPERS:
+        raise UserError(f"unknown mapper {options.mapper!r}; choose one of {', '.join(MAPPERS)}")
     sfm_dir.mkdir(parents=True, exist_ok=True)
-    pycolmap.logging.minloglevel = pycolmap.logging.Level.ERROR.value if not options.verbose else 0
-    database = sfm_dir / "database.db"
-    models_dir = sfm_dir / "models"
+    pycolmap.logging.minloglevel = 0 if options.verbose else pycolmap.logging.Level.FATAL.value
+    database, images_dir = sfm_dir / "database.db", sfm_dir / "images"
+    if database.exists() and not images_dir.is_dir():
+        raise UserError(f"{sfm_dir} was made by an older hashkit; use --overwrite to reconstruct again")
+    links = link_photos(photo_root, names, images_dir)
     if not _stage_done(sfm_dir, "extract"):
         database.unlink(missing_ok=True)
-        extract(database, photo_root, names, options)
+        (sfm_dir / "match.progress").unlink(missing_ok=True)
+        extract(database, images_dir, links, options)
         _mark_done(sfm_dir, "extract")
     if not _stage_done(sfm_dir, "match"):
-        match(database, options)
+        match(database, sfm_dir, links, _pairs_to_match(sfm_dir, links, select_pairs), options)
         _mark_done(sfm_dir, "match")
-    if not _stage_done(sfm_dir, "map"):
+    models_dir = sfm_dir / f"models-{options.mapper}"
+    settings = json.dumps({"min_model_size": options.min_model_size, "seed": options.seed}, sort_keys=True)
+    if not _stage_done(sfm_dir, f"map-{options.mapper}", settings):
         shutil.rmtree(models_dir, ignore_errors=True)
         models_dir.mkdir()
-        map_models(database, photo_root, models_dir, len(names), options)
-        _mark_done(sfm_dir, "map")
+        map_models(database, images_dir, models_dir, len(names), options)
+        _mark_done(sfm_dir, f"map-{options.mapper}", settings)
     models = [pycolmap.Reconstruction(path) for path in sorted(models_dir.iterdir()) if path.is_dir()]
-    return sorted(models, key=lambda model: -model.num_reg_images())
+    verified, inliers = verified_geometries(database)
+    return SfmResult(sorted(models, key=lambda model: -model.num_reg_images()), verified, inliers)
 
 
-def model_tracks(model: pycolmap.Reconstruction, index_of: dict[str, int]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The registered images of ``model`` and its 3D point tracks, as indices into our image list."""
-    image_index = {image_id: index_of[image.name] for image_id, image in model.images.items()
-                   if image.has_pose}
-    tracks = [np.array([image_index[e.image_id] for e in point.track.elements
-                        if e.image_id in image_index], dtype=np.int64)
+def _pairs_to_match(sfm_dir: Path, links: list[str], select_pairs: Callable[[], np.ndarray]) -> np.ndarray:
+    """The pairs to match: chosen once and kept, so that a resumed matching works on the same list."""
+    listing = sfm_dir / "pairs-to-match.txt"
+    if not listing.exists():
+        pairs = select_pairs()
+        with written_atomically(listing) as tmp:
+            tmp.write_text("".join(f"{links[i]} {links[j]}\n" for i, j in pairs))
+        return pairs
+    rows = [line.split() for line in listing.read_text().splitlines() if line]
+    return np.array([[image_index(a), image_index(b)] for a, b in rows], np.int64).reshape(-1, 2)
+
+
+def model_tracks(model: pycolmap.Reconstruction) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The registered photos of ``model`` and its 3D point tracks, as photo numbers."""
+    number = {image_id: image_index(image.name) for image_id, image in model.images.items() if image.has_pose}
+    tracks = [np.array([number[e.image_id] for e in point.track.elements if e.image_id in number], dtype=np.int64)
               for point in model.points3D.values()]
-    return np.array(sorted(image_index.values()), dtype=np.int64), tracks
+    return np.array(sorted(number.values()), dtype=np.int64), tracks

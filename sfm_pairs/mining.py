@@ -1,8 +1,18 @@
-"""Pair mining from 3D models: covisible positives and cross-model negatives."""
+"""Pair mining: covisible positives from 3D models, verified positives from two-view geometries,
+groups of linked images, and negatives across groups."""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def _pair_keys(pairs: np.ndarray) -> np.ndarray:
+    """One int64 key per (i, j) pair with i < j."""
+    return pairs[:, 0].astype(np.int64) << 32 | pairs[:, 1].astype(np.int64)
+
+
+def _keys_to_pairs(keys: np.ndarray) -> np.ndarray:
+    return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1).astype(np.int32).reshape(-1, 2)
 
 
 def covisible_pairs(tracks: list[np.ndarray], min_shared_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -22,22 +32,70 @@ def covisible_pairs(tracks: list[np.ndarray], min_shared_points: int) -> tuple[n
         return np.zeros((0, 2), np.int32), np.zeros(0, np.int32)
     unique, counts = np.unique(np.concatenate(keys), return_counts=True)
     keep = counts >= min_shared_points
-    unique, counts = unique[keep], counts[keep]
-    pairs = np.stack([unique >> 32, unique & 0xFFFFFFFF], axis=1).astype(np.int32)
-    return pairs, counts.astype(np.int32)
+    return _keys_to_pairs(unique[keep]), counts[keep].astype(np.int32)
 
 
-def cross_model_negatives(model_id: np.ndarray, per_image: int, seed: int) -> np.ndarray:
-    """Up to ``per_image`` random partners from other models for each registered image.
+def verified_pairs(pairs: np.ndarray, inliers: np.ndarray, min_inliers: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (in any order, i != j) whose two-view geometry has at least ``min_inliers`` inlier
+    matches, as sorted (i < j) unique pairs with their inlier counts."""
+    pairs = np.sort(np.asarray(pairs, np.int64).reshape(-1, 2), axis=1)
+    keep = np.asarray(inliers) >= min_inliers
+    keys, first = np.unique(_pair_keys(pairs[keep]), return_index=True)
+    return _keys_to_pairs(keys), np.asarray(inliers)[keep][first].astype(np.int32)
 
-    Returns unique unordered pairs (M x 2, i < j, sorted); unregistered images (model -1)
-    take no part. The draw depends only on ``model_id``, ``per_image`` and ``seed``.
+
+def union_of_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The sorted union of two lists of (i < j) pairs."""
+    return _keys_to_pairs(np.union1d(_pair_keys(a), _pair_keys(b)))
+
+
+def values_of_pairs(pairs: np.ndarray, table: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The value of each of ``pairs`` in a (i < j) pair ``table``; 0 for pairs not in it."""
+    keys = _pair_keys(table)
+    order = np.argsort(keys)
+    keys, values = keys[order], np.asarray(values)[order]
+    if len(keys) == 0:
+        return np.zeros(len(pairs), np.int32)
+    wanted = _pair_keys(pairs)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, values[at], 0).astype(np.int32)
+
+
+def linked_groups(num_images: int, edges: np.ndarray) -> np.ndarray:
+    """Connected components of the graph with ``edges`` (E x 2), numbered 0, 1, ... by their
+    smallest image; images on no edge get -1."""
+    parent = np.arange(num_images)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in np.asarray(edges).reshape(-1, 2):
+        a, b = root(int(i)), root(int(j))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    roots = np.array([root(i) for i in range(num_images)])
+    linked = np.zeros(num_images, bool)
+    linked[np.asarray(edges).reshape(-1)] = True
+    _, group = np.unique(roots[linked], return_inverse=True)
+    out = np.full(num_images, -1, np.int32)
+    out[linked] = group
+    return out
+
+
+def cross_group_negatives(group: np.ndarray, per_image: int, seed: int) -> np.ndarray:
+    """Up to ``per_image`` random partners from other groups for each grouped image.
+
+    Returns unique unordered pairs (M x 2, i < j, sorted); ungrouped images (group -1) take no
+    part. The draw depends only on ``group``, ``per_image`` and ``seed``.
     """
     rng = np.random.default_rng(seed)
-    registered = np.flatnonzero(model_id >= 0)
+    grouped = np.flatnonzero(group >= 0)
     found = set()
-    for anchor in registered:
-        others = registered[model_id[registered] != model_id[anchor]]
+    for anchor in grouped:
+        others = grouped[group[grouped] != group[anchor]]
         if others.size == 0:
             continue
         for partner in rng.choice(others, size=min(per_image, others.size), replace=False):

@@ -1,4 +1,4 @@
-"""The ``pairs.h5`` file: images, their 3D model, positive and negative pairs."""
+"""The ``pairs.h5`` file: images, their 3D model and group, positive and negative pairs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hashkit.hashing.errors import UserError, refuse_newer_schema
 from hashkit.hashing.locking import written_atomically
 
 SCHEMA = "hashkit.pairs"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added group and inlier_matches; version 1 files still read
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -25,11 +25,19 @@ class Pairs:
     photo_root: Path
     images: list[str]
     model_id: np.ndarray  # int32 (N,), -1 = not registered in any 3D model
-    positives: np.ndarray  # int32 (P, 2), i < j, same model
-    shared_points: np.ndarray  # int32 (P,), 3D points seen by both images
-    negatives: np.ndarray  # int32 (M, 2), different models
+    positives: np.ndarray  # int32 (P, 2), i < j, same model or a verified two-view geometry
+    shared_points: np.ndarray  # int32 (P,), 3D points seen by both images (0: not covisible in a model)
+    negatives: np.ndarray  # int32 (M, 2), different groups
+    group: np.ndarray | None = None  # int32 (N,), linked images (the same scene); -1 = none; default model_id
+    inlier_matches: np.ndarray | None = None  # int32 (P,), verified inlier matches (0: none); default 0
     unreadable: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.group is None:
+            self.group = self.model_id
+        if self.inlier_matches is None:
+            self.inlier_matches = np.zeros(len(self.positives), np.int32)
 
     def absolute_paths(self) -> list[Path]:
         return [self.photo_root / name for name in self.images]
@@ -46,6 +54,8 @@ def write_pairs(path: Path, pairs: Pairs) -> None:
         f.create_dataset("positives", data=pairs.positives.astype(np.int32).reshape(-1, 2))
         f.create_dataset("shared_points", data=pairs.shared_points.astype(np.int32))
         f.create_dataset("negatives", data=pairs.negatives.astype(np.int32).reshape(-1, 2))
+        f.create_dataset("group", data=pairs.group.astype(np.int32))
+        f.create_dataset("inlier_matches", data=pairs.inlier_matches.astype(np.int32))
         f.create_dataset("unreadable", data=pairs.unreadable, dtype=_STR)
 
 
@@ -69,6 +79,8 @@ def read_pairs(path: Path) -> Pairs:
                 negatives=f["negatives"][:],
                 unreadable=[s.decode() for s in f["unreadable"][:]],
                 settings=json.loads(f.attrs["settings"]),
+                group=f["group"][:] if "group" in f else None,
+                inlier_matches=f["inlier_matches"][:] if "inlier_matches" in f else None,
             )
     except OSError as error:
         raise UserError(f"cannot read {path} as HDF5: {error}") from error
@@ -84,14 +96,15 @@ def _inconsistency(pairs: Pairs) -> str | None:
     """What is wrong with the shapes, types and ranges of ``pairs``, or None."""
     n = len(pairs.images)
     arrays = {"model_id": pairs.model_id, "positives": pairs.positives, "shared_points": pairs.shared_points,
-              "negatives": pairs.negatives}
+              "negatives": pairs.negatives, "group": pairs.group, "inlier_matches": pairs.inlier_matches}
     for name, values in arrays.items():
         if not np.issubdtype(values.dtype, np.integer):
             return f"{name} holds {values.dtype}, not integers"
-    if pairs.model_id.shape != (n,):
-        return f"model_id has shape {pairs.model_id.shape} for {n} images"
-    if pairs.model_id.size and pairs.model_id.min() < -1:
-        return "a model id is below -1"
+    for name in ("model_id", "group"):
+        if arrays[name].shape != (n,):
+            return f"{name} has shape {arrays[name].shape} for {n} images"
+        if n and arrays[name].min() < -1:
+            return f"a {name} is below -1"
     for name in ("positives", "negatives"):
         values = arrays[name]
         if values.ndim != 2 or values.shape[1] != 2:
@@ -101,6 +114,7 @@ def _inconsistency(pairs: Pairs) -> str | None:
                    f"images are numbered 0 to {n - 1}"
         if (values[:, 0] == values[:, 1]).any():
             return f"{name} pairs an image with itself"
-    if pairs.shared_points.shape != (len(pairs.positives),):
-        return f"shared_points has {pairs.shared_points.shape} values for {len(pairs.positives)} positives"
+    for name in ("shared_points", "inlier_matches"):
+        if arrays[name].shape != (len(pairs.positives),):
+            return f"{name} has {arrays[name].shape} values for {len(pairs.positives)} positives"
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -9,20 +10,31 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
+from hashkit.hashing.checkpoint import file_digest
 from hashkit.hashing.errors import UserError
 from hashkit.hashing.images import IMAGE_EXTENSIONS, find_images, read_rgb
 from hashkit.hashing.locking import exclusive_lock, output_folder
 from hashkit.hashing.progress import progress
 
-from .colmap import ColmapOptions, model_tracks, run_colmap
-from .mining import covisible_pairs, cross_model_negatives
+from .colmap import ColmapOptions, SfmResult, model_tracks, run_colmap
+from .mining import (covisible_pairs, cross_group_negatives, linked_groups, union_of_pairs, values_of_pairs,
+                     verified_pairs)
+from .pair_selection import choose_matcher, exhaustive_pairs, retrieval_pairs, sequential_pairs
 from .pairs_file import Pairs, write_pairs
+
+POSITIVES = ("auto", "models", "verified", "both")
 
 
 @dataclass(frozen=True)
 class ReconstructOptions:
-    matcher: str = "exhaustive"
+    matcher: str = "auto"  # auto: exhaustive up to pair_selection.EXHAUSTIVE_UP_TO photos, retrieval above
+    num_neighbors: int = 20  # retrieval: pairs of each photo with its nearest photos
+    retrieval_model: Path | None = None  # retrieval by a trained hashkit model's codes (default: ImageNet features)
+    feature_cache: Path | None = None  # retrieval's backbone feature cache (None: none)
+    mapper: str = "incremental"
+    positives: str = "auto"  # auto: models, plus verified pairs of photos no model registered
     min_shared_points: int = 15
+    min_inliers: int = 30  # verified positives: inlier matches of the two-view geometry
     negatives_per_image: int = 10
     max_image_size: int = 1600
     min_model_size: int = 3
@@ -37,8 +49,14 @@ class ReconstructSummary:
     images: int
     unreadable: list[str]
     registered: int
+    matcher: str
+    pairs_matched: int
+    verified_pairs: int
     model_sizes: list[int] = field(default_factory=list)
+    groups: int = 0
     positives: int = 0
+    positives_from_models: int = 0
+    positives_verified_only: int = 0
     negatives: int = 0
 
 
@@ -48,10 +66,13 @@ def reconstruct(photos_dir: Path, work_dir: Path,
 
     Rerunning resumes: COLMAP stages already finished in ``work_dir/sfm`` are not redone.
     """
+    if options.positives not in POSITIVES:
+        raise UserError(f"unknown --positives {options.positives!r}; choose one of {', '.join(POSITIVES)}")
     photos_dir, work_dir = Path(photos_dir).resolve(), Path(work_dir)
     found = find_images(photos_dir)
     if not found:
         raise UserError(f"no images in {photos_dir} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    matcher = choose_matcher(options.matcher, len(found))
     output_folder(work_dir)
     with exclusive_lock(work_dir / "reconstruct"):
         sfm_dir = work_dir / "sfm"
@@ -60,22 +81,47 @@ def reconstruct(photos_dir: Path, work_dir: Path,
         readable, unreadable = _split_readable(found, photos_dir)
         if not readable:
             raise UserError(f"none of the {len(found)} images in {photos_dir} could be decoded")
-        _pin_photo_set(sfm_dir, readable)
-        models = run_colmap(photos_dir, readable, sfm_dir, ColmapOptions(
-            matcher=options.matcher, max_image_size=options.max_image_size,
-            min_model_size=options.min_model_size, seed=options.seed, verbose=options.verbose))
-        if not models:
-            raise UserError(f"COLMAP reconstructed no 3D model from {len(readable)} images: the photos "
-                            "need overlapping views of the same scenes (at least "
-                            f"{options.min_model_size} per scene)")
-        pairs = _mine(photos_dir, readable, unreadable, models, options)
+        _pin(sfm_dir, "images.txt", "".join(f"{name}\n" for name in readable), "a different set of photos")
+        _pin(sfm_dir, "matching.json", json.dumps(_matching_settings(matcher, options), sort_keys=True),
+             "other matching settings (--matcher, --num-neighbors, --model, --max-image-size)")
+        sfm = run_colmap(photos_dir, readable, sfm_dir, lambda: _select_pairs(matcher, photos_dir, readable, options),
+                         ColmapOptions(mapper=options.mapper, max_image_size=options.max_image_size,
+                                       min_model_size=options.min_model_size, seed=options.seed,
+                                       verbose=options.verbose))
+        pairs = _mine(photos_dir, readable, unreadable, sfm, matcher, options)
         pairs_path = work_dir / "pairs.h5"
         write_pairs(pairs_path, pairs)
+    from_models = int((pairs.shared_points > 0).sum())
     return ReconstructSummary(
         pairs_path=str(pairs_path), images=len(found), unreadable=unreadable,
-        registered=int((pairs.model_id >= 0).sum()),
-        model_sizes=[int((pairs.model_id == m).sum()) for m in range(len(models))],
-        positives=len(pairs.positives), negatives=len(pairs.negatives))
+        registered=int((pairs.model_id >= 0).sum()), matcher=matcher,
+        pairs_matched=_pairs_matched(sfm_dir), verified_pairs=len(sfm.verified),
+        model_sizes=[int((pairs.model_id == m).sum()) for m in range(len(sfm.models))],
+        groups=len(np.unique(pairs.group[pairs.group >= 0])), positives=len(pairs.positives),
+        positives_from_models=from_models, positives_verified_only=len(pairs.positives) - from_models,
+        negatives=len(pairs.negatives))
+
+
+def _matching_settings(matcher: str, options: ReconstructOptions) -> dict:
+    settings = {"matcher": matcher, "max_image_size": options.max_image_size}
+    if matcher == "retrieval":
+        settings.update(num_neighbors=options.num_neighbors, model=None if options.retrieval_model is None
+                        else file_digest(options.retrieval_model))
+    return settings
+
+
+def _select_pairs(matcher: str, photos_dir: Path, names: list[str], options: ReconstructOptions) -> np.ndarray:
+    if matcher == "exhaustive":
+        return exhaustive_pairs(len(names))
+    if matcher == "sequential":
+        return sequential_pairs(len(names))
+    return retrieval_pairs([photos_dir / name for name in names], options.num_neighbors, options.retrieval_model,
+                           options.feature_cache)
+
+
+def _pairs_matched(sfm_dir: Path) -> int:
+    done = sfm_dir / "match.progress"
+    return int(done.read_text()) if done.exists() else 0
 
 
 def _split_readable(paths: list[Path], root: Path) -> tuple[list[str], list[str]]:
@@ -87,34 +133,55 @@ def _split_readable(paths: list[Path], root: Path) -> tuple[list[str], list[str]
     return readable, unreadable
 
 
-def _pin_photo_set(sfm_dir: Path, names: list[str]) -> None:
-    """Record the photo set of a new SfM folder; refuse to resume one built from other photos."""
-    listing = sfm_dir / "images.txt"
-    text = "\n".join(names) + "\n"
-    if listing.exists():
-        if listing.read_text(encoding="utf-8") != text:
-            raise UserError(f"{sfm_dir} was built from a different set of photos; "
-                            "use --overwrite to reconstruct again")
+def _pin(sfm_dir: Path, filename: str, text: str, what: str) -> None:
+    """Record ``text`` in a new SfM folder; refuse to resume one whose record differs."""
+    record = sfm_dir / filename
+    if record.exists():
+        if record.read_text(encoding="utf-8") != text:
+            raise UserError(f"{sfm_dir} was built from {what}; use --overwrite to reconstruct again")
         return
     sfm_dir.mkdir(parents=True, exist_ok=True)
-    listing.write_text(text, encoding="utf-8")
+    record.write_text(text, encoding="utf-8")
 
 
-def _mine(photos_dir: Path, names: list[str], unreadable: list[str],
-          models: list[pycolmap.Reconstruction], options: ReconstructOptions) -> Pairs:
-    index_of = {name: i for i, name in enumerate(names)}
-    model_id = np.full(len(names), -1, np.int32)
-    positives, shared = [], []
-    for m, model in enumerate(models):
-        registered, tracks = model_tracks(model, index_of)
+def _mine(photos_dir: Path, names: list[str], unreadable: list[str], sfm: SfmResult, matcher: str,
+          options: ReconstructOptions) -> Pairs:
+    """Positives from the models and/or verified geometries, per ``options.positives``; groups of
+    images linked by positives or by a model; negatives across groups."""
+    n = len(names)
+    model_id = np.full(n, -1, np.int32)
+    from_models, shared = [np.zeros((0, 2), np.int32)], [np.zeros(0, np.int32)]
+    for m, model in enumerate(sfm.models):
+        registered, tracks = model_tracks(model)
         model_id[registered] = m
         pairs, counts = covisible_pairs(tracks, options.min_shared_points)
-        positives.append(pairs)
+        from_models.append(pairs)
         shared.append(counts)
-    settings = {key: value for key, value in asdict(options).items() if key not in ("overwrite", "verbose")}
-    settings["pycolmap_version"] = pycolmap.__version__
+    model_pairs, shared_points = np.concatenate(from_models), np.concatenate(shared)
+    all_verified, all_inliers = verified_pairs(sfm.verified, sfm.inliers, 1)
+    keep = all_inliers >= options.min_inliers
+    if options.positives == "auto":  # verified pairs only where no model registered both photos
+        keep &= (model_id[all_verified[:, 0]] < 0) | (model_id[all_verified[:, 1]] < 0)
+    if options.positives == "models":
+        keep[:] = False
+    if options.positives == "verified":
+        model_pairs = model_pairs[:0]
+    positives = union_of_pairs(model_pairs, all_verified[keep])
+    # Every photo of a model belongs to its group, even one with no positive of its own.
+    membership = [np.stack([np.full(len(rows), rows[0]), rows], 1) for m in range(len(sfm.models))
+                  if options.positives != "verified" and len(rows := np.flatnonzero(model_id == m))]
+    group = linked_groups(n, np.concatenate([positives.astype(np.int64), *membership]))
+    if len(positives) == 0:
+        raise UserError(f"no positive pair among {n} images (--positives {options.positives}): COLMAP built "
+                        f"{len(sfm.models)} 3D models and verified {int((all_inliers >= options.min_inliers).sum())} "
+                        f"pairs with at least {options.min_inliers} inlier matches; the photos need overlapping "
+                        "views of the same scenes")
+    settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(options).items()
+                if key not in ("overwrite", "verbose", "feature_cache")}
+    settings.update(matcher=matcher, pycolmap_version=pycolmap.__version__)
     return Pairs(
-        photo_root=photos_dir, images=names, model_id=model_id,
-        positives=np.concatenate(positives), shared_points=np.concatenate(shared),
-        negatives=cross_model_negatives(model_id, options.negatives_per_image, options.seed),
-        unreadable=unreadable, settings=settings)
+        photo_root=photos_dir, images=names, model_id=model_id, positives=positives,
+        shared_points=values_of_pairs(positives, model_pairs, shared_points),
+        inlier_matches=values_of_pairs(positives, all_verified, all_inliers),
+        negatives=cross_group_negatives(group, options.negatives_per_image, options.seed),
+        group=group, unreadable=unreadable, settings=settings)

@@ -32,14 +32,14 @@ def test_folder_without_images(tmp_path):
     assert_one_line_error(run_cli("reconstruct", tmp_path / "photos", "-o", tmp_path / "w"), "no images in")
 
 
-def test_no_model_reconstructed(tmp_path):
+def test_no_positive_pair_found(tmp_path):
     rng = np.random.default_rng(0)
     photos = tmp_path / "noise"
     photos.mkdir()
     for i in range(4):  # unrelated random images: nothing to match, so no 3D model
         cv2.imwrite(str(photos / f"{i}.png"), rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
     result = run_cli("reconstruct", photos, "-o", tmp_path / "w")
-    assert_one_line_error(result, "no 3D model")
+    assert_one_line_error(result, "no positive pair")
     assert not (tmp_path / "w" / "pairs.h5").exists()
 
 

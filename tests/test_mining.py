@@ -1,6 +1,8 @@
 import numpy as np
 
-from hashkit.sfm_pairs.mining import covisible_pairs, cross_model_negatives
+from hashkit.sfm_pairs.mining import (covisible_pairs, cross_group_negatives, linked_groups, union_of_pairs,
+                                      values_of_pairs, verified_pairs)
+from hashkit.sfm_pairs.pair_selection import exhaustive_pairs, neighbour_pairs, sequential_pairs
 
 
 def test_covisible_pairs_counts_shared_points_by_hand():
@@ -21,16 +23,43 @@ def test_covisible_pairs_threshold_and_empty():
 
 def test_negatives_cross_models_only_bounded_and_seeded():
     model_id = np.array([0, 0, 0, 1, 1, 2, -1, 2, 0])
-    negatives = cross_model_negatives(model_id, per_image=2, seed=3)
+    negatives = cross_group_negatives(model_id, per_image=2, seed=3)
     assert len(negatives) > 0
     assert np.all(model_id[negatives[:, 0]] != model_id[negatives[:, 1]])
     assert np.all(model_id[negatives] >= 0), "unregistered images take no part"
     assert np.all(negatives[:, 0] < negatives[:, 1])
     assert len({tuple(p) for p in negatives.tolist()}) == len(negatives)
     assert len(negatives) <= 2 * int((model_id >= 0).sum())
-    assert np.array_equal(negatives, cross_model_negatives(model_id, per_image=2, seed=3))
-    assert not np.array_equal(negatives, cross_model_negatives(model_id, per_image=2, seed=4))
+    assert np.array_equal(negatives, cross_group_negatives(model_id, per_image=2, seed=3))
+    assert not np.array_equal(negatives, cross_group_negatives(model_id, per_image=2, seed=4))
 
 
 def test_single_model_has_no_negatives():
-    assert cross_model_negatives(np.array([0, 0, 0]), per_image=5, seed=0).shape == (0, 2)
+    assert cross_group_negatives(np.array([0, 0, 0]), per_image=5, seed=0).shape == (0, 2)
+
+
+def test_verified_pairs_threshold_order_and_duplicates():
+    pairs, inliers = verified_pairs(np.array([[3, 1], [0, 2], [1, 3], [4, 5]]), np.array([40, 10, 40, 31]), 30)
+    assert pairs.tolist() == [[1, 3], [4, 5]] and inliers.tolist() == [40, 31]
+
+
+def test_union_and_values_of_pairs():
+    a, b = np.array([[0, 1], [2, 3]]), np.array([[0, 1], [1, 4]])
+    union = union_of_pairs(a, b)
+    assert union.tolist() == [[0, 1], [1, 4], [2, 3]]
+    assert values_of_pairs(union, a, np.array([7, 9])).tolist() == [7, 0, 9]
+    assert values_of_pairs(union, a[::-1], np.array([9, 7])).tolist() == [7, 0, 9], "tables in any order"
+    assert values_of_pairs(union, b[:0], np.zeros(0)).tolist() == [0, 0, 0]
+
+
+def test_linked_groups_are_connected_components_numbered_by_smallest_image():
+    group = linked_groups(7, np.array([[5, 6], [1, 3], [3, 4], [6, 5]]))
+    assert group.tolist() == [-1, 0, -1, 0, 0, 1, 1]
+    assert linked_groups(3, np.zeros((0, 2), np.int64)).tolist() == [-1, -1, -1]
+
+
+def test_pair_lists_of_the_matchers():
+    assert exhaustive_pairs(4).tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    assert sequential_pairs(4, overlap=2).tolist() == [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]
+    neighbours = np.array([[0, 2, 1], [1, 0, -1], [2, 0, 3], [3, 2, 2]])  # self, padding and repeats dropped
+    assert neighbour_pairs(neighbours).tolist() == [[0, 1], [0, 2], [2, 3]]

@@ -56,10 +56,8 @@ class BCDH(DeepMethod):
         n = len(data.paths)
         if data.pairs is not None:
             self.positives = data.pairs.positives.astype(np.int64)
-            shared = data.pairs.shared_points.astype(np.float64)
-            # Saturating weight in (0, 1): pairs sharing many 3D points count fully.
-            self.weights = 1 - np.exp(-shared / max(np.median(shared), 1.0)) if len(shared) else shared
-            self.groups = data.pairs.model_id.astype(np.int64)
+            self.weights = positive_weights(data.pairs.shared_points, data.pairs.inlier_matches)
+            self.groups = data.pairs.group.astype(np.int64)
             self.random_negatives = data.pairs.negatives.astype(np.int64)
             self.eligible = lambda rows: (self.groups[rows, None] != self.groups[None, :]) \
                 & (self.groups[rows, None] >= 0) & (self.groups[None, :] >= 0)
@@ -166,3 +164,15 @@ class BCDH(DeepMethod):
         codes = torch.as_tensor(self.codes[batch.indices], dtype=outputs.dtype, device=outputs.device)
         quantization = pair_distance(outputs, codes)
         return pair_term.mean() + self.quantization_weight * quantization.mean()
+
+
+def positive_weights(shared_points: np.ndarray, inlier_matches: np.ndarray) -> np.ndarray:
+    """Saturating weight in (0, 1) per positive: pairs with much 3D evidence count fully. The
+    evidence is the pair's shared 3D points over their median, or, for a pair no model covers,
+    its verified inlier matches over their median."""
+    def scaled(counts: np.ndarray) -> np.ndarray:
+        counts = counts.astype(np.float64)
+        return counts / max(np.median(counts[counts > 0]), 1.0) if (counts > 0).any() else counts
+
+    evidence = np.where(shared_points > 0, scaled(shared_points), scaled(inlier_matches))
+    return 1 - np.exp(-evidence)

@@ -1,0 +1,83 @@
+"""Which image pairs COLMAP matches: all of them, neighbours in file order, or each photo's
+nearest photos by a global descriptor (retrieval), whose cost grows linearly with the photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from hashkit.hashing.errors import UserError
+
+MATCHERS = ("auto", "exhaustive", "sequential", "retrieval")
+EXHAUSTIVE_UP_TO = 200  # auto: exhaustive matching up to this many photos, retrieval above
+SEQUENTIAL_OVERLAP = 10  # sequential: each photo with the next 10 in file order (COLMAP's default)
+RETRIEVAL_BACKBONE = "mobilenet_v2"  # retrieval's global descriptor without --model: ImageNet pooled features
+RETRIEVAL_IMAGE_SIZE = 224
+
+
+def choose_matcher(matcher: str, num_photos: int) -> str:
+    if matcher not in MATCHERS:
+        raise UserError(f"unknown matcher {matcher!r}; choose one of {', '.join(MATCHERS)}")
+    if matcher == "auto":
+        return "exhaustive" if num_photos <= EXHAUSTIVE_UP_TO else "retrieval"
+    return matcher
+
+
+def exhaustive_pairs(num_photos: int) -> np.ndarray:
+    i, j = np.triu_indices(num_photos, k=1)
+    return np.stack([i, j], axis=1).astype(np.int64)
+
+
+def sequential_pairs(num_photos: int, overlap: int = SEQUENTIAL_OVERLAP) -> np.ndarray:
+    pairs = [(i, j) for i in range(num_photos) for j in range(i + 1, min(i + 1 + overlap, num_photos))]
+    return np.array(pairs, np.int64).reshape(-1, 2)
+
+
+def neighbour_pairs(neighbours: np.ndarray) -> np.ndarray:
+    """Unordered unique pairs (i < j, sorted) from each row's neighbour list (N, K), leaving out
+    -1 padding and the photo itself."""
+    rows = np.repeat(np.arange(len(neighbours)), neighbours.shape[1])
+    cols = neighbours.reshape(-1)
+    keep = (cols >= 0) & (cols != rows)
+    pairs = np.sort(np.stack([rows[keep], cols[keep]], axis=1), axis=1)
+    return np.unique(pairs, axis=0).astype(np.int64).reshape(-1, 2)
+
+
+def nearest_by_features(features: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` nearest other rows by cosine similarity (FAISS inner product search)."""
+    vectors = np.ascontiguousarray(features, np.float32).copy()
+    faiss.normalize_L2(vectors)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    return index.search(vectors, min(k + 1, len(vectors)))[1]
+
+
+def nearest_by_codes(codes: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` nearest other rows by Hamming distance of packed codes."""
+    from hashkit.hashing.search import knn_scan
+    return knn_scan([codes], codes, min(k + 1, len(codes)))[1]
+
+
+def retrieval_pairs(paths: list[Path], k: int, model: Path | None, cache_dir: Path | None,
+                    device: str = "auto") -> np.ndarray:
+    """The pairs of each photo with its ``k`` nearest photos: by the codes of a trained hashkit
+    ``model``, or by the pooled features of the ImageNet MobileNetV2 (cached in ``cache_dir``)."""
+    from hashkit.hashing.runtime import default_workers, resolve_device
+    if k < 1:
+        raise UserError("--num-neighbors must be at least 1")
+    torch_device, workers = resolve_device(device), default_workers()
+    if model is not None:
+        from hashkit.hashing.checkpoint import load_checkpoint
+        from hashkit.hashing.encode import model_codes
+        loaded = load_checkpoint(model)
+        codes = np.concatenate([c for c, _, _ in model_codes(loaded, paths, 64, workers, torch_device, cache_dir)])
+        return neighbour_pairs(nearest_by_codes(codes, k))
+    from hashkit.hashing.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+    from hashkit.hashing.features import cached_features, weights_digest
+    backbone = build_backbone(RETRIEVAL_BACKBONE)
+    features, _ = cached_features(backbone, RETRIEVAL_BACKBONE, weights_digest(backbone), paths,
+                                  RETRIEVAL_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, 64, workers, torch_device,
+                                  cache_dir)
+    return neighbour_pairs(nearest_by_features(features, k))

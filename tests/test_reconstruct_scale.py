@@ -1,0 +1,103 @@
+"""Reconstruction beyond exhaustive matching: retrieval-chosen pairs, the global mapper, and
+positives from verified two-view geometries where COLMAP builds no model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hashkit.sfm_pairs.pairs_file import read_pairs
+
+from .conftest import REPO, run_cli
+from .test_cli_errors import HASHKIT, assert_one_line_error
+
+COLMAP_LOG_LINE = re.compile(r"^[IWEF]\d{8} ", re.MULTILINE)  # glog's prefix: level and date
+
+
+def scenes_of(pairs, truth: dict[str, str]) -> np.ndarray:
+    return np.array([truth[str(p.resolve())] for p in pairs.absolute_paths()])
+
+
+def pair_set(pairs: np.ndarray) -> set[tuple[int, int]]:
+    return {tuple(p) for p in pairs.tolist()}
+
+
+@pytest.fixture(scope="module")
+def two_view_set(tmp_path_factory):
+    """Five scenes photographed twice each from nearby viewpoints: COLMAP verifies the pairs but
+    builds no 3D model from them."""
+    out = tmp_path_factory.mktemp("two-views")
+    subprocess.run([sys.executable, str(REPO / "examples" / "render_scenes.py"), str(out), "--scenes", "5",
+                    "--views", "2", "--spread", "8", "--size", "640x480", "--seed", "2"],
+                   check=True, capture_output=True)
+    with (out / "truth.csv").open() as f:
+        truth = {str((out / row["path"]).resolve()): row["label"] for row in csv.DictReader(f)}
+    return out / "photos", truth
+
+
+def test_verified_pairs_are_positives_where_no_model_is_built(two_view_set, tmp_path):
+    photos, truth = two_view_set
+    completed = subprocess.run([*HASHKIT, "reconstruct", str(photos), "-o", str(tmp_path / "w"),
+                                "--min-model-size", "2", "--json"], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    assert not COLMAP_LOG_LINE.search(completed.stderr), f"COLMAP's log leaked:\n{completed.stderr}"
+    summary = json.loads(completed.stdout)
+    assert summary["model_sizes"] == [] and summary["positives_verified_only"] == summary["positives"]
+    pairs = read_pairs(tmp_path / "w" / "pairs.h5")
+    scenes = scenes_of(pairs, truth)
+    assert len(pairs.positives) == 5 and np.all(scenes[pairs.positives[:, 0]] == scenes[pairs.positives[:, 1]])
+    assert np.all(pairs.inlier_matches >= 30) and np.all(pairs.shared_points == 0)
+    assert len(set(pairs.group.tolist())) == 5, "each scene its own group"
+    assert np.all(scenes[pairs.negatives[:, 0]] != scenes[pairs.negatives[:, 1]]) and len(pairs.negatives) > 0
+    models_only = run_cli("reconstruct", photos, "-o", tmp_path / "w", "--min-model-size", "2",
+                          "--positives", "models")
+    assert_one_line_error(models_only, "no positive pair")
+
+
+def test_retrieval_matches_fewer_pairs_and_keeps_the_positives(scene_set, truth, work_dir, tmp_path):
+    result = run_cli("reconstruct", scene_set / "photos", "-o", tmp_path / "w", "--matcher", "retrieval",
+                     "--num-neighbors", "5", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    exhaustive = read_pairs(work_dir / "pairs.h5")
+    n = len(exhaustive.images)
+    assert summary["matcher"] == "retrieval" and summary["pairs_matched"] <= 5 * n < n * (n - 1) // 2
+    pairs = read_pairs(tmp_path / "w" / "pairs.h5")
+    scenes = scenes_of(pairs, truth)
+    assert np.all(scenes[pairs.positives[:, 0]] == scenes[pairs.positives[:, 1]])
+    kept = pair_set(pairs.positives) & pair_set(exhaustive.positives)
+    assert len(kept) >= 0.9 * len(exhaustive.positives), (len(kept), len(exhaustive.positives))
+    assert len(summary["model_sizes"]) == 3
+
+
+def test_global_mapper_and_verified_positives_reuse_the_matches(scene_set, truth, work_dir, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(work_dir, work, symlinks=True)
+    markers = [work / "sfm" / f"{stage}.done" for stage in ("extract", "match")]
+    before = [marker.stat().st_mtime_ns for marker in markers]
+    result = run_cli("reconstruct", scene_set / "photos", "-o", work, "--mapper", "global", "--json")
+    assert result.exit_code == 0, result.output
+    assert [marker.stat().st_mtime_ns for marker in markers] == before, "extraction and matching not redone"
+    assert (work / "sfm" / "models-global").is_dir() and (work / "sfm" / "models-incremental").is_dir()
+    pairs = read_pairs(work / "pairs.h5")
+    scenes = scenes_of(pairs, truth)
+    assert np.all(scenes[pairs.positives[:, 0]] == scenes[pairs.positives[:, 1]])
+    assert int(pairs.model_id.max()) + 1 == 3 and len(pairs.positives) >= 30
+
+    result = run_cli("reconstruct", scene_set / "photos", "-o", work, "--positives", "verified")
+    assert result.exit_code == 0, result.output
+    verified = read_pairs(work / "pairs.h5")
+    scenes = scenes_of(verified, truth)
+    assert np.all(scenes[verified.positives[:, 0]] == scenes[verified.positives[:, 1]])
+    assert np.all(verified.shared_points == 0) and np.all(verified.inlier_matches >= 30)
+    assert np.all(scenes[verified.negatives[:, 0]] != scenes[verified.negatives[:, 1]])
+
+    other = run_cli("reconstruct", scene_set / "photos", "-o", work, "--matcher", "sequential")
+    assert_one_line_error(other, "other matching settings")
