@@ -56,6 +56,7 @@ INTERRUPTED = {  # what an interrupted command leaves behind
     "encode": "the codes committed so far are kept in the store; rerun the same command to continue",
     "query": "no results were written (existing ones are untouched)",
     "index_build": "no index was written (an existing one is untouched)",
+    "merge": "no merged store was written (an existing one is untouched)",
 }
 
 
@@ -75,16 +76,42 @@ def main(version: Annotated[Optional[bool], typer.Option(
     """Offline image indexing with deep hashing."""
 
 
+def cache_dir(path: Optional[Path], disabled: bool) -> Optional[Path]:
+    from hashkit.hashing.features import default_cache_dir
+    return None if disabled else (path or default_cache_dir())
+
+
+FeatureCacheOption = Annotated[Optional[Path], typer.Option(
+    help="Folder of the backbone feature cache [default: ~/.cache/hashkit/features].")]
+NoCacheOption = Annotated[bool, typer.Option("--no-feature-cache", help="Compute backbone features afresh.")]
+
+
 @app.command()
 @user_errors
 def reconstruct(
     photos: Annotated[Path, typer.Argument(metavar="PHOTOS", help="Folder of photos (searched recursively).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Work folder: sfm/ and pairs.h5 go here.")],
-    matcher: Annotated[str, typer.Option(help="exhaustive or sequential.")] = "exhaustive",
+    matcher: Annotated[str, typer.Option(
+        help="Which photo pairs COLMAP matches: exhaustive (all; cost grows with the square of the photos), "
+             "retrieval (each photo with its --num-neighbors nearest by a global descriptor; linear), "
+             "sequential (each with the next 10 in file order), or auto (exhaustive up to 200 photos, "
+             "retrieval above).")] = "auto",
+    num_neighbors: Annotated[int, typer.Option(help="retrieval: nearest photos matched with each photo.")] = 20,
+    model: Annotated[Optional[Path], typer.Option(
+        help="retrieval: a model from 'hashkit train' whose codes choose the pairs [default: ImageNet "
+             "MobileNetV2 features].")] = None,
+    mapper: Annotated[str, typer.Option(help="incremental (COLMAP) or global (GLOMAP).")] = "incremental",
+    positives: Annotated[str, typer.Option(
+        help="Positive pairs from: models (covisible in a 3D model), verified (a two-view geometry with "
+             "--min-inliers inlier matches), both, or auto (models, plus verified pairs of photos that no "
+             "model registered).")] = "auto",
     min_shared_points: Annotated[int, typer.Option(help="3D points two images must share to be a positive pair.")] = 15,
-    negatives_per_image: Annotated[int, typer.Option(help="Random negatives drawn from other models per image.")] = 10,
+    min_inliers: Annotated[int, typer.Option(help="Inlier matches a verified pair needs to be a positive.")] = 30,
+    negatives_per_image: Annotated[int, typer.Option(help="Random negatives drawn from other groups per image.")] = 10,
     max_image_size: Annotated[int, typer.Option(help="Longest side for SIFT extraction.")] = 1600,
     min_model_size: Annotated[int, typer.Option(help="Smallest 3D model kept, in images.")] = 3,
+    feature_cache: FeatureCacheOption = None,
+    no_feature_cache: NoCacheOption = False,
     seed: SeedOption = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo COLMAP from scratch.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show COLMAP's own log on stderr.")] = False,
@@ -93,13 +120,18 @@ def reconstruct(
     """Reconstruct 3D models from PHOTOS with COLMAP and mine image pairs into OUTPUT/pairs.h5."""
     from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct as run
     summary = run(photos, output, ReconstructOptions(
-        matcher=matcher, min_shared_points=min_shared_points, negatives_per_image=negatives_per_image,
+        matcher=matcher, num_neighbors=num_neighbors, retrieval_model=model,
+        feature_cache=cache_dir(feature_cache, no_feature_cache), mapper=mapper, positives=positives,
+        min_shared_points=min_shared_points, min_inliers=min_inliers, negatives_per_image=negatives_per_image,
         max_image_size=max_image_size, min_model_size=min_model_size, seed=seed, overwrite=overwrite,
         verbose=verbose))
     report_summary(asdict(summary), as_json, [
         f"images: {summary.images} ({len(summary.unreadable)} unreadable, {summary.registered} registered)",
-        f"3D models: {len(summary.model_sizes)} (images per model: {summary.model_sizes})",
-        f"pairs: {summary.positives} positive, {summary.negatives} negative -> {summary.pairs_path}",
+        f"matching: {summary.matcher}, {summary.pairs_matched} pairs matched, {summary.verified_pairs} verified",
+        f"3D models: {len(summary.model_sizes)} (images per model: {summary.model_sizes}); "
+        f"{summary.groups} groups of linked images",
+        f"pairs: {summary.positives} positive ({summary.positives_from_models} from models, "
+        f"{summary.positives_verified_only} verified only), {summary.negatives} negative -> {summary.pairs_path}",
     ] + [f"unreadable: {name}" for name in summary.unreadable])
 
 
@@ -118,15 +150,6 @@ def parse_params(items: list[str]) -> dict[str, object]:
                 continue
     return params
 
-
-def cache_dir(path: Optional[Path], disabled: bool) -> Optional[Path]:
-    from hashkit.hashing.features import default_cache_dir
-    return None if disabled else (path or default_cache_dir())
-
-
-FeatureCacheOption = Annotated[Optional[Path], typer.Option(
-    help="Folder of the backbone feature cache [default: ~/.cache/hashkit/features].")]
-NoCacheOption = Annotated[bool, typer.Option("--no-feature-cache", help="Compute backbone features afresh.")]
 
 
 @app.command()
@@ -201,13 +224,19 @@ def encode(
     labels: Annotated[Optional[str], typer.Option(
         help="Store each image's labels with its code: 'folders', a path,label CSV (a cell may hold 'a;b'), "
              "or a pairs.h5; images it does not label are stored as unknown.")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        help="Encode only shard i/n of the images (e.g. 0/4; by a checksum of each path), for 'hashkit merge' "
+             "later. Under torchrun each process takes its own shard and writes OUTPUT-RRRRR-of-NNNNN.h5.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Encode images to binary codes in an HDF5 code store."""
     from hashkit.hashing.encode import encode as run
+    from hashkit.hashing.shards import parse_shard
     summary = run(model, inputs, output, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite,
-                  feature_cache=cache_dir(feature_cache, no_feature_cache), labels=labels)
+                  feature_cache=cache_dir(feature_cache, no_feature_cache), labels=labels,
+                  shard=None if shard is None else parse_shard(shard))
     report_summary(asdict(summary), as_json, [
+        (f"shard {summary.shard}: " if summary.shard else "") +
         f"encoded {summary.encoded} images ({summary.already_present} already in the store, "
         f"{len(summary.unreadable)} unreadable); {summary.total} codes in {summary.store}",
     ] + [f"unreadable: {path}" for path in summary.unreadable])
@@ -216,13 +245,15 @@ def encode(
 @app.command()
 @user_errors
 def query(
-    db: Annotated[Path, typer.Option("--db", help="Database code store.")],
+    db: Annotated[list[Path], typer.Option(
+        "--db", help="Database code store; repeat it to search several stores of one model (shards) as one.")],
     queries: Annotated[Path, typer.Option("--queries", help="Query code store (may be the database itself).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Results file (results.h5).")],
     k: Annotated[int, typer.Option("-k", help="Neighbours per query.")] = 100,
     ground_truth: Annotated[Optional[str], typer.Option(
         help="Evaluate against labels: 'stored' (those encoded with --labels; the default when both stores "
-             "hold some), 'folders', a path,label CSV, or a pairs.h5 (3D model ids).")] = None,
+             "hold some), 'folders', a path,label CSV, or a pairs.h5 (its groups: 3D models joined by "
+             "verified pairs).")] = None,
     metrics: Annotated[Optional[Path], typer.Option(help="Metrics file (default: metrics.json beside OUTPUT).")] = None,
     keep_self: Annotated[bool, typer.Option("--keep-self", help="Keep a query's own image in its results.")] = False,
     radius: Annotated[Optional[int], typer.Option(
@@ -294,6 +325,22 @@ def index_build(
         path = save_index(db, index_kind(index), store.codes(), store.meta)
     report_summary({"index": str(path), "rows": store.count}, as_json,
                    [f"{index} index over {store.count} codes -> {path}"])
+
+
+@app.command()
+@user_errors
+def merge(
+    shards: Annotated[list[Path], typer.Argument(metavar="SHARDS", help="Code stores of one model, in order.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The merged code store to write.")],
+    overwrite: OverwriteOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Join shard code stores of one model (from 'encode --shard') into one store, each path once."""
+    from hashkit.hashing.merge import merge as run
+    summary = run(shards, output, overwrite)
+    report_summary(asdict(summary), as_json, [
+        f"merged {summary.shards} stores: {summary.rows} codes -> {summary.store}"
+        + (f" ({summary.duplicates} repeated paths left out)" if summary.duplicates else "")])
 
 
 @app.command()

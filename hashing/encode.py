@@ -21,6 +21,7 @@ from .images import resolve_inputs
 from .locking import exclusive_lock, output_file
 from .progress import progress
 from .runtime import default_workers, resolve_device
+from .shards import in_shard, shard_store_name, torchrun_shard
 from .store import CodeStoreWriter, StoreMeta, StoreReader, label_cell, pack_codes
 
 _DEFAULT_CACHE = object()
@@ -33,12 +34,14 @@ class EncodeSummary:
     already_present: int
     total: int
     unreadable: list[str] = field(default_factory=list)
+    shard: str | None = None  # "i/n" when one shard was encoded
 
 
 @torch.no_grad()
 def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int = 64,
            workers: int | None = None, device: str = "auto", overwrite: bool = False,
-           feature_cache: Path | None | object = _DEFAULT_CACHE, labels: str | None = None) -> EncodeSummary:
+           feature_cache: Path | None | object = _DEFAULT_CACHE, labels: str | None = None,
+           shard: tuple[int, int] | None = None) -> EncodeSummary:
     """Encode every image named by ``inputs`` into the store ``output``.
 
     An existing store of the same model is appended to, skipping paths it already holds. For a
@@ -46,12 +49,18 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
     (``feature_cache``: a folder, None for no cache; default ``~/.cache/hashkit/features``).
     With ``labels`` (a source for ``ground_truth.load_labels``), each image's labels are stored
     with its code; images the source does not label are stored as unknown.
+    With ``shard`` (i, n), only the images of shard i of n are encoded (``shards.in_shard``); under
+    torchrun without ``shard``, each process takes its own and writes ``shards.shard_store_name``.
     """
+    if shard is None and (shard := torchrun_shard()) is not None:
+        output = shard_store_name(Path(output), shard)
     output = output_file(output, overwrite=True)  # an existing store is appended to
     model = load_checkpoint(model_path)
     paths = resolve_inputs(inputs)
     if not paths:
         raise UserError(f"no images found in {', '.join(map(str, inputs))}")
+    if shard is not None:
+        paths = [path for path in paths if in_shard(path, shard)]
     config = model.config
     meta = StoreMeta(config["bits"], config["method"], model.digest, config["backbone"], __version__)
     torch_device = resolve_device(device)
@@ -67,18 +76,14 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
         if overwrite:
             output.unlink(missing_ok=True)
         with _writer(output, meta) as store:
-            model.network.to(torch_device)
-            if config.get("frozen_backbone") and cache_dir is not None:
-                batches = _codes_from_cache(model, todo, Path(cache_dir), batch_size, num_workers, torch_device)
-            else:
-                batches = _codes_from_images(model, todo, batch_size, num_workers, torch_device)
             unreadable = []
-            for codes, chunk_paths, ok in batches:
+            for codes, chunk_paths, ok in model_codes(model, todo, batch_size, num_workers, torch_device, cache_dir):
                 unreadable += [str(p) for p, good in zip(chunk_paths, ok) if not good]
                 encoded = [str(p) for p, good in zip(chunk_paths, ok) if good]
                 store.append(codes[ok], encoded, [cells.get(p, "") for p in encoded])
             total = store.count
-    return EncodeSummary(str(output), len(todo) - len(unreadable), len(paths) - len(todo), total, unreadable)
+    return EncodeSummary(str(output), len(todo) - len(unreadable), len(paths) - len(todo), total, unreadable,
+                         None if shard is None else f"{shard[0]}/{shard[1]}")
 
 
 @contextmanager
@@ -108,6 +113,17 @@ def _label_cells(source: str | None, paths: list[Path]) -> dict[str, str]:
     return cells
 
 
+def model_codes(model: LoadedModel, paths: list[Path], batch_size: int, workers: int, device: torch.device,
+                cache_dir: Path | None) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
+    """(packed codes, paths, decodable mask) of ``paths`` a batch or chunk at a time; a model whose
+    backbone was frozen takes its backbone features from the cache in ``cache_dir`` (None: no cache)."""
+    model.network.to(device)
+    if model.config.get("frozen_backbone") and cache_dir is not None:
+        return _codes_from_cache(model, paths, Path(cache_dir), batch_size, workers, device)
+    return _codes_from_images(model, paths, batch_size, workers, device)
+
+
+@torch.no_grad()
 def _codes_from_images(model: LoadedModel, paths: list[Path], batch_size: int, workers: int,
                        device: torch.device) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
     """(packed codes, paths, decodable mask) per batch, through the whole network."""
@@ -119,6 +135,7 @@ def _codes_from_images(model: LoadedModel, paths: list[Path], batch_size: int, w
         yield codes, [paths[i] for i in indices], ok.numpy()
 
 
+@torch.no_grad()
 def _codes_from_cache(model: LoadedModel, paths: list[Path], cache_dir: Path, batch_size: int, workers: int,
                       device: torch.device) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
     """(packed codes, paths, decodable mask) per chunk: cached backbone features through the head."""

@@ -64,7 +64,9 @@ def _pairs(path: Path) -> dict:
     pairs = read_pairs(path)
     models = np.unique(pairs.model_id[pairs.model_id >= 0])
     return {"kind": "pairs", "images": len(pairs.images), "registered": int((pairs.model_id >= 0).sum()),
-            "models": len(models), "positives": len(pairs.positives), "negatives": len(pairs.negatives),
+            "models": len(models), "groups": len(np.unique(pairs.group[pairs.group >= 0])),
+            "positives": len(pairs.positives), "verified_positives": int((pairs.inlier_matches > 0).sum()),
+            "negatives": len(pairs.negatives),
             "unreadable": len(pairs.unreadable), "photo_root": str(pairs.photo_root),
             "photo_root_exists": pairs.photo_root.is_dir(), "settings": pairs.settings}
 
@@ -93,6 +95,8 @@ def _results(path: Path) -> dict:
             summary = {"kind": "results", "layout": str(layout), "queries": queries, "bits": int(f.attrs["bits"]),
                        "index": str(f.attrs.get("index", "flat")), "exact": bool(f.attrs.get("exact", True)),
                        "database": str(f.attrs["database"])}
+            if "databases" in f.attrs:  # results of several stores searched as one
+                summary["databases"] = json.loads(f.attrs["databases"])
             if ids.shape != distances.shape or f["paths"].shape != ids.shape:
                 raise UserError(f"{path} is inconsistent: ids {ids.shape}, distances {distances.shape}, "
                                 f"paths {f['paths'].shape}")

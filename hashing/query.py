@@ -22,7 +22,7 @@ from .progress import progress
 from .report import write_report
 from .runtime import available_memory
 from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search, tune
-from .store import StoreContents, StoreMeta, StoreReader, read_store
+from .store import StoreContents, StoreMeta, StoreSet, read_store
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
 REPORT_QUERIES, REPORT_RESULTS = 12, 10  # sample queries on the report page, results shown for each
@@ -50,11 +50,14 @@ class QuerySummary:
     warnings: list[str] = field(default_factory=list)
 
 
-def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth: str | None = None,
+def query(db_paths: Path | list[Path], queries_path: Path, k: int, output: Path, ground_truth: str | None = None,
           metrics_path: Path | None = None, exclude_self: bool = True, overwrite: bool = False,
           index: str = "flat", radius: int | None = None, report: Path | None = None,
           index_params: dict[str, object] | None = None) -> QuerySummary:
-    """Search every query code in ``db_path`` and write ``output`` (and metrics, with ground truth).
+    """Search every query code in the database and write ``output`` (and metrics, with ground truth).
+
+    ``db_paths``: one store, or several stores of one model searched as one database (their rows
+    numbered through the stores in order, as ``hashkit merge`` would join them).
 
     ``index``: a name in ``search.INDEXES`` (``flat``, the exact scan, by default), with
     ``index_params`` its search-time settings (``search.tune``). With
@@ -73,10 +76,11 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
     if radius is not None and radius < 0:
         raise UserError(f"--radius must be at least 0, got {radius}")
     queries = read_store(queries_path)
-    with StoreReader(db_path) as db:  # the database is streamed: codes in chunks, only the paths needed
-        _check_comparable(db.meta, queries.meta, db_path, queries_path)
+    db_paths = [Path(db_paths)] if isinstance(db_paths, (str, Path)) else [Path(p) for p in db_paths]
+    with StoreSet(db_paths) as db:  # the database is streamed: codes in chunks, only the paths needed
+        _check_comparable(db.meta, queries.meta, db_paths[0], queries_path)
         if not db.count or not len(queries.codes):
-            raise UserError(f"{db_path if not db.count else queries_path} holds no codes")
+            raise UserError(f"{db.describe_files() if not db.count else queries_path} holds no codes")
         warnings = []
         if radius is None and k > db.count:
             warnings.append(f"-k {k} is more than the {db.count} database codes: capped at {db.count}")
@@ -97,20 +101,21 @@ def query(db_path: Path, queries_path: Path, k: int, output: Path, ground_truth:
         top = _search(db, queries, output, kind, index_params or {}, k, radius, self_rows, summary)
         if relevance is not None:
             metrics = evaluate_relevance(db.codes(), queries.codes, relevance, k).as_dict()
-            metrics.update(ground_truth=str(ground_truth), database_store=str(db_path),
+            metrics.update(ground_truth=str(ground_truth),
+                           database_store=str(db_paths[0]) if len(db_paths) == 1 else [str(p) for p in db_paths],
                            query_store=str(queries_path), bits=db.meta.bits, method=db.meta.method,
                            hashkit_version=__version__)
             with written_atomically(metrics_path) as tmp:
                 tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
             summary.metrics_path, summary.metrics = str(metrics_path), metrics
         if report is not None:
-            title = f"{db.meta.method}, {db.meta.bits} bits: {Path(queries_path).name} in {Path(db_path).name}"
+            title = f"{db.meta.method}, {db.meta.bits} bits: {Path(queries_path).name} in {db.describe_files()}"
             _report(Path(report), summary.metrics, top, queries.paths, db, relevance, title)
             summary.report = str(Path(report) / "index.html")
     return summary
 
 
-def _search(db: StoreReader, queries: StoreContents, output: Path, kind: IndexKind,
+def _search(db: StoreSet, queries: StoreContents, output: Path, kind: IndexKind,
             index_params: dict[str, object], k: int, radius: int | None, self_rows: np.ndarray,
             summary: QuerySummary) -> list[np.ndarray]:
     """Run the search, write ``output``, note how in ``summary``; each query's first results."""
@@ -118,7 +123,10 @@ def _search(db: StoreReader, queries: StoreContents, output: Path, kind: IndexKi
     built = None
     if not kind.exact:  # FAISS's other indexes hold every code
         codes = db.codes()
-        built, summary.saved_index = load_saved_index(db.path, kind, codes, db.meta)
+        if len(db.readers) == 1:  # a saved index belongs to one store
+            built, summary.saved_index = load_saved_index(db.paths_of_files[0], kind, codes, db.meta)
+        else:
+            summary.saved_index = "none"
         built = built or build_index(kind, codes)
         tune(built, kind, index_params)
     if radius is None:
@@ -149,7 +157,7 @@ def _counted(chunks: Iterator[np.ndarray], rows: int) -> Iterator[np.ndarray]:
             bar.update(len(chunk))
 
 
-def _report(folder: Path, metrics: dict | None, top: list[np.ndarray], query_paths: list[str], db: StoreReader,
+def _report(folder: Path, metrics: dict | None, top: list[np.ndarray], query_paths: list[str], db: StoreSet,
             relevance: LabelRelevance | ListedRelevance | None, title: str) -> None:
     """The report page for up to REPORT_QUERIES queries spread evenly over the query store."""
     sample = np.unique(np.linspace(0, len(query_paths) - 1, min(len(query_paths), REPORT_QUERIES)).astype(int))
@@ -162,7 +170,7 @@ def _has_labels(store: StoreContents) -> bool:
     return any(store.labels or ())
 
 
-def _relevance(ground_truth: str, db: StoreReader, queries: StoreContents, queries_path: Path,
+def _relevance(ground_truth: str, db: StoreSet, queries: StoreContents, queries_path: Path,
                self_rows: np.ndarray) -> LabelRelevance | ListedRelevance:
     """Relevance from a landmark CSV (per-query relevant and junk lists; the listed images are looked
     up in one pass over the database's paths) or from labels (every database label or path is read)."""
@@ -176,11 +184,11 @@ def _relevance(ground_truth: str, db: StoreReader, queries: StoreContents, queri
     return LabelRelevance(label_matrix(db_sets, classes), label_matrix(query_sets, classes), self_rows)
 
 
-def _label_sets(ground_truth: str, db: StoreReader, queries: StoreContents,
+def _label_sets(ground_truth: str, db: StoreSet, queries: StoreContents,
                 queries_path: Path) -> tuple[list[LabelSet | None], list[LabelSet | None]]:
     """The label set (None: unknown) of each database and query row; an error if either has none."""
     if ground_truth == STORED:
-        for labelled, path in ((db.has_labels(), db.path), (_has_labels(queries), queries_path)):
+        for labelled, path in ((db.has_labels(), db.describe_files()), (_has_labels(queries), queries_path)):
             if not labelled:
                 raise UserError(f"--ground-truth stored: {path} holds no labels (encode with --labels)")
         return db.labels(), queries.labels
@@ -221,7 +229,7 @@ def _drop_self_ragged(offsets: np.ndarray, distances: np.ndarray, ids: np.ndarra
 
 
 def _write_knn_results(output: Path, distances: np.ndarray, ids: np.ndarray, query_paths: list[str],
-                       db: StoreReader, index: str) -> None:
+                       db: StoreSet, index: str) -> None:
     result_paths = np.array(db.paths_at(ids), dtype=object).reshape(ids.shape)
     with _results_file(output, db, index, "knn") as f:
         f.create_dataset("ids", data=ids)
@@ -231,7 +239,7 @@ def _write_knn_results(output: Path, distances: np.ndarray, ids: np.ndarray, que
 
 
 def _write_radius_results(output: Path, offsets: np.ndarray, distances: np.ndarray, ids: np.ndarray,
-                          query_paths: list[str], db: StoreReader, index: str, radius: int) -> None:
+                          query_paths: list[str], db: StoreSet, index: str, radius: int) -> None:
     with _results_file(output, db, index, "radius") as f:
         f.attrs["radius"] = radius
         f.create_dataset("offsets", data=offsets)
@@ -242,10 +250,11 @@ def _write_radius_results(output: Path, offsets: np.ndarray, distances: np.ndarr
 
 
 @contextmanager
-def _results_file(output: Path, db: StoreReader, index: str, layout: str) -> Iterator[h5py.File]:
+def _results_file(output: Path, db: StoreSet, index: str, layout: str) -> Iterator[h5py.File]:
     """A new results file, whole under ``output`` once the block ends."""
     with written_atomically(output) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, database=str(db.path.resolve()),
+        f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, database=str(db.paths_of_files[0].resolve()),
+                       databases=json.dumps([str(p.resolve()) for p in db.paths_of_files]),
                        bits=db.meta.bits, index=index, exact=index_kind(index).exact, layout=layout,
                        hashkit_version=__version__)
         yield f

@@ -14,13 +14,16 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when a GPU is visible, else the CPU."""
+    """``auto`` picks CUDA when a GPU is visible, else the CPU; under torchrun, CUDA means the
+    process's own GPU (``LOCAL_RANK``)."""
     if name not in DEVICES:
         raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is visible to torch")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(name)
 
 

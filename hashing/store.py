@@ -132,6 +132,13 @@ class StoreReader:
     def paths(self) -> list[str]:
         return [cell.decode() for cell in self._cells("paths", 0, self.count)]
 
+    def rows(self, start: int, stop: int) -> tuple[np.ndarray, list[str], list[str]]:
+        """Codes, paths and stored label cells ("" unknown) of rows ``start`` to ``stop``."""
+        stop = min(stop, self.count)
+        codes, paths = self.file["codes"][start:stop], [cell.decode() for cell in self._cells("paths", start, stop)]
+        cells = [cell.decode() for cell in self._cells("labels", start, stop)] if "labels" in self.file else []
+        return codes, paths, cells + [""] * (len(paths) - len(cells))
+
     def paths_at(self, rows: np.ndarray) -> list[str]:
         """The paths of ``rows`` (any order, repeats allowed; -1 gives ""), reading only the
         stretches of the store that hold them."""
@@ -237,3 +244,81 @@ class CodeStoreWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class StoreSet:
+    """Several stores of one model read as one database: rows numbered through the stores in
+    the order given (the rows of the second follow those of the first). Offers ``StoreReader``'s
+    reading methods; one store behaves exactly as its ``StoreReader``."""
+
+    def __init__(self, paths: list[Path]):
+        if not paths:
+            raise UserError("no database store given")
+        self.readers: list[StoreReader] = []
+        try:
+            for path in paths:
+                self.readers.append(StoreReader(path))
+                check_same_model(self.readers[0], self.readers[-1])
+        except UserError:
+            self.close()
+            raise
+        self.paths_of_files = [reader.path for reader in self.readers]
+        self.meta = self.readers[0].meta
+        self.starts = np.cumsum([0] + [reader.count for reader in self.readers])
+        self.count = int(self.starts[-1])
+
+    def describe_files(self) -> str:
+        return ", ".join(path.name for path in self.paths_of_files)
+
+    def code_chunks(self, rows: int) -> Iterator[np.ndarray]:
+        for reader in self.readers:
+            yield from reader.code_chunks(rows)
+
+    def codes(self) -> np.ndarray:
+        return np.concatenate([reader.codes() for reader in self.readers])
+
+    def paths(self) -> list[str]:
+        return [path for reader in self.readers for path in reader.paths()]
+
+    def paths_at(self, rows: np.ndarray) -> list[str]:
+        rows = np.asarray(rows, np.int64).ravel()
+        found = [""] * len(rows)
+        for reader, start in zip(self.readers, self.starts):
+            mine = np.flatnonzero((rows >= start) & (rows < start + reader.count))
+            for i, path in zip(mine, reader.paths_at(rows[mine] - start)):
+                found[i] = path
+        return found
+
+    def rows_of(self, paths: list[str]) -> np.ndarray:
+        """The first row holding each of ``paths`` (-1 where none does)."""
+        rows = np.full(len(paths), -1, np.int64)
+        for reader, start in zip(self.readers, self.starts):
+            found = reader.rows_of(paths)
+            rows = np.where((rows < 0) & (found >= 0), found + start, rows)
+        return rows
+
+    def labels(self) -> list[LabelSet | None] | None:
+        labels = [reader.labels() for reader in self.readers]
+        if all(part is None for part in labels):
+            return None
+        return [label for part, reader in zip(labels, self.readers) for label in (part or [None] * reader.count)]
+
+    def has_labels(self) -> bool:
+        return any(reader.has_labels() for reader in self.readers)
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
+
+    def __enter__(self) -> StoreSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def check_same_model(first: StoreReader, other: StoreReader) -> None:
+    """Refuse to combine stores whose codes come from different models."""
+    if other.meta.model_digest != first.meta.model_digest or other.meta.bits != first.meta.bits:
+        raise UserError(f"{first.path} ({first.meta.describe()}) and {other.path} ({other.meta.describe()}) "
+                        "were encoded by different models; their codes cannot be combined")
