@@ -187,7 +187,8 @@ def train(
                          "after every epoch); without a checkpoint, train from the start.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Train a hashing model from pairs or from images alone, and write it to OUTPUT."""
+    """Train a hashing model from pairs or from images alone, and write it to OUTPUT. Under torchrun
+    (torchrun --nproc-per-node N -m hashkit.cli.main train ...) the processes train together."""
     from hashkit.hashing.train import TrainOptions, train as run
     options = TrainOptions(method=method, params=parse_params(param or []), bits=bits, backbone=backbone,
                            weights=weights, image_size=image_size, hidden=hidden,
@@ -195,6 +196,9 @@ def train(
                            seed=seed, device=device, feature_cache=cache_dir(feature_cache, no_feature_cache),
                            overwrite=overwrite, resume=resume, **({} if workers is None else {"workers": workers}))
     summary = run(output, options, pairs_path=pairs, images_dir=images, labels=labels)
+    from hashkit.hashing.distributed import main_process
+    if not main_process():  # under torchrun, rank 0 reports
+        return
     losses = ", ".join(f"{loss:.4f}" for loss in summary.epoch_losses) or "closed-form fit"
     report_summary(asdict(summary), as_json, [
         f"trained {summary.method} ({summary.bits} bits) on {summary.images} images"

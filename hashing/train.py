@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import torch
 
 from hashkit.sfm_pairs.pairs_file import read_pairs
 
-from . import __version__, resume
+from . import __version__, distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .checkpoint import build_network, save_checkpoint
 from .errors import UserError
@@ -90,7 +91,9 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
     generator = seed_everything(options.seed)
     device = resolve_device(options.device)
     frozen = isinstance(method, FeatureMethod) or options.freeze_backbone
-    with exclusive_lock(output):
+    distributed.start(device)
+    writer = distributed.main_process()  # under torchrun, rank 0 alone writes the model and checkpoints
+    with exclusive_lock(output) if writer else nullcontext():
         data = _training_data(method, pairs_path, images_dir, labels)
         network = build_network(method, options.backbone, options.weights, options.bits, options.hidden,
                                 len(data.classes))
@@ -119,8 +122,10 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
             "trained_on": str(pairs_path or images_dir), "training_images": len(data.paths),
             "labels": labels, "classes": data.classes,
         }
-        save_checkpoint(output, network, config)
-        resume.checkpoint_path(output).unlink(missing_ok=True)
+        if writer:
+            save_checkpoint(output, network, config)
+            resume.checkpoint_path(output).unlink(missing_ok=True)
+    distributed.stop()
     return TrainSummary(str(output), method.name, options.bits, len(data.paths),
                         round(time.perf_counter() - started, 2), losses, seconds, unreadable, len(data.classes),
                         loss_warnings(losses), state["epoch"] if state else 0)

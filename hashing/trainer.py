@@ -7,15 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from . import resume
+from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .data import image_loader, load_tensor, train_transform
 from .errors import UserError
 from .features import compute_features
 from .methods import Batch, DeepMethod, TrainingData
-from .network import HashNetwork
+from .network import Head, HashNetwork
 from .progress import progress
 
 
@@ -40,9 +42,33 @@ class BatchImages(Dataset):
         return torch.stack(tensors), index, unreadable
 
 
+class TrainingStep(nn.Module):
+    """Inputs to the head's outputs: images through the backbone and the head, or, with a frozen
+    backbone, cached features through the head. Under torchrun, DistributedDataParallel wraps it."""
+
+    def __init__(self, network: HashNetwork, frozen: bool):
+        super().__init__()
+        self.backbone: nn.Module | None = None if frozen else network.backbone
+        self.head: Head = network.head
+
+    def forward(self, inputs: torch.Tensor, **extras: object) -> dict[str, torch.Tensor]:
+        return self.head.outputs(inputs if self.backbone is None else self.backbone(inputs), **extras)
+
+
+def own_batches(batches: list[Batch], rank: int, size: int) -> list[Batch]:
+    """The batches process ``rank`` of ``size`` trains on: every size-th, after dropping the last
+    ``len % size`` so that every process takes as many optimiser steps."""
+    if len(batches) < size:
+        raise UserError(f"{len(batches)} batches per epoch for {size} processes: use a smaller --batch-size "
+                        "or fewer processes")
+    return batches[:len(batches) - len(batches) % size][rank::size]
+
+
 class DeepTrainer:
     """Runs ``method`` for ``epochs``: its alternating step before each epoch, then one
-    optimiser step per batch. With ``frozen``, only the head trains, on ``data.features``."""
+    optimiser step per batch. With ``frozen``, only the head trains, on ``data.features``.
+    Under torchrun, each process takes every size-th batch and DistributedDataParallel averages
+    the gradients of the processes' batches in each step (see ``distributed``)."""
 
     def __init__(self, network: HashNetwork, method: DeepMethod, data: TrainingData, *, frozen: bool,
                  image_size: int, lr: float, workers: int, device: torch.device, generator: torch.Generator):
@@ -58,15 +84,28 @@ class DeepTrainer:
 
     @torch.no_grad()
     def outputs(self) -> np.ndarray:
-        """Current real-valued codes of every training image (evaluation mode)."""
+        """Current real-valued codes of every training image (evaluation mode); under torchrun
+        each process computes every size-th image and they gather the whole."""
         self.network.eval()
+        rank, size = distributed.rank_and_size()
         if self.frozen:
-            chunks = [self.network.head(self.features[i:i + 1024].to(self.device).float()).cpu()
-                      for i in range(0, len(self.features), 1024)]
-            return torch.cat(chunks).numpy()
-        features, _ = compute_features(self.network.backbone, self.data.paths, self.image_size, IMAGENET_MEAN,
-                                       IMAGENET_STD, 64, self.workers, self.device)
-        return self.network.head(torch.from_numpy(features).to(self.device).float()).cpu().numpy()
+            features = self.features[rank::size]
+            chunks = [self.network.head(features[i:i + 1024].to(self.device).float()).cpu()
+                      for i in range(0, len(features), 1024)]
+            local = torch.cat(chunks).numpy()
+        else:
+            features, _ = compute_features(self.network.backbone, self.data.paths[rank::size], self.image_size,
+                                           IMAGENET_MEAN, IMAGENET_STD, 64, self.workers, self.device)
+            local = self.network.head(torch.from_numpy(features).to(self.device).float()).cpu().numpy()
+        return distributed.gather_rows(local, len(self.data.paths))
+
+    def _after_step(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> None:
+        """The method's per-batch update, for the batches of every process."""
+        if type(self.method).after_step is DeepMethod.after_step:
+            return
+        detached = {name: value.detach().cpu() for name, value in outputs.items()}
+        for indices, gathered in distributed.gather((batch.indices, detached)):
+            self.method.after_step(Batch(indices), {name: value.to(self.device) for name, value in gathered.items()})
 
     def _inputs(self, batches: list[Batch]):
         """(network input, batch) pairs: feature rows when frozen, else loaded images."""
@@ -91,6 +130,9 @@ class DeepTrainer:
         rng = np.random.default_rng(seed)
         self.method.setup(self.data, bits, seed)
         self.network.to(self.device)
+        rank, size = distributed.rank_and_size()
+        step = TrainingStep(self.network, self.frozen)
+        model = DistributedDataParallel(step, find_unused_parameters=True) if size > 1 else step
         losses, seconds, first = [], [], 0
         if resume_from is not None:
             first, losses, seconds = resume_from["epoch"], resume_from["losses"], resume_from["seconds"]
@@ -103,7 +145,7 @@ class DeepTrainer:
         for epoch in range(first, epochs):
             started = time.perf_counter()
             self.method.start_epoch(epoch, epochs, self.outputs)
-            batches = self.method.batches(epoch, batch_size, rng)
+            batches = own_batches(self.method.batches(epoch, batch_size, rng), rank, size)
             self.network.train()
             if self.frozen:
                 self.network.backbone.eval()
@@ -111,17 +153,18 @@ class DeepTrainer:
             bar = progress(self._inputs(batches), total=len(batches), desc=f"epoch {epoch + 1}/{epochs}",
                            unit="batch")
             for inputs, batch in bar:
-                inputs = inputs.to(self.device).float()
-                features = inputs if self.frozen else self.network.backbone(inputs)
-                loss = self.method.loss(self.network.head.outputs(features), batch)
+                outputs = model(inputs.to(self.device).float(), **self.method.step_inputs(batch, self.device))
+                loss = self.method.loss(outputs, batch)
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.optimizer.step()
+                self._after_step(batch, outputs)
                 total += loss.item()
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-            losses.append(round(total / max(len(batches), 1), 6))
+            sums = np.array(distributed.gather((total, len(batches))), np.float64).sum(axis=0)
+            losses.append(round(float(sums[0] / max(sums[1], 1)), 6))
             seconds.append(round(time.perf_counter() - started, 3))
-            if checkpoint is not None and epoch + 1 < epochs:
+            if checkpoint is not None and epoch + 1 < epochs and distributed.main_process():
                 resume.save(checkpoint, {
                     "fingerprint": fingerprint, "epoch": epoch + 1, "losses": losses, "seconds": seconds,
                     "network": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},

@@ -77,6 +77,8 @@ def test_dpsh_loss_against_the_memory_by_hand():
     quantization = ((u.detach().numpy() - np.sign(u.detach().numpy())) ** 2).mean()
     expected = (np.log1p(np.exp(theta)) - s * theta).mean() + 0.5 * quantization
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert np.allclose(method.memory.numpy(), memory), "the memory changes after the step, not in the loss"
+    method.after_step(Batch(np.array([1, 0])), {"codes": u.detach()})
     assert np.allclose(method.memory.numpy(), [[-1.5, 0.2], [0.5, 1.0], [1.0, -2.0]])
     loss.backward()
     assert u.grad.abs().sum() > 0

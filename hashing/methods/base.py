@@ -84,8 +84,20 @@ class DeepMethod(Method):
         raise NotImplementedError
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
-        """The batch's loss from the head's ``outputs`` (``outputs["codes"]``: (B, bits))."""
+        """The batch's loss from the head's ``outputs`` (``outputs["codes"]``: (B, bits)). It must
+        not change the method's state: state that follows the batches is updated in ``after_step``."""
         raise NotImplementedError
+
+    def step_inputs(self, batch: Batch, device: torch.device) -> dict[str, object]:
+        """Extra keyword inputs of the head for ``batch`` (every parameter must be used inside
+        the head's forward pass, where DistributedDataParallel sees it). Default: none."""
+        return {}
+
+    def after_step(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> None:
+        """After the optimiser step of ``batch``, given the head's (detached) ``outputs``. Under
+        torchrun every process calls it for the batches of all processes, in rank order, so that
+        state kept per batch (a memory of codes, a step count, class sums) stays the same
+        everywhere. Default: nothing."""
 
 
 def image_batches(count: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:

@@ -38,14 +38,22 @@ class ExchNetHead(Head):
         self.hash_layer = nn.Linear((parts + 1) * dim, bits)
         self.classifier = nn.Linear((parts + 1) * dim, classes)
 
-    def outputs(self, maps: torch.Tensor) -> dict[str, torch.Tensor]:
+    def outputs(self, maps: torch.Tensor,
+                exchange: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Codes, class logits, part and global features, attention; with ``exchange`` (a (B, M, 1)
+        swap mask and the (B, M, d) anchors of each row's class), also the codes of the features
+        whose masked parts are exchanged for the anchors."""
         descriptors = self.reduce(maps)
         local = descriptors.flatten(2)  # (B, d, N)
         attention = torch.softmax(self.attention(descriptors).flatten(2), dim=2)  # (B, M, N)
         parts = torch.einsum("bmn,bdn->bmd", attention, local)
         global_feature = local.mean(dim=2)
-        return {"codes": self.code(global_feature, parts), "global": global_feature, "parts": parts,
-                "attention": attention}
+        outputs = {"codes": self.code(global_feature, parts), "global": global_feature, "parts": parts,
+                   "attention": attention, "logits": self.classifier(self.joined(global_feature, parts))}
+        if exchange is not None:
+            swap, anchors = exchange
+            outputs["exchanged_codes"] = self.code(global_feature, torch.where(swap, anchors, parts))
+        return outputs
 
     @staticmethod
     def joined(global_feature: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
@@ -53,9 +61,6 @@ class ExchNetHead(Head):
 
     def code(self, global_feature: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
         return self.hash_layer(self.joined(global_feature, parts))
-
-    def classify(self, global_feature: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.joined(global_feature, parts))
 
 
 def attention_constraints(attention: torch.Tensor, parts: torch.Tensor, margin: float) -> torch.Tensor:
@@ -101,8 +106,7 @@ class ExchNet(SingleLabelMethod):
         self.exchange_probability = float(exchange_probability)
 
     def build_head(self, in_features: int, bits: int, hidden: int, classes: int) -> Head:
-        self.head = ExchNetHead(in_features, bits, classes, self.parts, self.dim)
-        return self.head
+        return ExchNetHead(in_features, bits, classes, self.parts, self.dim)
 
     def setup(self, data: TrainingData, bits: int, seed: int) -> None:
         super().setup(data, bits, seed)
@@ -124,21 +128,30 @@ class ExchNet(SingleLabelMethod):
         self.part_sums.zero_()
         self.part_counts.zero_()
 
+    def step_inputs(self, batch: Batch, device: torch.device) -> dict[str, object]:
+        """From the second epoch, the parts to exchange for their class anchors (local feature alignment)."""
+        if self.anchors is None:
+            return {}
+        swap = torch.rand((len(batch.indices), self.parts), generator=self.generator) < self.exchange_probability
+        anchors = self.anchors[self.classes[batch.indices]]
+        return {"exchange": (swap[:, :, None].to(device), anchors.to(device))}
+
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
-        labels = self.classes[batch.indices]
-        device = outputs["codes"].device
-        parts, global_feature = outputs["parts"], outputs["global"]
-        self._accumulate(parts.detach().cpu(), labels)
-        labels = labels.to(device)
+        labels = self.classes[batch.indices].to(outputs["codes"].device)
         loss = self._hashing(torch.tanh(outputs["codes"]), batch.indices, labels) \
-            + self.classification_weight * F.cross_entropy(self.head.classify(global_feature, parts), labels) \
-            + self.attention_weight * attention_constraints(outputs["attention"], parts, self.diversity_margin)
-        if self.anchors is not None:  # local feature alignment: exchanged parts must give the same codes
-            swap = torch.rand(parts.shape[:2], generator=self.generator) < self.exchange_probability
-            exchanged = torch.where(swap[:, :, None].to(device), self.anchors[labels.cpu()].to(device), parts)
-            codes = torch.tanh(self.head.code(global_feature, exchanged))
-            loss = loss + self.exchange_weight * self._hashing(codes, batch.indices, labels)
+            + self.classification_weight * F.cross_entropy(outputs["logits"], labels) \
+            + self.attention_weight * attention_constraints(outputs["attention"], outputs["parts"],
+                                                            self.diversity_margin)
+        if "exchanged_codes" in outputs:  # exchanged parts must give the same codes
+            loss = loss + self.exchange_weight * self._hashing(torch.tanh(outputs["exchanged_codes"]),
+                                                               batch.indices, labels)
         return loss
+
+    def after_step(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> None:
+        """The batch's part features join its classes' sums for the next epoch's anchors."""
+        labels = self.classes[batch.indices]
+        self.part_sums.index_add_(0, labels, outputs["parts"].cpu())
+        self.part_counts.index_add_(0, labels, torch.ones(len(labels)))
 
     def _hashing(self, codes: torch.Tensor, indices: np.ndarray, labels: torch.Tensor) -> torch.Tensor:
         """ADSH's asymmetric loss of the batch, divided by n K^2: mean_j (u_i . v_j / K - S_ij)^2
@@ -148,7 +161,3 @@ class ExchNet(SingleLabelMethod):
         similarity = torch.where(labels[:, None] == self.classes.to(codes.device)[None, :], 1.0, -1.0)
         return ((codes @ fixed.T) / bits - similarity).pow(2).mean() \
             + self.gamma * (fixed[indices] - codes).pow(2).sum(dim=1).mean() / (n * bits * bits)
-
-    def _accumulate(self, parts: torch.Tensor, labels: torch.Tensor) -> None:
-        self.part_sums.index_add_(0, labels, parts)
-        self.part_counts.index_add_(0, labels, torch.ones(len(labels)))

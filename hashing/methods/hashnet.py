@@ -47,7 +47,10 @@ class HashNet(PairwiseMemoryMethod):
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         codes = self.relax(outputs["codes"])
-        self.steps += 1
         inner, similar = self.against_memory(codes, batch)
         theta = self.alpha / codes.shape[1] * inner
         return balanced_mean(pairwise_likelihood(theta, similar), similar)
+
+    def after_step(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> None:
+        super().after_step(batch, outputs)
+        self.steps += 1

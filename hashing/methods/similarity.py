@@ -27,7 +27,7 @@ def pairwise_likelihood(theta: torch.Tensor, similar: torch.Tensor) -> torch.Ten
 class PairwiseMemoryMethod(DeepMethod):
     """A batch is scored against every training image: the memory holds each image's latest
     relaxed code (all of them from the network's outputs at the start of training, then each
-    batch's as it is seen). The batch's own rows enter live, so in-batch pairs carry gradient
+    batch's after its step). The batch's own rows enter live, so in-batch pairs carry gradient
     both ways; the other rows are constants."""
 
     supervision = "multilabels"
@@ -48,12 +48,17 @@ class PairwiseMemoryMethod(DeepMethod):
 
     def against_memory(self, codes: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) inner products u_i . u_j of the batch's codes with every training image's, and
-        the (B, N) label similarity s_ij; the batch's codes then replace theirs in the memory."""
+        the (B, N) label similarity s_ij."""
         self.memory, self.labels = self.memory.to(codes.device), self.labels.to(codes.device)
         rows = torch.as_tensor(batch.indices, device=codes.device)
         others = self.memory.index_put((rows,), codes)
-        self.memory[rows] = codes.detach()
         return codes @ others.T, label_similarity(self.labels[rows], self.labels)
+
+    def after_step(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> None:
+        """The batch's relaxed codes replace theirs in the memory."""
+        codes = outputs["codes"]
+        self.memory = self.memory.to(codes.device)
+        self.memory[torch.as_tensor(batch.indices, device=codes.device)] = self.relax(codes)
 
 
 def cosine_matrix(rows: torch.Tensor) -> torch.Tensor:
