@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class SfmResult:
     models: list[pycolmap.Reconstruction]  # largest first; image names are link names (see image_index)
     verified: np.ndarray  # (V, 2) indices into the photo list: pairs with a verified two-view geometry
     inliers: np.ndarray  # (V,) their inlier matches
+    seconds: dict[str, float]  # wall time of each stage run now (0 for a stage done before)
 
 
 def link_name(index: int, name: str) -> str:
@@ -166,24 +168,35 @@ def run_colmap(photo_root: Path, names: list[str], sfm_dir: Path, select_pairs: 
     if database.exists() and not images_dir.is_dir():
         raise UserError(f"{sfm_dir} was made by an older hashkit; use --overwrite to reconstruct again")
     links = link_photos(photo_root, names, images_dir)
+    seconds = dict.fromkeys(("extract", "select", "match", "map"), 0.0)
+    clock = time.perf_counter
     if not _stage_done(sfm_dir, "extract"):
+        started = clock()
         database.unlink(missing_ok=True)
         (sfm_dir / "match.progress").unlink(missing_ok=True)
         extract(database, images_dir, links, options)
         _mark_done(sfm_dir, "extract")
+        seconds["extract"] = clock() - started
     if not _stage_done(sfm_dir, "match"):
-        match(database, sfm_dir, links, _pairs_to_match(sfm_dir, links, select_pairs), options)
+        started = clock()
+        pairs = _pairs_to_match(sfm_dir, links, select_pairs)
+        seconds["select"], started = clock() - started, clock()
+        match(database, sfm_dir, links, pairs, options)
         _mark_done(sfm_dir, "match")
+        seconds["match"] = clock() - started
     models_dir = sfm_dir / f"models-{options.mapper}"
     settings = json.dumps({"min_model_size": options.min_model_size, "seed": options.seed}, sort_keys=True)
     if not _stage_done(sfm_dir, f"map-{options.mapper}", settings):
+        started = clock()
         shutil.rmtree(models_dir, ignore_errors=True)
         models_dir.mkdir()
         map_models(database, images_dir, models_dir, len(names), options)
         _mark_done(sfm_dir, f"map-{options.mapper}", settings)
+        seconds["map"] = clock() - started
     models = [pycolmap.Reconstruction(path) for path in sorted(models_dir.iterdir()) if path.is_dir()]
     verified, inliers = verified_geometries(database)
-    return SfmResult(sorted(models, key=lambda model: -model.num_reg_images()), verified, inliers)
+    return SfmResult(sorted(models, key=lambda model: -model.num_reg_images()), verified, inliers,
+                     {stage: round(value, 3) for stage, value in seconds.items()})
 
 
 def _pairs_to_match(sfm_dir: Path, links: list[str], select_pairs: Callable[[], np.ndarray]) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class ReconstructSummary:
     positives_from_models: int = 0
     positives_verified_only: int = 0
     negatives: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage: check, extract, select, match, map, mine
 
 
 def reconstruct(photos_dir: Path, work_dir: Path,
@@ -78,7 +80,9 @@ def reconstruct(photos_dir: Path, work_dir: Path,
         sfm_dir = work_dir / "sfm"
         if options.overwrite:
             shutil.rmtree(sfm_dir, ignore_errors=True)
+        started = time.perf_counter()
         readable, unreadable = _split_readable(found, photos_dir)
+        checked = time.perf_counter() - started
         if not readable:
             raise UserError(f"none of the {len(found)} images in {photos_dir} could be decoded")
         _pin(sfm_dir, "images.txt", "".join(f"{name}\n" for name in readable), "a different set of photos")
@@ -88,7 +92,9 @@ def reconstruct(photos_dir: Path, work_dir: Path,
                          ColmapOptions(mapper=options.mapper, max_image_size=options.max_image_size,
                                        min_model_size=options.min_model_size, seed=options.seed,
                                        verbose=options.verbose))
+        started = time.perf_counter()
         pairs = _mine(photos_dir, readable, unreadable, sfm, matcher, options)
+        mined = time.perf_counter() - started
         pairs_path = work_dir / "pairs.h5"
         write_pairs(pairs_path, pairs)
     from_models = int((pairs.shared_points > 0).sum())
@@ -99,7 +105,8 @@ def reconstruct(photos_dir: Path, work_dir: Path,
         model_sizes=[int((pairs.model_id == m).sum()) for m in range(len(sfm.models))],
         groups=len(np.unique(pairs.group[pairs.group >= 0])), positives=len(pairs.positives),
         positives_from_models=from_models, positives_verified_only=len(pairs.positives) - from_models,
-        negatives=len(pairs.negatives))
+        negatives=len(pairs.negatives),
+        seconds={"check": round(checked, 3), **sfm.seconds, "mine": round(mined, 3)})
 
 
 def _matching_settings(matcher: str, options: ReconstructOptions) -> dict:

@@ -1,0 +1,278 @@
+"""Reconstruction as photo sets grow, and on real photos: exhaustive against retrieval matching,
+incremental against global mapping, hashkit's overhead over bare pycolmap calls, and on real
+photos the whole user path (reconstruct, train BCDH on the mined pairs, encode, query) against
+ITQ, LSH and the frozen backbone's float features.
+
+    python benchmarks/reconstruct.py --rendered 100 300 1000 --real SCENE_DIR [SCENE_DIR ...]
+
+Rendered sets come from examples/render_scenes.py (320 x 240; 15 views per scene on a 50-degree
+arc; a tenth of the photos are distractors of no scene; scenes beyond five share textures). Each
+--real folder holds the photos of one real scene (docs/scaling.md names public sources); the
+benchmark links them into one shuffled folder, the scene of each photo being the truth.
+Results: benchmarks/results/reconstruct.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+import torch
+
+from hashkit.hashing.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from hashkit.hashing.encode import encode
+from hashkit.hashing.features import cached_features, weights_digest
+from hashkit.hashing.images import find_images
+from hashkit.hashing.query import query
+from hashkit.hashing.runtime import default_workers
+from hashkit.hashing.train import TrainOptions, train
+from hashkit.sfm_pairs.pairs_file import read_pairs
+from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+VIEWS, SIZE, DISTRACTORS = 15, "320x240", 0.1
+SEED = 0
+NEIGHBORS = 20
+VARIANTS = (("exhaustive", "incremental"), ("exhaustive", "global"), ("retrieval", "incremental"),
+            ("retrieval", "global"))
+
+
+def render(count: int, folder: Path) -> tuple[Path, dict[str, str]]:
+    """A rendered set of ``count`` photos: scenes of VIEWS views and a tenth of distractors."""
+    scenes = round(count * (1 - DISTRACTORS) / VIEWS)
+    if not (folder / "truth.csv").exists():
+        subprocess.run([sys.executable, str(REPO / "examples" / "render_scenes.py"), str(folder), "--scenes",
+                        str(scenes), "--views", str(VIEWS), "--distractors", str(count - scenes * VIEWS),
+                        "--size", SIZE, "--seed", str(SEED)], check=True)
+    with (folder / "truth.csv").open() as f:
+        return folder / "photos", {str((folder / row["path"]).resolve()): row["label"] for row in csv.DictReader(f)}
+
+
+def mix_real(scene_dirs: list[Path], folder: Path) -> tuple[Path, dict[str, str]]:
+    """Links to every photo of the scene folders, in one folder in a seeded random order."""
+    photos = [(path, scene.name) for scene in scene_dirs for path in find_images(scene)]
+    order = np.random.default_rng(SEED).permutation(len(photos))
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "photos").mkdir(parents=True)
+    truth = {}
+    for position, index in enumerate(order):
+        path, scene = photos[index]
+        link = folder / "photos" / f"photo_{position:04d}{path.suffix.lower()}"
+        link.symlink_to(path.resolve())
+        truth[str(link.resolve())] = scene
+    return folder / "photos", truth
+
+
+def true_pairs(paths: list[Path], truth: dict[str, str]) -> set[tuple[int, int]]:
+    scenes = [truth[str(p.resolve())] for p in paths]
+    return {(i, j) for i in range(len(scenes)) for j in range(i + 1, len(scenes))
+            if scenes[i] == scenes[j] and not scenes[i].startswith("distractor")}
+
+
+def run_variant(photos: Path, work: Path, matcher: str, mapper: str, cache: Path, max_image_size: int) -> dict:
+    started = time.perf_counter()
+    summary = reconstruct(photos, work, ReconstructOptions(matcher=matcher, mapper=mapper, num_neighbors=NEIGHBORS,
+                                                           feature_cache=cache, seed=SEED,
+                                                           max_image_size=max_image_size))
+    seconds = time.perf_counter() - started
+    return {"matcher": matcher, "mapper": mapper, "wall_seconds": round(seconds, 2), "stages": summary.seconds,
+            "pairs_matched": summary.pairs_matched, "verified_pairs": summary.verified_pairs,
+            "registered": summary.registered, "models": len(summary.model_sizes), "groups": summary.groups,
+            "positives": summary.positives}
+
+
+def pair_quality(pairs_path: Path, truth: dict[str, str]) -> tuple[dict, set[tuple[int, int]]]:
+    pairs = read_pairs(pairs_path)
+    found = {tuple(p) for p in pairs.positives.tolist()}
+    wanted = true_pairs(pairs.absolute_paths(), truth)
+    correct = len(found & wanted)
+    return {"precision": round(correct / max(len(found), 1), 4), "recall": round(correct / max(len(wanted), 1), 4),
+            "true_pairs": len(wanted)}, found
+
+
+def bare_pycolmap(photos: Path, work: Path, max_image_size: int) -> float:
+    """The same COLMAP work as exhaustive + incremental, as a short script would call pycolmap."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    names = [p.relative_to(photos).as_posix() for p in find_images(photos)]
+    pycolmap.logging.minloglevel = pycolmap.logging.Level.FATAL.value
+    started = time.perf_counter()
+    database = work / "database.db"
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = max_image_size
+    pycolmap.extract_features(database, photos, image_names=names, extraction_options=extraction)
+    pycolmap.match_exhaustive(database)
+    mapping = pycolmap.IncrementalPipelineOptions()
+    mapping.multiple_models = True
+    mapping.random_seed = SEED
+    (work / "models").mkdir()
+    pycolmap.incremental_mapping(database, photos, work / "models", options=mapping)
+    return time.perf_counter() - started
+
+
+def scale_section(name: str, photos: Path, truth: dict[str, str], work: Path, exhaustive: bool,
+                  max_image_size: int) -> dict:
+    """Every variant on one photo set, and the bare pycolmap run beside exhaustive + incremental."""
+    cache = work / "cache"
+    rows, positives = [], {}
+    for matcher, mapper in VARIANTS:
+        if matcher == "exhaustive" and not exhaustive:
+            continue
+        folder = work / matcher  # both mappers of a matcher share its matches
+        if mapper == "incremental":
+            shutil.rmtree(folder, ignore_errors=True)
+        print(f"{name}: {matcher} + {mapper}", flush=True)
+        row = run_variant(photos, folder, matcher, mapper, cache, max_image_size)
+        quality, positives[matcher, mapper] = pair_quality(folder / "pairs.h5", truth)
+        rows.append({**row, **quality})
+    for row in rows:
+        reference = positives.get(("exhaustive", row["mapper"]))
+        if row["matcher"] == "retrieval" and reference:
+            row["kept_of_exhaustive_positives"] = round(
+                len(positives["retrieval", row["mapper"]] & reference) / len(reference), 4)
+    section = {"name": name, "photos": len(truth), "max_image_size": max_image_size, "rows": rows}
+    if exhaustive:
+        print(f"{name}: bare pycolmap", flush=True)
+        bare = bare_pycolmap(photos, work / "bare", max_image_size)
+        hashkit = next(r for r in rows if (r["matcher"], r["mapper"]) == VARIANTS[0])
+        colmap_stages = sum(hashkit["stages"][s] for s in ("extract", "select", "match", "map"))
+        section["bare_pycolmap_seconds"] = round(bare, 2)
+        section["overhead_colmap_stages"] = round(colmap_stages / bare - 1, 4)
+        section["overhead_whole_command"] = round(hashkit["wall_seconds"] / bare - 1, 4)
+    return section
+
+
+def float_feature_map(photos: list[Path], labels: list[str], cache: Path) -> float:
+    """mAP of cosine ranking on the frozen ImageNet MobileNetV2's pooled features (leave-self-out;
+    queries with no other photo of their scene are not evaluated)."""
+    backbone = build_backbone("mobilenet_v2")
+    features, _ = cached_features(backbone, "mobilenet_v2", weights_digest(backbone), photos, 224, IMAGENET_MEAN,
+                                  IMAGENET_STD, 32, default_workers(), torch.device("cpu"), cache)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    labels_array = np.array(labels)
+    precisions = []
+    for q in range(len(photos)):
+        others = np.delete(np.arange(len(photos)), q)
+        relevant = labels_array[others] == labels_array[q]
+        if not relevant.any():
+            continue
+        order = np.argsort(-similarity[q, others], kind="stable")
+        hits = relevant[order]
+        precisions.append(float(np.mean(np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1))))
+    return float(np.mean(precisions))
+
+
+def user_path(photos: Path, truth: dict[str, str], pairs_path: Path, work: Path) -> dict:
+    """BCDH from the mined pairs against ITQ, LSH and float features, all evaluated on the true scenes."""
+    paths = find_images(photos)
+    labels_csv = work / "truth.csv"
+    labels_csv.write_text("".join(f"{p},{truth[str(p.resolve())]}\n" for p in paths))
+    cache = work / "cache"
+    common = dict(backbone="mobilenet_v2", weights="imagenet", image_size=224, bits=64, seed=SEED,
+                  feature_cache=cache, overwrite=True, freeze_backbone=True)
+    runs = {"bcdh (3D pairs)": (dict(method="bcdh", epochs=30, batch_size=64, lr=1e-3), {"pairs_path": pairs_path}),
+            "itq": (dict(method="itq"), {"images_dir": photos}),
+            "lsh": (dict(method="lsh"), {"images_dir": photos})}
+    rows = []
+    for name, (options, source) in runs.items():
+        model = work / f"{options['method']}.pt"
+        train(model, TrainOptions(**common, **options), **source)
+        store = work / f"{options['method']}.h5"
+        encode(model, [photos], store, overwrite=True, feature_cache=cache, workers=0)
+        summary = query(store, store, 10, work / f"{options['method']}-results.h5", ground_truth=str(labels_csv),
+                        metrics_path=work / f"{options['method']}.json", overwrite=True)
+        rows.append({"method": name, "bits": 64, "mAP": round(summary.metrics["tie_aware"]["mAP"], 4),
+                     "evaluated_queries": summary.metrics["evaluated_queries"]})
+    labels = [truth[str(p.resolve())] for p in paths]
+    rows.append({"method": "MobileNetV2 float features (cosine)", "bits": 1280 * 32,
+                 "mAP": round(float_feature_map(paths, labels, cache), 4), "evaluated_queries": None})
+    return {"rows": rows}
+
+
+def write_markdown(path: Path, report: dict) -> None:
+    lines = ["# Reconstruction benchmark", "", f"Machine: {report['machine']}. Produced by "
+             "`python benchmarks/reconstruct.py` (protocol in its docstring and in docs/scaling.md); "
+             f"retrieval matches each photo with its {NEIGHBORS} nearest by ImageNet MobileNetV2 features (224 px).",
+             "Times are wall seconds of one run each on this machine, every variant in the same run.", ""]
+    for section in report["sections"]:
+        lines += [f"## {section['name']} ({section['photos']} photos, SIFT on at most "
+                  f"{section['max_image_size']} px)", "",
+                  "| matching | mapping | wall s | extract s | select s | match s | map s | pairs matched | verified "
+                  "| registered | models | groups | positives | precision | recall (all true pairs) "
+                  "| kept of exhaustive |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in section["rows"]:
+            s = r["stages"]
+            lines.append(f"| {r['matcher']} | {r['mapper']} | {r['wall_seconds']} | {s['extract']} | {s['select']} "
+                         f"| {s['match']} | {s['map']} | {r['pairs_matched']} | {r['verified_pairs']} "
+                         f"| {r['registered']} | {r['models']} | {r['groups']} | {r['positives']} | {r['precision']} "
+                         f"| {r['recall']} | {r.get('kept_of_exhaustive_positives', '-')} |")
+        lines.append("")
+        lines.append("Stage times are 0 where a stage reused the matcher's earlier run (the second mapper).")
+        if "bare_pycolmap_seconds" in section:
+            lines += [f"Bare pycolmap (extract, match_exhaustive, incremental_mapping in one script): "
+                      f"{section['bare_pycolmap_seconds']} s; hashkit's COLMAP stages take "
+                      f"{section['overhead_colmap_stages']:+.1%} over it, the whole command "
+                      f"{section['overhead_whole_command']:+.1%} (image check and pair mining included)."]
+        lines.append("")
+    if report.get("user_path"):
+        lines += ["## The whole user path on the real photos", "",
+                  "Reconstruct (exhaustive, incremental), then each method trained on those photos (BCDH on the "
+                  "mined pairs; ITQ and LSH fitted on the photos' features; frozen ImageNet MobileNetV2, 224 px, "
+                  "64 bits), all photos encoded, each photo queried against the others; relevant = same real scene. "
+                  "Tie-aware mAP for codes.", "",
+                  "| method | mAP |", "|---|---|"]
+        lines += [f"| {r['method']} | {r['mAP']} |" for r in report["user_path"]["rows"]]
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rendered", type=int, nargs="*", default=[100, 300, 1000])
+    parser.add_argument("--real", type=Path, nargs="*", default=[], help="one folder of photos per real scene")
+    parser.add_argument("--exhaustive-up-to", type=int, default=1000,
+                        help="skip exhaustive matching on larger rendered sets")
+    parser.add_argument("--real-max-image-size", type=int, default=1600,
+                        help="--max-image-size of the real photos' reconstructions (rendered sets are 320 px wide)")
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "data" / "reconstruct")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    cpu = platform.processor() or platform.machine()
+    report = {"machine": f"{os.cpu_count()} cores ({cpu}), pycolmap {pycolmap.__version__}, torch "
+                         f"{torch.__version__}, no GPU", "sections": []}
+    if args.real:
+        photos, truth = mix_real(args.real, args.work / "real-set")
+        section = scale_section(f"real photos of {len(args.real)} scenes", photos, truth, args.work / "real", True,
+                                args.real_max_image_size)
+        report["sections"].append(section)
+        report["real_sources"] = [str(p) for p in args.real]
+        report["user_path"] = user_path(photos, truth, args.work / "real" / "exhaustive" / "pairs.h5",
+                                        args.work / "real" / "user")
+    for count in args.rendered:
+        photos, truth = render(count, args.work / f"rendered-{count}-set")
+        report["sections"].append(scale_section(f"rendered, {count}", photos, truth, args.work / f"rendered-{count}",
+                                                count <= args.exhaustive_up_to, 1600))
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "reconstruct.json").write_text(json.dumps(report, indent=2))
+        write_markdown(args.results / "reconstruct.md", report)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "reconstruct.json").write_text(json.dumps(report, indent=2))
+    write_markdown(args.results / "reconstruct.md", report)
+    print((args.results / "reconstruct.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
