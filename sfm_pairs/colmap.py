@@ -15,7 +15,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +28,9 @@ from hashkit.hashing.locking import written_atomically
 from hashkit.hashing.progress import progress
 
 MAPPERS = ("incremental", "global")
-EXTRACTION_CHUNK = 32  # images per extraction call, so the progress bar moves
-MATCH_CHUNK = 500  # image pairs per matching call, so the progress bar moves and a rerun resumes
+CALL_SECONDS = 10.0  # extraction and matching run in calls of about this long: the progress bar moves, a rerun
+# resumes after the last finished call, and each call's fixed cost (reading descriptors, starting threads) stays small
+FIRST_CALL = {"extract": 16, "match": 500}  # images, pairs: the first call, before its speed is known
 _NOT_A_GEOMETRY = {int(config.value) for config in (pycolmap.TwoViewGeometryConfiguration.UNDEFINED,
                                                    pycolmap.TwoViewGeometryConfiguration.DEGENERATE,
                                                    pycolmap.TwoViewGeometryConfiguration.WATERMARK)}
@@ -84,33 +85,48 @@ def link_photos(photo_root: Path, names: list[str], images_dir: Path) -> list[st
     return links
 
 
+def timed_calls(start: int, total: int, first: int) -> Iterator[tuple[int, int]]:
+    """Consecutive ranges (start, stop) up to ``total``: the first of ``first`` items, each later one
+    sized from the speed of the one before to take about CALL_SECONDS (never below ``first``)."""
+    size = first
+    while start < total:
+        stop = min(start + size, total)
+        began = time.perf_counter()
+        yield start, stop
+        seconds_per_item = max(time.perf_counter() - began, 1e-6) / (stop - start)
+        size = max(first, int(CALL_SECONDS / seconds_per_item))
+        start = stop
+
+
 def extract(database: Path, images_dir: Path, links: list[str], options: ColmapOptions) -> None:
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = options.max_image_size
     extraction.num_threads = options.num_threads
-    for start in progress(range(0, len(links), EXTRACTION_CHUNK), desc="SIFT features", unit="batch"):
-        pycolmap.extract_features(database, images_dir, image_names=links[start:start + EXTRACTION_CHUNK],
-                                  extraction_options=extraction, device=pycolmap.Device.auto)
+    with progress(total=len(links), desc="SIFT features", unit="image") as bar:
+        for start, stop in timed_calls(0, len(links), FIRST_CALL["extract"]):
+            pycolmap.extract_features(database, images_dir, image_names=links[start:stop],
+                                      extraction_options=extraction, device=pycolmap.Device.auto)
+            bar.update(stop - start)
 
 
 def match(database: Path, sfm_dir: Path, links: list[str], pairs: np.ndarray, options: ColmapOptions) -> None:
-    """Match and verify ``pairs`` (indices into ``links``) in chunks, recording the pairs done in
-    ``sfm_dir/match.progress``; a rerun continues after the last finished chunk."""
+    """Match and verify ``pairs`` (indices into ``links``) in calls of about CALL_SECONDS, recording
+    the pairs done in ``sfm_dir/match.progress``; a rerun continues after the last finished call."""
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = options.num_threads
     done_file = sfm_dir / "match.progress"
     done = int(done_file.read_text()) if done_file.exists() else 0
     bar = progress(total=len(pairs), initial=done, desc="matching", unit="pair")
     chunk_file = sfm_dir / "match-chunk.txt"
-    for start in range(done, len(pairs), MATCH_CHUNK):
-        chunk = pairs[start:start + MATCH_CHUNK]
+    for start, stop in timed_calls(done, len(pairs), FIRST_CALL["match"]):
+        chunk = pairs[start:stop]
         chunk_file.write_text("".join(f"{links[i]} {links[j]}\n" for i, j in chunk))
         pairing = pycolmap.ImportedPairingOptions()
         pairing.match_list_path = str(chunk_file)
         pycolmap.match_image_pairs(database, matching_options=matching, pairing_options=pairing,
                                    device=pycolmap.Device.auto)
         with written_atomically(done_file) as tmp:
-            tmp.write_text(str(start + len(chunk)))
+            tmp.write_text(str(stop))
         bar.update(len(chunk))
     bar.close()
     chunk_file.unlink(missing_ok=True)

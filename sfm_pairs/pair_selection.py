@@ -12,6 +12,7 @@ from hashkit.hashing.errors import UserError
 
 MATCHERS = ("auto", "exhaustive", "sequential", "retrieval")
 EXHAUSTIVE_UP_TO = 200  # auto: exhaustive matching up to this many photos, retrieval above
+EXHAUSTIVE_BLOCK = 50  # exhaustive: photos per block (COLMAP's ExhaustivePairingOptions.block_size)
 SEQUENTIAL_OVERLAP = 10  # sequential: each photo with the next 10 in file order (COLMAP's default)
 RETRIEVAL_BACKBONE = "mobilenet_v2"  # retrieval's global descriptor without --model: ImageNet pooled features
 RETRIEVAL_IMAGE_SIZE = 224
@@ -25,9 +26,18 @@ def choose_matcher(matcher: str, num_photos: int) -> str:
     return matcher
 
 
-def exhaustive_pairs(num_photos: int) -> np.ndarray:
-    i, j = np.triu_indices(num_photos, k=1)
-    return np.stack([i, j], axis=1).astype(np.int64)
+def exhaustive_pairs(num_photos: int, block: int = EXHAUSTIVE_BLOCK) -> np.ndarray:
+    """Every pair (i < j), ordered block by block of ``block`` x ``block`` photos as COLMAP's own
+    exhaustive matcher goes, so that consecutive pairs share the photos whose descriptors it holds."""
+    starts = range(0, num_photos, block)
+    pairs = []
+    for first in starts:
+        for second in starts[first // block:]:
+            i, j = np.meshgrid(np.arange(first, min(first + block, num_photos)),
+                               np.arange(second, min(second + block, num_photos)), indexing="ij")
+            keep = i < j
+            pairs.append(np.stack([i[keep], j[keep]], axis=1))
+    return np.concatenate(pairs).astype(np.int64) if pairs else np.zeros((0, 2), np.int64)
 
 
 def sequential_pairs(num_photos: int, overlap: int = SEQUENTIAL_OVERLAP) -> np.ndarray:

@@ -60,6 +60,9 @@ def test_linked_groups_are_connected_components_numbered_by_smallest_image():
 
 def test_pair_lists_of_the_matchers():
     assert exhaustive_pairs(4).tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    blocked = exhaustive_pairs(5, block=2)  # blocks {0, 1}, {2, 3}, {4}: within, then across
+    assert blocked.tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [0, 4], [1, 4], [2, 3], [2, 4], [3, 4]]
+    assert len(exhaustive_pairs(101)) == 101 * 100 // 2 and exhaustive_pairs(1).shape == (0, 2)
     assert sequential_pairs(4, overlap=2).tolist() == [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]
     neighbours = np.array([[0, 2, 1], [1, 0, -1], [2, 0, 3], [3, 2, 2]])  # self, padding and repeats dropped
     assert neighbour_pairs(neighbours).tolist() == [[0, 1], [0, 2], [2, 3]]
