@@ -8,6 +8,7 @@ evaluation (``--ground-truth``) read labels through ``load_labels``.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -36,9 +37,9 @@ def load_labels(source: str, paths: list[str]) -> dict[str, LabelSet]:
     file = Path(source)
     if not file.is_file():
         raise UserError(f"labels: expected 'folders', a CSV or a pairs.h5, got {source!r}")
-    if h5py.is_hdf5(file):
-        return _labels_from_pairs(file)
-    return _labels_from_csv(file)
+    known = _labels_from_pairs(file) if h5py.is_hdf5(file) else _labels_from_csv(file)
+    # a file names an image by its real path, so that a symbolic link and its target are one image
+    return {p: known[real] for p in paths if (real := os.path.realpath(p)) in known}
 
 
 def _labels_from_csv(file: Path) -> dict[str, LabelSet]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,22 @@ def test_query_with_landmark_ground_truth(lsh_model, photos, scene_set, tmp_path
     landmarks.write_text("query,image,kind\n" + f"{photos[0]},{photos[1]},maybe\n")
     assert_one_line_error(run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "r2.h5",
                                   "--ground-truth", landmarks), "landmarks.csv:2: expected")
+
+
+def test_csv_labels_reach_photos_given_through_symbolic_links(tmp_path, lsh_model, scene_set, truth, photos):
+    """A store keeps a link's own path; the CSV may name either the link or its target."""
+    links = tmp_path / "links"
+    links.mkdir()
+    for i, photo in enumerate(photos):
+        (links / f"link_{i:02d}.jpg").symlink_to(photo)
+    by_target = write_csv(tmp_path / "targets.csv", {p: truth[p] for p in photos})
+    by_link = write_csv(links / "links.csv", {f"link_{i:02d}.jpg": truth[p] for i, p in enumerate(photos)})
+    for source in (by_target, by_link):
+        store = tmp_path / f"{source.stem}.h5"
+        encode(lsh_model, [links], store, "--labels", source)
+        contents = read_store(store)
+        assert all(path.startswith(str(links)) for path in contents.paths)
+        assert [labels[0] for labels in contents.labels] == [truth[os.path.realpath(p)] for p in contents.paths]
+        result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "r.h5", "--overwrite",
+                         "--ground-truth", source, "--metrics", tmp_path / f"{source.stem}.json")
+        assert result.exit_code == 0, result.output
