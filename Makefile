@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test browser bench-quality bench-search clean
+.PHONY: venv demo test browser bench-quality bench-search bench-reconstruct bench-throughput clean
 
 venv: $(VENV)/.ready
 
@@ -42,6 +42,15 @@ bench-quality: venv
 # 4 GiB of memory and 1 GB of disk under benchmarks/data/search while `hashkit query` is measured).
 bench-search: venv
 	$(BIN)/python benchmarks/search.py
+
+# Reconstruction of rendered sets of 100, 300 and 1,000 photos: exhaustive against retrieval matching, incremental
+# against global mapping, overhead over bare pycolmap (real photo sets: python benchmarks/reconstruct.py --real DIR ...).
+bench-reconstruct: venv
+	$(BIN)/python benchmarks/reconstruct.py
+
+# Encoding against the bare backbone's forward pass, a training epoch against a plain PyTorch loop (a few minutes).
+bench-throughput: venv
+	$(BIN)/python benchmarks/throughput.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

@@ -44,8 +44,8 @@ RESULTS = REPO / "benchmarks" / "results"
 VIEWS, SIZE, DISTRACTORS = 15, "320x240", 0.1
 SEED = 0
 NEIGHBORS = 20
-VARIANTS = (("exhaustive", "incremental"), ("exhaustive", "global"), ("retrieval", "incremental"),
-            ("retrieval", "global"))
+MAPPERS = ("incremental", "global")
+VARIANTS = tuple((matcher, mapper) for matcher in ("exhaustive", "retrieval") for mapper in MAPPERS)
 
 
 def render(count: int, folder: Path) -> tuple[Path, dict[str, str]]:
@@ -92,64 +92,89 @@ def run_variant(photos: Path, work: Path, matcher: str, mapper: str, cache: Path
             "positives": summary.positives}
 
 
-def pair_quality(pairs_path: Path, truth: dict[str, str]) -> tuple[dict, set[tuple[int, int]]]:
-    pairs = read_pairs(pairs_path)
-    found = {tuple(p) for p in pairs.positives.tolist()}
-    wanted = true_pairs(pairs.absolute_paths(), truth)
-    correct = len(found & wanted)
-    return {"precision": round(correct / max(len(found), 1), 4), "recall": round(correct / max(len(wanted), 1), 4),
-            "true_pairs": len(wanted)}, found
+def positives_of(folder: Path, photos: Path, mapper: str, max_image_size: int) -> tuple[set, set]:
+    """The positives a matcher's folder gives with ``mapper`` (mined again from its finished
+    stages, a matter of seconds), and those of them that join photos of one true scene."""
+    reconstruct(photos, folder, ReconstructOptions(matcher=folder.name, mapper=mapper, num_neighbors=NEIGHBORS,
+                                                   seed=SEED, max_image_size=max_image_size))
+    return set(map(tuple, read_pairs(folder / "pairs.h5").positives.tolist()))
 
 
-def bare_pycolmap(photos: Path, work: Path, max_image_size: int) -> float:
-    """The same COLMAP work as exhaustive + incremental, as a short script would call pycolmap."""
+def add_quality(section: dict, photos: Path, truth: dict[str, str], work: Path) -> None:
+    """Precision and recall of each row's positives against the true scenes, and how many of
+    exhaustive matching's positives (all, and the correct ones) retrieval keeps."""
+    paths = [photos / name for name in read_pairs(work / section["rows"][0]["matcher"] / "pairs.h5").images]
+    wanted = true_pairs(paths, truth)
+    found = {}
+    for row in reversed(section["rows"]):  # each folder ends with its incremental mapper's pairs.h5
+        found[row["matcher"], row["mapper"]] = positives_of(work / row["matcher"], photos, row["mapper"],
+                                                            section["max_image_size"])
+        correct = found[row["matcher"], row["mapper"]] & wanted
+        row.update(precision=round(len(correct) / max(len(found[row["matcher"], row["mapper"]]), 1), 4),
+                   recall=round(len(correct) / max(len(wanted), 1), 4))
+    section["true_pairs"] = len(wanted)
+    for row in section["rows"]:
+        reference = found.get(("exhaustive", row["mapper"]))
+        if row["matcher"] == "retrieval" and reference:
+            mine = found["retrieval", row["mapper"]]
+            row["kept_of_exhaustive_positives"] = round(len(mine & reference) / max(len(reference), 1), 4)
+            row["kept_of_exhaustive_correct_positives"] = round(
+                len(mine & reference & wanted) / max(len(reference & wanted), 1), 4)
+
+
+def bare_pycolmap(photos: Path, work: Path, max_image_size: int) -> dict[str, float]:
+    """The same COLMAP work as exhaustive + incremental, as a short script would call pycolmap:
+    seconds of each call."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     names = [p.relative_to(photos).as_posix() for p in find_images(photos)]
     pycolmap.logging.minloglevel = pycolmap.logging.Level.FATAL.value
-    started = time.perf_counter()
     database = work / "database.db"
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = max_image_size
-    pycolmap.extract_features(database, photos, image_names=names, extraction_options=extraction)
-    pycolmap.match_exhaustive(database)
     mapping = pycolmap.IncrementalPipelineOptions()
     mapping.multiple_models = True
     mapping.random_seed = SEED
     (work / "models").mkdir()
-    pycolmap.incremental_mapping(database, photos, work / "models", options=mapping)
-    return time.perf_counter() - started
+    seconds = {}
+    for stage, call in (("extract", lambda: pycolmap.extract_features(database, photos, image_names=names,
+                                                                       extraction_options=extraction)),
+                        ("match", lambda: pycolmap.match_exhaustive(database)),
+                        ("map", lambda: pycolmap.incremental_mapping(database, photos, work / "models",
+                                                                     options=mapping))):
+        started = time.perf_counter()
+        call()
+        seconds[stage] = round(time.perf_counter() - started, 3)
+    return seconds
 
 
 def scale_section(name: str, photos: Path, truth: dict[str, str], work: Path, exhaustive: bool,
-                  max_image_size: int) -> dict:
-    """Every variant on one photo set, and the bare pycolmap run beside exhaustive + incremental."""
+                  max_image_size: int, mappers: tuple[str, ...] = MAPPERS, bare: bool = True) -> dict:
+    """Every variant on one photo set (exhaustive matching only with ``exhaustive``, the mappers
+    in ``mappers``), and with ``bare`` the bare pycolmap run beside exhaustive + incremental."""
     cache = work / "cache"
-    rows, positives = [], {}
+    rows = []
     for matcher, mapper in VARIANTS:
-        if matcher == "exhaustive" and not exhaustive:
+        if (matcher == "exhaustive" and not exhaustive) or mapper not in mappers:
             continue
         folder = work / matcher  # both mappers of a matcher share its matches
-        if mapper == "incremental":
+        if mapper == mappers[0]:
             shutil.rmtree(folder, ignore_errors=True)
         print(f"{name}: {matcher} + {mapper}", flush=True)
-        row = run_variant(photos, folder, matcher, mapper, cache, max_image_size)
-        quality, positives[matcher, mapper] = pair_quality(folder / "pairs.h5", truth)
-        rows.append({**row, **quality})
-    for row in rows:
-        reference = positives.get(("exhaustive", row["mapper"]))
-        if row["matcher"] == "retrieval" and reference:
-            row["kept_of_exhaustive_positives"] = round(
-                len(positives["retrieval", row["mapper"]] & reference) / len(reference), 4)
-    section = {"name": name, "photos": len(truth), "max_image_size": max_image_size, "rows": rows}
-    if exhaustive:
+        rows.append(run_variant(photos, folder, matcher, mapper, cache, max_image_size))
+    section = {"name": name, "photos": len(truth), "max_image_size": max_image_size, "work": str(work),
+               "photo_folder": str(photos), "rows": rows}
+    if exhaustive and bare and "incremental" in mappers:
         print(f"{name}: bare pycolmap", flush=True)
         bare = bare_pycolmap(photos, work / "bare", max_image_size)
         hashkit = next(r for r in rows if (r["matcher"], r["mapper"]) == VARIANTS[0])
         colmap_stages = sum(hashkit["stages"][s] for s in ("extract", "select", "match", "map"))
-        section["bare_pycolmap_seconds"] = round(bare, 2)
-        section["overhead_colmap_stages"] = round(colmap_stages / bare - 1, 4)
-        section["overhead_whole_command"] = round(hashkit["wall_seconds"] / bare - 1, 4)
+        section["bare_pycolmap_seconds"] = bare
+        section["overhead_colmap_stages"] = round(colmap_stages / sum(bare.values()) - 1, 4)
+        section["overhead_whole_command"] = round(hashkit["wall_seconds"] / sum(bare.values()) - 1, 4)
+        ours = sum(hashkit["stages"][s] for s in ("extract", "select", "match"))
+        section["overhead_extract_and_match"] = round(ours / (bare["extract"] + bare["match"]) - 1, 4)
+    add_quality(section, photos, truth, work)
     return section
 
 
@@ -206,27 +231,37 @@ def write_markdown(path: Path, report: dict) -> None:
     lines = ["# Reconstruction benchmark", "", f"Machine: {report['machine']}. Produced by "
              "`python benchmarks/reconstruct.py` (protocol in its docstring and in docs/scaling.md); "
              f"retrieval matches each photo with its {NEIGHBORS} nearest by ImageNet MobileNetV2 features (224 px).",
-             "Times are wall seconds of one run each on this machine, every variant in the same run.", ""]
+             "Times are wall seconds of one run each on this machine; the variants of a section come from one "
+             "run, whose command is given under it.", ""]
     for section in report["sections"]:
         lines += [f"## {section['name']} ({section['photos']} photos, SIFT on at most "
-                  f"{section['max_image_size']} px)", "",
+                  f"{section['max_image_size']} px)", "", f"`{section.get('command', '')}`", "",
                   "| matching | mapping | wall s | extract s | select s | match s | map s | pairs matched | verified "
                   "| registered | models | groups | positives | precision | recall (all true pairs) "
-                  "| kept of exhaustive |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| kept of exhaustive | kept of exhaustive's correct |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in section["rows"]:
             s = r["stages"]
             lines.append(f"| {r['matcher']} | {r['mapper']} | {r['wall_seconds']} | {s['extract']} | {s['select']} "
                          f"| {s['match']} | {s['map']} | {r['pairs_matched']} | {r['verified_pairs']} "
                          f"| {r['registered']} | {r['models']} | {r['groups']} | {r['positives']} | {r['precision']} "
-                         f"| {r['recall']} | {r.get('kept_of_exhaustive_positives', '-')} |")
+                         f"| {r['recall']} | {r.get('kept_of_exhaustive_positives', '-')} "
+                         f"| {r.get('kept_of_exhaustive_correct_positives', '-')} |")
         lines.append("")
         lines.append("Stage times are 0 where a stage reused the matcher's earlier run (the second mapper).")
         if "bare_pycolmap_seconds" in section:
-            lines += [f"Bare pycolmap (extract, match_exhaustive, incremental_mapping in one script): "
-                      f"{section['bare_pycolmap_seconds']} s; hashkit's COLMAP stages take "
+            bare = section["bare_pycolmap_seconds"]
+            stages = "" if not isinstance(bare, dict) else \
+                " (" + ", ".join(f"{stage} {value} s" for stage, value in bare.items()) + ")"
+            total = round(sum(bare.values()), 2) if isinstance(bare, dict) else bare
+            lines += [f"Bare pycolmap (extract_features, match_exhaustive, incremental_mapping in one script): "
+                      f"{total} s{stages}; hashkit's COLMAP stages (exhaustive, incremental) take "
                       f"{section['overhead_colmap_stages']:+.1%} over it, the whole command "
-                      f"{section['overhead_whole_command']:+.1%} (image check and pair mining included)."]
+                      f"{section['overhead_whole_command']:+.1%} (image check and pair mining included)"
+                      + (f", extraction and matching alone {section['overhead_extract_and_match']:+.1%}"
+                         if "overhead_extract_and_match" in section else "")
+                      + ". Incremental mapping time varies from run to run (it depends on the order of "
+                        "registration, and so on RANSAC's draws in verification)."]
         lines.append("")
     if report.get("user_path"):
         lines += ["## The whole user path on the real photos", "",
@@ -249,22 +284,49 @@ def main() -> None:
                         help="skip exhaustive matching on larger rendered sets")
     parser.add_argument("--real-max-image-size", type=int, default=1600,
                         help="--max-image-size of the real photos' reconstructions (rendered sets are 320 px wide)")
+    parser.add_argument("--mappers", nargs="+", choices=MAPPERS, default=list(MAPPERS),
+                        help="mappers of the rendered sets")
+    parser.add_argument("--bare-up-to", type=int, default=1000,
+                        help="time bare pycolmap beside hashkit on rendered sets up to this size")
+    parser.add_argument("--requality", action="store_true",
+                        help="recompute the quality columns of reconstruct.json from the work folders (mining again, "
+                             "seconds per variant); the timings are kept")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "data" / "reconstruct")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     cpu = platform.processor() or platform.machine()
-    report = {"machine": f"{os.cpu_count()} cores ({cpu}), pycolmap {pycolmap.__version__}, torch "
-                         f"{torch.__version__}, no GPU", "sections": []}
+    saved = args.results / "reconstruct.json"
+    report = json.loads(saved.read_text()) if saved.exists() else {"sections": []}  # other sections are kept
+    report["machine"] = f"{os.cpu_count()} cores ({cpu}), pycolmap {pycolmap.__version__}, torch " \
+                        f"{torch.__version__}, no GPU"
     args.results.mkdir(parents=True, exist_ok=True)
 
+    def add(section: dict) -> None:
+        section["command"] = " ".join(["python benchmarks/reconstruct.py", *sys.argv[1:]])
+        report["sections"] = [s for s in report["sections"] if s["name"] != section["name"]] + [section]
+
     def save() -> None:  # after every section, so that a long run keeps what it measured
-        (args.results / "reconstruct.json").write_text(json.dumps(report, indent=2))
+        saved.write_text(json.dumps(report, indent=2))
         write_markdown(args.results / "reconstruct.md", report)
 
+    if args.requality:
+        report = json.loads((args.results / "reconstruct.json").read_text())
+        for section in report["sections"]:
+            if section["name"].startswith("real"):
+                photos, truth = mix_real([Path(p) for p in report["real_sources"]], args.work / "real-set")
+                section.setdefault("max_image_size", args.real_max_image_size)
+                add_quality(section, photos, truth, args.work / "real")
+            else:
+                count = section["photos"]
+                photos, truth = render(count, args.work / f"rendered-{count}-set")
+                add_quality(section, photos, truth, args.work / f"rendered-{count}")
+        save()
+        print((args.results / "reconstruct.md").read_text())
+        return
     if args.real:
         photos, truth = mix_real(args.real, args.work / "real-set")
-        report["sections"].append(scale_section(f"real photos of {len(args.real)} scenes", photos, truth,
-                                                args.work / "real", True, args.real_max_image_size))
+        add(scale_section(f"real photos of {len(args.real)} scenes", photos, truth, args.work / "real", True,
+                          args.real_max_image_size))
         report["real_sources"] = [str(p) for p in args.real]
         save()
         report["user_path"] = user_path(photos, truth, args.work / "real" / "exhaustive" / "pairs.h5",
@@ -272,8 +334,8 @@ def main() -> None:
         save()
     for count in args.rendered:
         photos, truth = render(count, args.work / f"rendered-{count}-set")
-        report["sections"].append(scale_section(f"rendered, {count}", photos, truth, args.work / f"rendered-{count}",
-                                                count <= args.exhaustive_up_to, 1600))
+        add(scale_section(f"rendered, {count}", photos, truth, args.work / f"rendered-{count}",
+                          count <= args.exhaustive_up_to, 1600, tuple(args.mappers), count <= args.bare_up_to))
         save()
     print((args.results / "reconstruct.md").read_text())
 
