@@ -164,7 +164,7 @@ def main() -> None:
     report = {
         "machine": f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), torch {torch.__version__} "
                    f"with {torch.get_num_threads()} threads, {default_workers()} DataLoader workers, no GPU",
-        "images": IMAGES, "image_size": IMAGE_SIZE, "batch_size": BATCH,
+        "images": IMAGES, "image_size": IMAGE_SIZE, "batch_size": BATCH, "repeat": args.repeat, "epochs": args.epochs,
         "encode_images_per_second": {k: round(v, 2) for k, v in rates.items()},
         "encode_share_of_bare_forward": round(rates["hashkit_encode"] / rates["bare_forward"], 4),
         "encode_share_of_bare_loader": round(rates["hashkit_encode"] / rates["bare_loader"], 4),
@@ -186,8 +186,8 @@ def write_markdown(path: Path, r: dict) -> None:
         "# Throughput on one machine", "",
         f"Machine: {r['machine']}. Produced by `python benchmarks/throughput.py` (protocol in its docstring): "
         f"{r['images']} photographs (640 x 480 JPEG), {r['image_size']} px, batches of {r['batch_size']}, "
-        "MobileNetV2 + 64-bit GreedyHash head trained end to end. Encode: best of 3 runs; training: the "
-        "fastest of 2 epochs each; all rows in one process.", "",
+        f"MobileNetV2 + 64-bit GreedyHash head trained end to end. Encode: best of {r['repeat']} runs; training: "
+        f"the fastest of {r['epochs']} epochs each; all rows in one process.", "",
         "## Encode", "",
         "| run | images / s | share of the bare forward pass |", "|---|---|---|",
         f"| bare forward pass (images decoded beforehand, not timed) | {rates['bare_forward']} | 100% |",
