@@ -22,7 +22,7 @@ from .progress import progress
 from .report import write_report
 from .runtime import available_memory
 from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search, tune
-from .store import StoreContents, StoreMeta, StoreSet, read_store
+from .store import StoreContents, StoreSet, check_same_model, read_store
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
 REPORT_QUERIES, REPORT_RESULTS = 12, 10  # sample queries on the report page, results shown for each
@@ -78,7 +78,7 @@ def query(db_paths: Path | list[Path], queries_path: Path, k: int, output: Path,
     queries = read_store(queries_path)
     db_paths = [Path(db_paths)] if isinstance(db_paths, (str, Path)) else [Path(p) for p in db_paths]
     with StoreSet(db_paths) as db:  # the database is streamed: codes in chunks, only the paths needed
-        _check_comparable(db.meta, queries.meta, db_paths[0], queries_path)
+        check_same_model(db_paths[0], db.meta, queries_path, queries.meta)
         if not db.count or not len(queries.codes):
             raise UserError(f"{db.describe_files() if not db.count else queries_path} holds no codes")
         warnings = []
@@ -200,12 +200,6 @@ def _label_sets(ground_truth: str, db: StoreSet, queries: StoreContents,
             raise UserError(f"--ground-truth {ground_truth} gives a label to none of the {name} images "
                             "(paths in a CSV are relative to the CSV's folder)")
     return db_sets, query_sets
-
-
-def _check_comparable(db: StoreMeta, queries: StoreMeta, db_path: Path, queries_path: Path) -> None:
-    if db.model_digest != queries.model_digest:
-        raise UserError(f"{queries_path} ({queries.describe()}) and {db_path} "
-                        f"({db.describe()}) were encoded by different models; codes are not comparable")
 
 
 def _drop_self(distances: np.ndarray, ids: np.ndarray, self_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -258,7 +258,8 @@ class StoreSet:
         try:
             for path in paths:
                 self.readers.append(StoreReader(path))
-                check_same_model(self.readers[0], self.readers[-1])
+                check_same_model(self.readers[0].path, self.readers[0].meta, self.readers[-1].path,
+                                 self.readers[-1].meta)
         except UserError:
             self.close()
             raise
@@ -317,8 +318,8 @@ class StoreSet:
         self.close()
 
 
-def check_same_model(first: StoreReader, other: StoreReader) -> None:
-    """Refuse to combine stores whose codes come from different models."""
-    if other.meta.model_digest != first.meta.model_digest or other.meta.bits != first.meta.bits:
-        raise UserError(f"{first.path} ({first.meta.describe()}) and {other.path} ({other.meta.describe()}) "
-                        "were encoded by different models; their codes cannot be combined")
+def check_same_model(first: Path, first_meta: StoreMeta, other: Path, other_meta: StoreMeta) -> None:
+    """Refuse to search or combine stores whose codes come from different models."""
+    if other_meta.model_digest != first_meta.model_digest or other_meta.bits != first_meta.bits:
+        raise UserError(f"{other} ({other_meta.describe()}) and {first} ({first_meta.describe()}) "
+                        "were encoded by different models; their codes are not comparable")

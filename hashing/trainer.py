@@ -103,8 +103,12 @@ class DeepTrainer:
         """The method's per-batch update, for the batches of every process."""
         if type(self.method).after_step is DeepMethod.after_step:
             return
-        detached = {name: value.detach().cpu() for name, value in outputs.items()}
-        for indices, gathered in distributed.gather((batch.indices, detached)):
+        detached = {name: value.detach() for name, value in outputs.items()}
+        if distributed.rank_and_size()[1] == 1:  # no trip through the CPU on the hot path of one process
+            self.method.after_step(batch, detached)
+            return
+        on_cpu = {name: value.cpu() for name, value in detached.items()}
+        for indices, gathered in distributed.gather((batch.indices, on_cpu)):
             self.method.after_step(Batch(indices), {name: value.to(self.device) for name, value in gathered.items()})
 
     def _inputs(self, batches: list[Batch]):
