@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hashkit.hashing.encode import encode
-from hashkit.hashing.query import query
-from hashkit.hashing.train import TrainOptions, TrainSummary, train
+from hashkit.hashing.storage.encode import encode
+from hashkit.hashing.evaluation.query import query
+from hashkit.hashing.training.train import TrainOptions, TrainSummary, train
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]

@@ -40,7 +40,7 @@ from common import BITS, DEEP, EPOCHS, FASHION_MNIST, HIDDEN, IMAGE_SIZE, SEED, 
     record, run_method, timed_train
 from supervised import fashion_mnist_mosaics, fashion_mnist_supervised
 
-from hashkit.hashing.train import TrainOptions
+from hashkit.hashing.training.train import TrainOptions
 from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
 
 REPO = Path(__file__).resolve().parents[1]

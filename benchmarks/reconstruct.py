@@ -29,13 +29,13 @@ import numpy as np
 import pycolmap
 import torch
 
-from hashkit.hashing.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
-from hashkit.hashing.encode import encode
-from hashkit.hashing.features import cached_features, weights_digest
-from hashkit.hashing.images import find_images
-from hashkit.hashing.query import query
+from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from hashkit.hashing.storage.encode import encode
+from hashkit.hashing.training.features import cached_features, weights_digest
+from hashkit.hashing.training.images import find_images
+from hashkit.hashing.evaluation.query import query
 from hashkit.hashing.runtime import default_workers
-from hashkit.hashing.train import TrainOptions, train
+from hashkit.hashing.training.train import TrainOptions, train
 from hashkit.sfm_pairs.pairs_file import read_pairs
 from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
 

@@ -38,9 +38,9 @@ import faiss
 import h5py
 import numpy as np
 
-from hashkit.hashing.metrics import LabelRelevance, evaluate, evaluate_relevance
-from hashkit.hashing.search import INDEXES, build_index, knn, knn_scan, radius_search, tune
-from hashkit.hashing.store import CodeStoreWriter, StoreMeta
+from hashkit.hashing.evaluation.metrics import LabelRelevance, evaluate, evaluate_relevance
+from hashkit.hashing.evaluation.search import INDEXES, build_index, knn, knn_scan, radius_search, tune
+from hashkit.hashing.storage.store import CodeStoreWriter, StoreMeta
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SEED = 0

@@ -32,12 +32,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from hashkit.hashing.backbones import IMAGENET_MEAN, IMAGENET_STD
-from hashkit.hashing.checkpoint import load_checkpoint
-from hashkit.hashing.encode import encode
-from hashkit.hashing.images import find_images
+from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD
+from hashkit.hashing.storage.checkpoint import load_checkpoint
+from hashkit.hashing.storage.encode import encode
+from hashkit.hashing.training.images import find_images
 from hashkit.hashing.runtime import default_workers
-from hashkit.hashing.train import TrainOptions, train
+from hashkit.hashing.training.train import TrainOptions, train
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES, IMAGE_SIZE, BATCH, BITS, SEED = 512, 224, 64, 64, 0

@@ -77,7 +77,7 @@ def main(version: Annotated[Optional[bool], typer.Option(
 
 
 def cache_dir(path: Optional[Path], disabled: bool) -> Optional[Path]:
-    from hashkit.hashing.features import default_cache_dir
+    from hashkit.hashing.training.features import default_cache_dir
     return None if disabled else (path or default_cache_dir())
 
 
@@ -189,14 +189,14 @@ def train(
 ) -> None:
     """Train a hashing model from pairs or from images alone, and write it to OUTPUT. Under torchrun
     (torchrun --nproc-per-node N -m hashkit.cli.main train ...) the processes train together."""
-    from hashkit.hashing.train import TrainOptions, train as run
+    from hashkit.hashing.training.train import TrainOptions, train as run
     options = TrainOptions(method=method, params=parse_params(param or []), bits=bits, backbone=backbone,
                            weights=weights, image_size=image_size, hidden=hidden,
                            freeze_backbone=freeze_backbone, epochs=epochs, batch_size=batch_size, lr=lr,
                            seed=seed, device=device, feature_cache=cache_dir(feature_cache, no_feature_cache),
                            overwrite=overwrite, resume=resume, **({} if workers is None else {"workers": workers}))
     summary = run(output, options, pairs_path=pairs, images_dir=images, labels=labels)
-    from hashkit.hashing.distributed import main_process
+    from hashkit.hashing.training.distributed import main_process
     if not main_process():  # under torchrun, rank 0 reports
         return
     losses = ", ".join(f"{loss:.4f}" for loss in summary.epoch_losses) or "closed-form fit"
@@ -234,8 +234,8 @@ def encode(
     as_json: JsonOption = False,
 ) -> None:
     """Encode images to binary codes in an HDF5 code store."""
-    from hashkit.hashing.encode import encode as run
-    from hashkit.hashing.shards import parse_shard
+    from hashkit.hashing.storage.encode import encode as run
+    from hashkit.hashing.storage.shards import parse_shard
     summary = run(model, inputs, output, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite,
                   feature_cache=cache_dir(feature_cache, no_feature_cache), labels=labels,
                   shard=None if shard is None else parse_shard(shard))
@@ -274,7 +274,7 @@ def query(
     as_json: JsonOption = False,
 ) -> None:
     """Hamming search (k nearest, or within --radius) of every query code in the database; optional evaluation."""
-    from hashkit.hashing.query import query as run
+    from hashkit.hashing.evaluation.query import query as run
     summary = run(db, queries, k, output, ground_truth=ground_truth, metrics_path=metrics,
                   exclude_self=not keep_self, overwrite=overwrite, index=index, radius=radius, report=report,
                   index_params=parse_params(index_param or []))
@@ -322,9 +322,9 @@ def index_build(
     as_json: JsonOption = False,
 ) -> None:
     """Build an approximate search index over a code store and save it next to the store."""
-    from hashkit.hashing.index_files import save_index
-    from hashkit.hashing.search import index_kind
-    from hashkit.hashing.store import StoreReader
+    from hashkit.hashing.storage.index_files import save_index
+    from hashkit.hashing.evaluation.search import index_kind
+    from hashkit.hashing.storage.store import StoreReader
     with StoreReader(db) as store:
         path = save_index(db, index_kind(index), store.codes(), store.meta)
     report_summary({"index": str(path), "rows": store.count}, as_json,
@@ -340,7 +340,7 @@ def merge(
     as_json: JsonOption = False,
 ) -> None:
     """Join shard code stores of one model (from 'encode --shard') into one store, each path once."""
-    from hashkit.hashing.merge import merge as run
+    from hashkit.hashing.storage.merge import merge as run
     summary = run(shards, output, overwrite)
     report_summary(asdict(summary), as_json, [
         f"merged {summary.shards} stores: {summary.rows} codes -> {summary.store}"
@@ -358,7 +358,7 @@ def compare(
     as_json: JsonOption = False,
 ) -> None:
     """Compare evaluated runs: a table of their metrics, and their curves on one plot."""
-    from hashkit.hashing.compare import compare as run
+    from hashkit.hashing.evaluation.compare import compare as run
     table = run(metrics_files, plot)
     report_summary({"runs": table}, as_json, format_table(table))
 
@@ -371,7 +371,7 @@ def inspect_command(
     as_json: JsonOption = False,
 ) -> None:
     """Validate a hashkit file and show what it holds; exit 1 if it is damaged or inconsistent."""
-    from hashkit.hashing.inspect_file import inspect_file
+    from hashkit.hashing.storage.inspect_file import inspect_file
     summary = inspect_file(file)
     report_summary(summary, as_json, [f"{summary['path']}: {summary['kind']}, valid"]
                    + [f"  {key}: {value}" for key, value in summary.items() if key not in ("path", "kind")])

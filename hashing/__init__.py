@@ -1,4 +1,4 @@
-"""Everything about binary codes: data, networks, methods, training, stores, search, metrics."""
+"""Everything about binary codes: training (training/), code stores (storage/), search and metrics (evaluation/)."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -24,7 +24,7 @@ import numpy as np
 import pycolmap
 
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.locking import written_atomically
+from hashkit.hashing.storage.locking import written_atomically
 from hashkit.hashing.progress import progress
 
 MAPPERS = ("incremental", "global")

@@ -66,7 +66,7 @@ def nearest_by_features(features: np.ndarray, k: int) -> np.ndarray:
 
 def nearest_by_codes(codes: np.ndarray, k: int) -> np.ndarray:
     """Each row's ``k`` nearest other rows by Hamming distance of packed codes."""
-    from hashkit.hashing.search import knn_scan
+    from hashkit.hashing.evaluation.search import knn_scan
     return knn_scan([codes], codes, min(k + 1, len(codes)))[1]
 
 
@@ -79,13 +79,13 @@ def retrieval_pairs(paths: list[Path], k: int, model: Path | None, cache_dir: Pa
         raise UserError("--num-neighbors must be at least 1")
     torch_device, workers = resolve_device(device), default_workers()
     if model is not None:
-        from hashkit.hashing.checkpoint import load_checkpoint
-        from hashkit.hashing.encode import model_codes
+        from hashkit.hashing.storage.checkpoint import load_checkpoint
+        from hashkit.hashing.storage.encode import model_codes
         loaded = load_checkpoint(model)
         codes = np.concatenate([c for c, _, _ in model_codes(loaded, paths, 64, workers, torch_device, cache_dir)])
         return neighbour_pairs(nearest_by_codes(codes, k))
-    from hashkit.hashing.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
-    from hashkit.hashing.features import cached_features, weights_digest
+    from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+    from hashkit.hashing.training.features import cached_features, weights_digest
     backbone = build_backbone(RETRIEVAL_BACKBONE)
     features, _ = cached_features(backbone, RETRIEVAL_BACKBONE, weights_digest(backbone), paths,
                                   RETRIEVAL_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, 64, workers, torch_device,

@@ -11,7 +11,7 @@ import numpy as np
 
 from hashkit.hashing import __version__
 from hashkit.hashing.errors import UserError, refuse_newer_schema
-from hashkit.hashing.locking import written_atomically
+from hashkit.hashing.storage.locking import written_atomically
 
 SCHEMA = "hashkit.pairs"
 SCHEMA_VERSION = 2  # 2 added group and inlier_matches; version 1 files still read

@@ -91,7 +91,7 @@ def test_console_entry_point_exits_1_without_traceback(tmp_path: Path):
 
 
 def test_ground_truth_that_names_no_image_is_refused_before_writing(tmp_path):
-    from hashkit.hashing.store import CodeStoreWriter, StoreMeta
+    from hashkit.hashing.storage.store import CodeStoreWriter, StoreMeta
 
     store = tmp_path / "codes.h5"
     with CodeStoreWriter(store, StoreMeta(8, "lsh", "d" * 64, "resnet18", "0")) as writer:
@@ -133,7 +133,7 @@ def test_k_beyond_the_database_is_capped_and_said(tmp_path, tiny):
 
 
 def test_results_larger_than_memory_are_refused_before_searching(tmp_path, tiny, monkeypatch):
-    monkeypatch.setattr("hashkit.hashing.query.available_memory", lambda: 1000)
+    monkeypatch.setattr("hashkit.hashing.evaluation.query.available_memory", lambda: 1000)
     result = run_cli("query", "--db", tiny["store"], "--queries", tiny["store"], "-o", tmp_path / "r.h5")
     assert_one_line_error(result, "GiB available; lower -k")
     assert not (tmp_path / "r.h5").exists()

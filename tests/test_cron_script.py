@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.locking import exclusive_lock
-from hashkit.hashing.store import read_store
+from hashkit.hashing.storage.locking import exclusive_lock
+from hashkit.hashing.storage.store import read_store
 
 from .conftest import REPO, run_cli
 

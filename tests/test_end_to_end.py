@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hashkit.hashing.store import read_store
+from hashkit.hashing.storage.store import read_store
 from hashkit.sfm_pairs import read_pairs
 
 from .conftest import run_cli

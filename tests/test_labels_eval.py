@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hashkit.hashing import metrics as metrics_module
-from hashkit.hashing.ground_truth import label_matrix, vocabulary
-from hashkit.hashing.metrics import evaluate, graded_scores
-from hashkit.hashing.store import read_store
+from hashkit.hashing.evaluation import metrics as metrics_module
+from hashkit.hashing.evaluation.ground_truth import label_matrix, vocabulary
+from hashkit.hashing.evaluation.metrics import evaluate, graded_scores
+from hashkit.hashing.storage.store import read_store
 
 from .conftest import run_cli, trained_model
 from .test_cli_errors import assert_one_line_error

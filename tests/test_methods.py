@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from hashkit.hashing.methods import Batch, TrainingData, get_method
-from hashkit.hashing.methods.dsah import initial_similarity, pic_weights, refine_similarity
-from hashkit.hashing.pair_mining import hard_negatives, mutual_pairs, neighbour_sets
-from hashkit.hashing.train import loss_warnings
+from hashkit.hashing.training.methods import Batch, TrainingData, get_method
+from hashkit.hashing.training.methods.dsah import initial_similarity, pic_weights, refine_similarity
+from hashkit.hashing.training.pair_mining import hard_negatives, mutual_pairs, neighbour_sets
+from hashkit.hashing.training.train import loss_warnings
 from hashkit.sfm_pairs import Pairs
 
 

@@ -3,11 +3,12 @@ import itertools
 import numpy as np
 import pytest
 
-from hashkit.hashing import metrics as metrics_module
-from hashkit.hashing.metrics import (LabelRelevance, ListedRelevance, distinct_codes, evaluate, evaluate_relevance,
-                                    harmonic_numbers, log_factorials, ranking_scores, tie_aware_scores)
-from hashkit.hashing.search import hamming_distances, knn_scan
-from hashkit.hashing.store import pack_codes
+from hashkit.hashing.evaluation import metrics as metrics_module
+from hashkit.hashing.evaluation.metrics import (LabelRelevance, ListedRelevance, distinct_codes, evaluate,
+                                               evaluate_relevance, harmonic_numbers, log_factorials, ranking_scores,
+                                               tie_aware_scores)
+from hashkit.hashing.evaluation.search import hamming_distances, knn_scan
+from hashkit.hashing.storage.store import pack_codes
 
 
 def test_ranking_scores_by_hand():

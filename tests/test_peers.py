@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from hashkit.hashing.methods import Batch, TrainingData, get_method
-from hashkit.hashing.methods.bihalf import bi_half
-from hashkit.hashing.methods.csq import hash_centres
-from hashkit.hashing.methods.greedyhash import straight_through_sign
-from hashkit.hashing.network import HashNetwork, MLPHead
-from hashkit.hashing.trainer import DeepTrainer
+from hashkit.hashing.training.methods import Batch, TrainingData, get_method
+from hashkit.hashing.training.methods.bihalf import bi_half
+from hashkit.hashing.training.methods.csq import hash_centres
+from hashkit.hashing.training.methods.greedyhash import straight_through_sign
+from hashkit.hashing.training.network import HashNetwork, MLPHead
+from hashkit.hashing.training.trainer import DeepTrainer
 
 from .test_supervised import FROZEN, train_and_evaluate
 

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hashkit.hashing.store import read_store
+from hashkit.hashing.storage.store import read_store
 
 from .conftest import noise_photos, run_cli, trained_model
 from .test_cli_errors import HASHKIT

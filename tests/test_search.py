@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from hashkit.hashing.search import INDEXES, build_index, hamming_distances, knn, knn_scan, radius_search
+from hashkit.hashing.evaluation.search import INDEXES, build_index, hamming_distances, knn, knn_scan, radius_search
 from hashkit.sfm_pairs.pairs_file import read_pairs
 
 from .conftest import run_cli

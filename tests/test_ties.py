@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hashkit.hashing.store import CodeStoreWriter, StoreMeta, label_cell
+from hashkit.hashing.storage.store import CodeStoreWriter, StoreMeta, label_cell
 
 from .conftest import run_cli
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
+from ..errors import UserError
 
 MAX_PIXELS = 100_000_000  # larger images are refused: a 20,000 x 20,000 PNG of a few hundred KB decodes to 1.2 GB
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})

@@ -11,20 +11,20 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from hashkit.sfm_pairs.pairs_file import read_pairs
 
-from . import __version__, distributed, resume
+from .. import __version__
+from ..errors import UserError
+from ..evaluation.ground_truth import label_matrix, load_labels, vocabulary
+from ..runtime import default_workers, resolve_device, seed_everything
+from ..storage.checkpoint import build_network, save_checkpoint
+from ..storage.locking import exclusive_lock, output_file
+from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
-from .checkpoint import build_network, save_checkpoint
-from .errors import UserError
 from .features import cached_features, default_cache_dir, weights_digest
-from .ground_truth import label_matrix, load_labels, vocabulary
 from .images import find_images
-from .locking import exclusive_lock, output_file
 from .methods import DeepMethod, FeatureMethod, Method, TrainingData, get_method
 from .network import HashNetwork
-from .runtime import default_workers, resolve_device, seed_everything
 from .trainer import DeepTrainer
 
 

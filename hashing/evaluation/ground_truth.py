@@ -17,7 +17,7 @@ import numpy as np
 
 from hashkit.sfm_pairs.pairs_file import read_pairs
 
-from .errors import UserError
+from ..errors import UserError
 
 FOLDERS = "folders"
 SEPARATOR = ";"  # between the labels of a multi-label CSV cell

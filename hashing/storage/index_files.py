@@ -10,10 +10,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from . import __version__
-from .errors import UserError
+from .. import __version__
+from ..errors import UserError
+from ..evaluation.search import IndexKind, build_index
 from .locking import written_atomically
-from .search import IndexKind, build_index
 from .store import StoreMeta
 
 SCHEMA = "hashkit.index"

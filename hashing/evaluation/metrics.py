@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .progress import progress
+from ..progress import progress
 from .search import cpu_cores, hamming_distances
 
 TIE_WARNING_GAP = 0.02  # absolute difference between a row-order and a tie-aware mean that is warned about

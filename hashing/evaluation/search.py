@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 CHUNK_ROWS = 1 << 22  # database rows scanned at a time by the exact search (32 MiB of 64-bit codes)
 _DISTANCE_BLOCK = 8  # queries per block of hamming_distances

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..progress import progress
+from ..storage.locking import exclusive_lock
 from .data import ImageFiles, eval_transform, image_loader
-from .locking import exclusive_lock
-from .progress import progress
 
 SCHEMA = "hashkit.features"
 SCHEMA_VERSION = 1

@@ -12,17 +12,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import __version__
-from .errors import UserError
+from .. import __version__
+from ..errors import UserError
+from ..progress import progress
+from ..runtime import available_memory
+from ..storage.index_files import load_saved_index
+from ..storage.locking import output_file, written_atomically
+from ..storage.store import StoreContents, StoreSet, check_same_model, read_store
 from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, load_landmark_lists, vocabulary
-from .index_files import load_saved_index
-from .locking import output_file, written_atomically
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
-from .progress import progress
 from .report import write_report
-from .runtime import available_memory
 from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search, tune
-from .store import StoreContents, StoreSet, check_same_model, read_store
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
 REPORT_QUERIES, REPORT_RESULTS = 12, 10  # sample queries on the report page, results shown for each

@@ -14,8 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import UserError, refuse_newer_schema
-from .ground_truth import SEPARATOR, LabelSet
+from ..errors import UserError, refuse_newer_schema
+from ..evaluation.ground_truth import SEPARATOR, LabelSet
 from .locking import when_released
 
 SCHEMA = "hashkit.codes"

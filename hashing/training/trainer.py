@@ -11,14 +11,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
+from ..errors import UserError
+from ..progress import progress
 from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .data import image_loader, load_tensor, train_transform
-from .errors import UserError
 from .features import compute_features
 from .methods import Batch, DeepMethod, TrainingData
-from .network import Head, HashNetwork
-from .progress import progress
+from .network import HashNetwork, Head
 
 
 class BatchImages(Dataset):

@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 from .index_files import SCHEMA as INDEX_SCHEMA
 from .index_files import load_saved_index
 
@@ -160,7 +160,7 @@ def _metrics(path: Path, metrics: dict) -> dict:
 def _saved_index(path: Path) -> dict:
     """A saved index (``STORE.KIND.faiss``, or its stamp ``STORE.KIND.json``), checked against its
     store when present."""
-    from .search import index_kind
+    from ..evaluation.search import index_kind
     from .store import StoreReader
 
     path = path.with_suffix(".faiss")

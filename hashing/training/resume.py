@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
-from .locking import written_atomically
+from ..errors import UserError
+from ..storage.locking import written_atomically
 
 SCHEMA = "hashkit.checkpoint"
 SCHEMA_VERSION = 1

@@ -12,8 +12,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .images import read_rgb  # noqa: E402
-from .locking import output_folder  # noqa: E402
+from ..storage.locking import output_folder  # noqa: E402
+from ..training.images import read_rgb  # noqa: E402
 
 THUMB_SIZE = 112
 

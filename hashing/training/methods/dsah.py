@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ...errors import UserError
 from ..pair_mining import neighbour_sets
 from .base import Batch, DeepMethod, TrainingData, image_batches, quantization_error, register
 

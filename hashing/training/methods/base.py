@@ -26,7 +26,7 @@ import torch
 
 from hashkit.sfm_pairs.pairs_file import Pairs
 
-from ..errors import UserError
+from ...errors import UserError
 from ..network import Head, MLPHead
 
 

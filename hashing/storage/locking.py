@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import UserError
+from ..errors import UserError
 
 T = TypeVar("T")
 GRACE_SECONDS = 2.0  # how long a lock held by a process that is dying is waited for

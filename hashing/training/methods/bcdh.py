@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ...errors import UserError
 from ..pair_mining import cosine_neighbours, hard_negatives, membership, mutual_pairs
 from .base import Batch, DeepMethod, TrainingData, register
 

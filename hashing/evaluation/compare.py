@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import UserError
-from .locking import output_file
+from ..errors import UserError
+from ..storage.locking import output_file
 from .report import plot_curves
 
 

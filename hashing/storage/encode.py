@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from .. import __version__
+from ..errors import UserError
+from ..evaluation.ground_truth import load_labels
+from ..progress import progress
+from ..runtime import default_workers, resolve_device
+from ..training.data import ImageFiles, eval_transform, image_loader
+from ..training.features import COMPUTE_CHUNK, FeatureCache, compute_features, default_cache_dir
+from ..training.images import resolve_inputs
 from .checkpoint import LoadedModel, load_checkpoint
-from .data import ImageFiles, eval_transform, image_loader
-from .errors import UserError
-from .features import COMPUTE_CHUNK, FeatureCache, compute_features, default_cache_dir
-from .ground_truth import load_labels
-from .images import resolve_inputs
 from .locking import exclusive_lock, output_file
-from .progress import progress
-from .runtime import default_workers, resolve_device
 from .shards import in_shard, shard_store_name, torchrun_shard
 from .store import CodeStoreWriter, StoreMeta, StoreReader, label_cell, pack_codes
 

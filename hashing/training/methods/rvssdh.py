@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
+from ...errors import UserError
 from ..network import Head
 from .base import Batch, register
 from .supervised import SingleLabelMethod

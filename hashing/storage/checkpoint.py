@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from .backbones import backbone_spec, build_backbone, output_size
-from .errors import UserError, refuse_newer_schema
+from ..errors import UserError, refuse_newer_schema
+from ..training.backbones import backbone_spec, build_backbone, output_size
+from ..training.methods import Method, get_method
+from ..training.network import HashNetwork
 from .locking import written_atomically
-from .methods import Method, get_method
-from .network import HashNetwork
 
 SCHEMA = "hashkit.model"
 SCHEMA_VERSION = 2  # 2: the head is a module of its own (state keys "head.*"); classes in the config

@@ -1,0 +1,1 @@
+"""Files that hold codes and models: code stores, shards, checkpoints, saved indexes, locking, encoding."""
