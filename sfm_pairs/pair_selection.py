@@ -74,10 +74,11 @@ def retrieval_pairs(paths: list[Path], k: int, model: Path | None, cache_dir: Pa
                     device: str = "auto") -> np.ndarray:
     """The pairs of each photo with its ``k`` nearest photos: by the codes of a trained hashkit
     ``model``, or by the pooled features of the ImageNet MobileNetV2 (cached in ``cache_dir``)."""
-    from hashkit.hashing.runtime import default_workers, resolve_device
+    from hashkit.hashing.runtime import keep_freed_memory, resolve_device
     if k < 1:
         raise UserError("--num-neighbors must be at least 1")
-    torch_device, workers = resolve_device(device), default_workers()
+    torch_device, workers = resolve_device(device), None
+    keep_freed_memory()
     if model is not None:
         from hashkit.hashing.storage.checkpoint import load_checkpoint
         from hashkit.hashing.storage.encode import model_codes

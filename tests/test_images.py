@@ -45,3 +45,70 @@ def test_read_rgb_rejects_corrupt_and_empty_files(tmp_path):
     assert read_rgb(tmp_path / "broken.jpg") is None
     assert read_rgb(tmp_path / "empty.png") is None
     assert read_rgb(write_image(tmp_path / "ok.png")).shape == (8, 8, 3)
+
+
+def smooth_photo(height: int, width: int) -> np.ndarray:
+    """A smooth colour gradient (BGR), which a DCT-scaled decode reproduces closely."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1).astype(np.uint8)
+
+
+def test_large_jpegs_decode_at_a_dct_scale_that_keeps_the_shorter_side(tmp_path):
+    photo = smooth_photo(800, 1000)
+    cv2.imwrite(str(tmp_path / "a.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    cv2.imwrite(str(tmp_path / "a.png"), photo)
+    assert read_rgb(tmp_path / "a.jpg").shape == (800, 1000, 3)  # no min_side: full size
+    assert read_rgb(tmp_path / "a.jpg", min_side=224).shape == (400, 500, 3)  # 800 // 4 = 200 < 224: halved
+    assert read_rgb(tmp_path / "a.jpg", min_side=100).shape == (100, 125, 3)  # an eighth
+    assert read_rgb(tmp_path / "a.jpg", min_side=500).shape == (800, 1000, 3)  # 800 // 2 < 500
+    assert read_rgb(tmp_path / "a.png", min_side=100).shape == (800, 1000, 3)  # only JPEGs are scaled
+    reduced = read_rgb(tmp_path / "a.jpg", min_side=224).astype(int)
+    shrunk = cv2.cvtColor(cv2.resize(photo, (500, 400), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    assert np.abs(reduced - shrunk).mean() < 2  # the same picture, downscaled
+
+
+def test_scaled_decoding_keeps_the_exif_orientation(tmp_path):
+    from PIL import Image
+
+    image = Image.fromarray(smooth_photo(600, 1000)[..., ::-1].copy())
+    exif = image.getexif()
+    exif[0x0112] = 6  # stored landscape, shown rotated a quarter turn: portrait
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert read_rgb(tmp_path / "rotated.jpg").shape == (1000, 600, 3)
+    assert read_rgb(tmp_path / "rotated.jpg", min_side=150).shape == (250, 150, 3)
+
+
+def test_threads_decode_a_batch_as_one_thread_does_and_leave_stderr_where_it_was(tmp_path):
+    import os
+
+    import torch
+
+    from hashkit.hashing.training.data import ImageFiles, eval_transform
+
+    paths = []
+    for i in range(24):
+        path = tmp_path / f"{i:02d}.png"
+        cv2.imwrite(str(path), smooth_photo(40 + i, 50))
+        if i % 3 == 0:  # a damaged PNG, whose decoding libpng complains about on stderr
+            path.write_bytes(path.read_bytes()[:60])
+        paths.append(path)
+    transform = eval_transform(32, [0.5] * 3, [0.25] * 3)
+    stderr_before = os.fstat(2)
+    threaded = ImageFiles(paths, transform, 32, decode_threads=4).__getitems__(list(range(24)))
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (stderr_before.st_dev, stderr_before.st_ino)
+    one = ImageFiles(paths, transform, 32).__getitems__(list(range(24)))
+    assert [ok for _, _, ok in threaded] == [i % 3 != 0 for i in range(24)]
+    assert [index for _, index, _ in threaded] == list(range(24))
+    assert all(torch.equal(a, b) for (a, _, _), (b, _, _) in zip(threaded, one))
+
+
+def test_decoding_plan_keeps_the_cpu_for_the_network_and_honours_explicit_workers():
+    import torch
+
+    from hashkit.hashing.runtime import decoding_plan
+
+    assert decoding_plan(None, torch.device("cpu")) == (0, torch.get_num_threads())
+    assert decoding_plan(3, torch.device("cpu")) == (3, 1)
+    assert decoding_plan(0, torch.device("cuda")) == (0, torch.get_num_threads())
+    assert decoding_plan(None, torch.device("cuda"))[0] >= 1

@@ -47,7 +47,8 @@ def test_encode_killed_at_random_moments_resumes_to_the_uninterrupted_store(tmp_
 
     model, store = (frozen_set[0] if kind == "frozen" else deep_model), tmp_path / "codes.h5"
     photos, total = frozen_set[1], 1600
-    batch = 64 if kind == "frozen" else 16  # commits: every 512 images (4), every batch (100)
+    batch = 64 if kind == "frozen" else 4  # commits: every 512 images (4), every batch (400: slow enough to be
+    # killed five times; a 32 px batch of 16 takes about 15 ms, so 100 of them could finish between two kills)
     command = [*HASHKIT, "encode", str(model), str(photos), "-o", str(store), "--workers", "2",
                "--batch-size", str(batch), "--feature-cache", str(tmp_path / "cache")]
     rng = np.random.default_rng(7)

@@ -15,8 +15,8 @@ from .. import __version__
 from ..errors import UserError
 from ..evaluation.ground_truth import load_labels
 from ..progress import progress
-from ..runtime import default_workers, resolve_device
-from ..training.data import ImageFiles, eval_transform, image_loader
+from ..runtime import keep_freed_memory, resolve_device
+from ..training.data import eval_loader, eval_transform
 from ..training.features import COMPUTE_CHUNK, FeatureCache, compute_features, default_cache_dir
 from ..training.images import resolve_inputs
 from .checkpoint import LoadedModel, load_checkpoint
@@ -64,7 +64,7 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
     config = model.config
     meta = StoreMeta(config["bits"], config["method"], model.digest, config["backbone"], __version__)
     torch_device = resolve_device(device)
-    num_workers = default_workers() if workers is None else workers
+    keep_freed_memory()
     cache_dir = default_cache_dir() if feature_cache is _DEFAULT_CACHE else feature_cache
     with exclusive_lock(output):
         present: set[str] = set()
@@ -77,7 +77,7 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
             output.unlink(missing_ok=True)
         with _writer(output, meta) as store:
             unreadable = []
-            for codes, chunk_paths, ok in model_codes(model, todo, batch_size, num_workers, torch_device, cache_dir):
+            for codes, chunk_paths, ok in model_codes(model, todo, batch_size, workers, torch_device, cache_dir):
                 unreadable += [str(p) for p, good in zip(chunk_paths, ok) if not good]
                 encoded = [str(p) for p, good in zip(chunk_paths, ok) if good]
                 store.append(codes[ok], encoded, [cells.get(p, "") for p in encoded])
@@ -113,8 +113,8 @@ def _label_cells(source: str | None, paths: list[Path]) -> dict[str, str]:
     return cells
 
 
-def model_codes(model: LoadedModel, paths: list[Path], batch_size: int, workers: int, device: torch.device,
-                cache_dir: Path | None) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
+def model_codes(model: LoadedModel, paths: list[Path], batch_size: int, workers: int | None,
+                device: torch.device, cache_dir: Path | None) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
     """(packed codes, paths, decodable mask) of ``paths`` a batch or chunk at a time; a model whose
     backbone was frozen takes its backbone features from the cache in ``cache_dir`` (None: no cache)."""
     model.network.to(device)
@@ -124,19 +124,19 @@ def model_codes(model: LoadedModel, paths: list[Path], batch_size: int, workers:
 
 
 @torch.no_grad()
-def _codes_from_images(model: LoadedModel, paths: list[Path], batch_size: int, workers: int,
+def _codes_from_images(model: LoadedModel, paths: list[Path], batch_size: int, workers: int | None,
                        device: torch.device) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
     """(packed codes, paths, decodable mask) per batch, through the whole network."""
     config = model.config
     transform = eval_transform(config["image_size"], config["mean"], config["std"])
-    loader = image_loader(ImageFiles(paths, transform, config["image_size"]), batch_size, workers)
+    loader = eval_loader(paths, transform, config["image_size"], batch_size, workers, device)
     for images, indices, ok in progress(loader, desc="encoding", unit="batch"):
         codes = pack_codes(model.network(images.to(device)).cpu().numpy())
         yield codes, [paths[i] for i in indices], ok.numpy()
 
 
 @torch.no_grad()
-def _codes_from_cache(model: LoadedModel, paths: list[Path], cache_dir: Path, batch_size: int, workers: int,
+def _codes_from_cache(model: LoadedModel, paths: list[Path], cache_dir: Path, batch_size: int, workers: int | None,
                       device: torch.device) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
     """(packed codes, paths, decodable mask) per chunk: cached backbone features through the head."""
     config = model.config

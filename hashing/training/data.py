@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from ..runtime import decoding_plan
 from .images import read_rgb
 
 
@@ -35,28 +37,40 @@ def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float]
     ])
 
 
-def load_tensor(path: Path) -> torch.Tensor | None:
-    """The image as a (3, H, W) uint8 tensor, or None when it cannot be decoded."""
-    image = read_rgb(path)
+def load_tensor(path: Path, min_side: int | None = None) -> torch.Tensor | None:
+    """The image as a (3, H, W) uint8 tensor, or None when it cannot be decoded; ``min_side``: see
+    ``read_rgb``."""
+    image = read_rgb(path, min_side)
     return None if image is None else torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
 
 class ImageFiles(Dataset):
-    """Images by path; item = (tensor, index, decoded ok). An undecodable image yields zeros."""
+    """Images by path for evaluation-time transforms; item = (tensor, index, decoded ok). An
+    undecodable image yields zeros. JPEGs are decoded at the smallest DCT scale that keeps their
+    shorter side at least ``image_size`` (the transform shrinks them to it anyway). A batch fetched
+    in this process (``__getitems__``, no worker processes) is decoded by ``decode_threads`` threads:
+    OpenCV and torch release the GIL while they work."""
 
-    def __init__(self, paths: Sequence[Path], transform: v2.Compose, image_size: int):
+    def __init__(self, paths: Sequence[Path], transform: v2.Compose, image_size: int, decode_threads: int = 1):
         self.paths = list(paths)
         self.transform = transform
         self.image_size = image_size
+        self.decode_threads = decode_threads
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
-        image = load_tensor(self.paths[index])
+        image = load_tensor(self.paths[index], min_side=self.image_size)
         if image is None:
             return torch.zeros(3, self.image_size, self.image_size), index, False
         return self.transform(image), index, True
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int, bool]]:
+        if self.decode_threads <= 1 or len(indices) <= 1:
+            return [self[i] for i in indices]
+        with ThreadPoolExecutor(min(self.decode_threads, len(indices))) as pool:
+            return list(pool.map(self.__getitem__, indices))
 
 
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies (Linux)
@@ -69,6 +83,14 @@ def die_with_parent(parent_pid: int, worker_id: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def eval_loader(paths: Sequence[Path], transform: v2.Compose, image_size: int, batch_size: int,
+                workers: int | None, device: torch.device) -> DataLoader:
+    """Batches of ``ImageFiles`` for encoding or backbone features, decoded as ``decoding_plan``
+    says for ``device`` (``workers``: None picks)."""
+    processes, threads = decoding_plan(workers, device)
+    return image_loader(ImageFiles(paths, transform, image_size, threads), batch_size, processes)
 
 
 def image_loader(dataset: Dataset, batch_size: int | None, workers: int, **kwargs) -> DataLoader:

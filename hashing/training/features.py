@@ -21,11 +21,12 @@ from torch import nn
 
 from ..progress import progress
 from ..storage.locking import exclusive_lock
-from .data import ImageFiles, eval_transform, image_loader
+from .data import eval_loader, eval_transform
 
 SCHEMA = "hashkit.features"
 SCHEMA_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
+DECODING = "dct"  # JPEGs decoded at a DCT scale (``images.read_rgb``); caches of full-size decoding are not read
 COMPUTE_CHUNK = 512  # images computed and committed to the cache (and by encode, to the store) at a time
 
 
@@ -57,9 +58,9 @@ class FeatureCache:
     """Features of one backbone configuration, stored in ``cache_dir``."""
 
     def __init__(self, cache_dir: Path, backbone: str, digest: str, image_size: int):
-        self.path = Path(cache_dir) / f"{backbone}-{digest[:16]}-{image_size}.h5"
+        self.path = Path(cache_dir) / f"{backbone}-{digest[:16]}-{image_size}-{DECODING}.h5"
         self.attrs = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "backbone": backbone,
-                      "weights_digest": digest, "image_size": image_size}
+                      "weights_digest": digest, "image_size": image_size, "decoding": DECODING}
         self._rows: dict[str, tuple[int, tuple[int, int]]] = {}  # path -> (row, stamp), as last read
         self._read_as: tuple[int, int] | None = None  # the file's (mtime, size) when last read
 
@@ -139,11 +140,10 @@ class FeatureCache:
 
 @torch.no_grad()
 def compute_features(backbone: nn.Module, paths: list[Path], image_size: int, mean, std, batch_size: int,
-                     workers: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+                     workers: int | None, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Backbone outputs of ``paths`` (float32 features (N, D) or float16 maps (N, C, h, w)) and
-    the mask of decodable images."""
-    loader = image_loader(ImageFiles(paths, eval_transform(image_size, mean, std), image_size), batch_size,
-                          workers)
+    the mask of decodable images; ``workers``: see ``decoding_plan``."""
+    loader = eval_loader(paths, eval_transform(image_size, mean, std), image_size, batch_size, workers, device)
     backbone = backbone.to(device).eval()
     chunks, masks = [], []
     for images, _, ok in progress(loader, desc="backbone features", unit="batch"):
@@ -154,7 +154,7 @@ def compute_features(backbone: nn.Module, paths: list[Path], image_size: int, me
 
 
 def cached_features(backbone: nn.Module, name: str, digest: str, paths: list[Path], image_size: int, mean, std,
-                    batch_size: int, workers: int, device: torch.device,
+                    batch_size: int, workers: int | None, device: torch.device,
                     cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
     """``compute_features`` of ``paths``, through the cache in ``cache_dir`` (None: no cache) for
     the backbone ``name`` whose weights have SHA-256 ``digest``."""

@@ -16,7 +16,7 @@ from hashkit.sfm_pairs.pairs_file import read_pairs
 from .. import __version__
 from ..errors import UserError
 from ..evaluation.ground_truth import label_matrix, load_labels, vocabulary
-from ..runtime import default_workers, resolve_device, seed_everything
+from ..runtime import keep_freed_memory, resolve_device, seed_everything
 from ..storage.checkpoint import build_network, save_checkpoint
 from ..storage.locking import exclusive_lock, output_file
 from . import distributed, resume
@@ -43,7 +43,7 @@ class TrainOptions:
     lr: float = 1e-3  # head; a trained backbone uses lr / 10
     seed: int = 0
     device: str = "auto"
-    workers: int = field(default_factory=default_workers)
+    workers: int | None = None  # DataLoader worker processes; None: runtime.default_workers / decoding_plan
     feature_cache: Path | None = field(default_factory=default_cache_dir)  # None: no cache
     overwrite: bool = False
     resume: bool = False  # continue from the checkpoint of an interrupted run, when there is one
@@ -90,6 +90,7 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
     started = time.perf_counter()
     generator = seed_everything(options.seed)
     device = resolve_device(options.device)
+    keep_freed_memory()
     frozen = isinstance(method, FeatureMethod) or options.freeze_backbone
     distributed.start(device)
     writer = distributed.main_process()  # under torchrun, rank 0 alone writes the model and checkpoints

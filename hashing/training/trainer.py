@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..progress import progress
+from ..runtime import default_workers
 from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .data import image_loader, load_tensor, train_transform
@@ -71,7 +72,7 @@ class DeepTrainer:
     the gradients of the processes' batches in each step (see ``distributed``)."""
 
     def __init__(self, network: HashNetwork, method: DeepMethod, data: TrainingData, *, frozen: bool,
-                 image_size: int, lr: float, workers: int, device: torch.device, generator: torch.Generator):
+                 image_size: int, lr: float, workers: int | None, device: torch.device, generator: torch.Generator):
         self.network, self.method, self.data, self.frozen = network, method, data, frozen
         self.image_size, self.workers, self.device, self.generator = image_size, workers, device, generator
         groups = [{"params": network.head.parameters(), "lr": lr}]
@@ -117,7 +118,8 @@ class DeepTrainer:
             for batch in batches:
                 yield self.features[batch.indices], batch
             return
-        loader = image_loader(BatchImages(self.data.paths, batches, self.image_size), None, self.workers,
+        workers = default_workers() if self.workers is None else self.workers
+        loader = image_loader(BatchImages(self.data.paths, batches, self.image_size), None, workers,
                               generator=self.generator)
         for images, index, unreadable in loader:
             if unreadable:
