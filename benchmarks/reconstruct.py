@@ -227,6 +227,21 @@ def user_path(photos: Path, truth: dict[str, str], pairs_path: Path, work: Path)
     return {"rows": rows}
 
 
+def add_mapper_rows(report: dict, mapper: str, count: int, work_root: Path) -> None:
+    """Rows of ``mapper`` on each matcher folder of the saved rendered section of ``count`` photos,
+    reusing its extraction and matches; the section's quality columns are computed again."""
+    section = next(s for s in report["sections"] if s["name"] == f"rendered, {count}")
+    photos, truth = render(count, work_root / f"rendered-{count}-set")
+    work = work_root / f"rendered-{count}"
+    for matcher in dict.fromkeys(row["matcher"] for row in section["rows"]):
+        print(f"rendered, {count}: {matcher} + {mapper} on the saved matches", flush=True)
+        row = run_variant(photos, work / matcher, matcher, mapper, work / "cache", section["max_image_size"])
+        section["rows"] = [r for r in section["rows"] if (r["matcher"], r["mapper"]) != (matcher, mapper)] + [row]
+    section["rows"].sort(key=lambda r: VARIANTS.index((r["matcher"], r["mapper"])))
+    add_quality(section, photos, truth, work)
+    section["command"] += "; then " + " ".join(["python benchmarks/reconstruct.py", *sys.argv[1:]])
+
+
 def write_markdown(path: Path, report: dict) -> None:
     lines = ["# Reconstruction benchmark", "", f"Machine: {report['machine']}. Produced by "
              "`python benchmarks/reconstruct.py` (protocol in its docstring and in docs/scaling.md); "
@@ -291,6 +306,9 @@ def main() -> None:
     parser.add_argument("--requality", action="store_true",
                         help="recompute the quality columns of reconstruct.json from the work folders (mining again, "
                              "seconds per variant); the timings are kept")
+    parser.add_argument("--add-mapper", choices=MAPPERS,
+                        help="run this mapper on the finished matches of the --rendered sets' saved sections and add "
+                             "its rows (wall time then counts mapping and mining only)")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "data" / "reconstruct")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -321,6 +339,12 @@ def main() -> None:
                 photos, truth = render(count, args.work / f"rendered-{count}-set")
                 add_quality(section, photos, truth, args.work / f"rendered-{count}")
         save()
+        print((args.results / "reconstruct.md").read_text())
+        return
+    if args.add_mapper:
+        for count in args.rendered:
+            add_mapper_rows(report, args.add_mapper, count, args.work)
+            save()
         print((args.results / "reconstruct.md").read_text())
         return
     if args.real:

@@ -77,7 +77,7 @@ def main(version: Annotated[Optional[bool], typer.Option(
 
 
 def cache_dir(path: Optional[Path], disabled: bool) -> Optional[Path]:
-    from hashkit.hashing.training.features import default_cache_dir
+    from hashkit.hashing.user_cache import default_cache_dir
     return None if disabled else (path or default_cache_dir())
 
 

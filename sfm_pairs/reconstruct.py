@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
-from hashkit.hashing.storage.checkpoint import file_digest
 from hashkit.hashing.errors import UserError
+from hashkit.hashing.storage.locking import exclusive_lock, file_digest, output_folder
 from hashkit.hashing.training.images import IMAGE_EXTENSIONS, find_images, read_rgb
-from hashkit.hashing.storage.locking import exclusive_lock, output_folder
 from hashkit.hashing.progress import progress
 
 from .colmap import ColmapOptions, SfmResult, model_tracks, run_colmap

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from ..errors import UserError, refuse_newer_schema
 from ..training.backbones import backbone_spec, build_backbone, output_size
 from ..training.methods import Method, get_method
 from ..training.network import HashNetwork
-from .locking import written_atomically
+from .locking import file_digest, written_atomically
 
 SCHEMA = "hashkit.model"
 SCHEMA_VERSION = 2  # 2: the head is a module of its own (state keys "head.*"); classes in the config
@@ -91,11 +90,3 @@ def _check_config(config: dict, path: Path) -> None:
         value = config.get(key)
         if not isinstance(value, kind) or isinstance(value, bool) or not valid(value):
             raise UserError(f"{path}: the model config's {key!r} is {value!r}; it must be {meaning}")
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -17,8 +17,9 @@ from ..evaluation.ground_truth import load_labels
 from ..progress import progress
 from ..runtime import keep_freed_memory, resolve_device
 from ..training.data import eval_loader, eval_transform
-from ..training.features import COMPUTE_CHUNK, FeatureCache, compute_features, default_cache_dir
+from ..training.features import COMPUTE_CHUNK, FeatureCache, compute_features
 from ..training.images import resolve_inputs
+from ..user_cache import default_cache_dir
 from .checkpoint import LoadedModel, load_checkpoint
 from .locking import exclusive_lock, output_file
 from .shards import in_shard, shard_store_name, torchrun_shard

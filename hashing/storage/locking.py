@@ -1,4 +1,5 @@
-"""Safe outputs: an exclusive lock so two runs never write one output, and atomic replacement."""
+"""Safe outputs: an exclusive lock so two runs never write one output, atomic replacement, and the
+digest that identifies a file's contents."""
 
 from __future__ import annotations
 
@@ -103,3 +104,12 @@ def written_atomically(final_path: Path) -> Iterator[Path]:
         os.replace(tmp_path, final_path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of the file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -11,7 +11,6 @@ well within the precision the heads need).
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import h5py
@@ -28,11 +27,6 @@ SCHEMA_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
 DECODING = "dct"  # JPEGs decoded at a DCT scale (``images.read_rgb``); caches of full-size decoding are not read
 COMPUTE_CHUNK = 512  # images computed and committed to the cache (and by encode, to the store) at a time
-
-
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hashkit" / "features"
 
 
 def weights_digest(module: nn.Module) -> str:

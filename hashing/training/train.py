@@ -19,9 +19,10 @@ from ..evaluation.ground_truth import label_matrix, load_labels, vocabulary
 from ..runtime import keep_freed_memory, resolve_device, seed_everything
 from ..storage.checkpoint import build_network, save_checkpoint
 from ..storage.locking import exclusive_lock, output_file
+from ..user_cache import default_cache_dir
 from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
-from .features import cached_features, default_cache_dir, weights_digest
+from .features import cached_features, weights_digest
 from .images import find_images
 from .methods import DeepMethod, FeatureMethod, Method, TrainingData, get_method
 from .network import HashNetwork
