@@ -77,18 +77,19 @@ def retrieval_pairs(paths: list[Path], k: int, model: Path | None, cache_dir: Pa
     from hashkit.hashing.runtime import keep_freed_memory, resolve_device
     if k < 1:
         raise UserError("--num-neighbors must be at least 1")
-    torch_device, workers = resolve_device(device), None
+    torch_device = resolve_device(device)
     keep_freed_memory()
     if model is not None:
         from hashkit.hashing.storage.checkpoint import load_checkpoint
         from hashkit.hashing.storage.encode import model_codes
         loaded = load_checkpoint(model)
-        codes = np.concatenate([c for c, _, _ in model_codes(loaded, paths, 64, workers, torch_device, cache_dir)])
+        codes = np.concatenate([c for c, _, _ in model_codes(loaded, paths, 64, workers=None, device=torch_device,
+                                                              cache_dir=cache_dir)])
         return neighbour_pairs(nearest_by_codes(codes, k))
     from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
     from hashkit.hashing.training.features import cached_features, weights_digest
     backbone = build_backbone(RETRIEVAL_BACKBONE)
     features, _ = cached_features(backbone, RETRIEVAL_BACKBONE, weights_digest(backbone), paths,
-                                  RETRIEVAL_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, 64, workers, torch_device,
-                                  cache_dir)
+                                  RETRIEVAL_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, 64, workers=None,
+                                  device=torch_device, cache_dir=cache_dir)
     return neighbour_pairs(nearest_by_features(features, k))
