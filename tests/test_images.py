@@ -92,7 +92,7 @@ def test_threads_decode_a_batch_as_one_thread_does_and_leave_stderr_where_it_was
         if i % 3 == 0:  # a damaged PNG, whose decoding libpng complains about on stderr
             path.write_bytes(path.read_bytes()[:60])
         paths.append(path)
-    transform = eval_transform(32, [0.5] * 3, [0.25] * 3)
+    transform = eval_transform(32)
     stderr_before = os.fstat(2)
     threaded = ImageFiles(paths, transform, 32, decode_threads=4).__getitems__(list(range(24)))
     after = os.fstat(2)
@@ -101,6 +101,21 @@ def test_threads_decode_a_batch_as_one_thread_does_and_leave_stderr_where_it_was
     assert [ok for _, _, ok in threaded] == [i % 3 != 0 for i in range(24)]
     assert [index for _, index, _ in threaded] == list(range(24))
     assert all(torch.equal(a, b) for (a, _, _), (b, _, _) in zip(threaded, one))
+
+
+def test_normalizer_gives_torchvisions_normalised_values_on_the_device():
+    import torch
+    from torchvision.transforms import v2
+
+    from hashkit.hashing.training.data import Normalizer
+
+    images = torch.randint(0, 256, (5, 3, 17, 23), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    expected = v2.Normalize(mean, std)(v2.ToDtype(torch.float32, scale=True)(images))
+    normalized = Normalizer(mean, std, torch.device("cpu"))(images)
+    assert normalized.dtype == torch.float32 and normalized.shape == images.shape
+    assert torch.allclose(normalized, expected, atol=1e-5)
+    assert not torch.allclose(Normalizer(mean[::-1], std, torch.device("cpu"))(images), expected, atol=1e-2)
 
 
 def test_decoding_plan_keeps_the_cpu_for_the_network_and_honours_explicit_workers():

@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..evaluation.ground_truth import load_labels
 from ..progress import progress
 from ..runtime import keep_freed_memory, resolve_device
-from ..training.data import eval_loader, eval_transform
+from ..training.data import Normalizer, eval_loader
 from ..training.features import COMPUTE_CHUNK, FeatureCache, compute_features
 from ..training.images import resolve_inputs
 from ..user_cache import default_cache_dir
@@ -129,10 +129,10 @@ def _codes_from_images(model: LoadedModel, paths: list[Path], batch_size: int, w
                        device: torch.device) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
     """(packed codes, paths, decodable mask) per batch, through the whole network."""
     config = model.config
-    transform = eval_transform(config["image_size"], config["mean"], config["std"])
-    loader = eval_loader(paths, transform, config["image_size"], batch_size, workers, device)
+    loader = eval_loader(paths, config["image_size"], batch_size, workers, device)
+    normalize = Normalizer(config["mean"], config["std"], device)
     for images, indices, ok in progress(loader, desc="encoding", unit="batch"):
-        codes = pack_codes(model.network(images.to(device)).cpu().numpy())
+        codes = pack_codes(model.network(normalize(images)).cpu().numpy())
         yield codes, [paths[i] for i in indices], ok.numpy()
 
 

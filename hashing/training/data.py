@@ -20,20 +20,32 @@ from ..runtime import decoding_plan
 from .images import read_rgb
 
 
-def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    """Shorter side to ``image_size``, centre crop, normalise."""
-    return v2.Compose([
-        v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
-    ])
+class Normalizer:
+    """uint8 image batches (N, 3, H, W) -> float32 ``(image / 255 - mean) / std`` on ``device``.
+    Transforms stop at uint8 and batches are normalised whole, after the move to the device: a
+    quarter of the bytes through worker processes' shared memory and to a GPU, and one fused pass
+    over a batch instead of three over each image (same values to float rounding)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device):
+        std_ = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.scale = (1 / (255 * std_)).to(device)
+        self.shift = (-torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) / std_).to(device)
+        self.device = device
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, images.to(self.device).to(torch.float32), self.scale)
 
 
-def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    """Random resized crop and mild colour jitter, then normalise."""
+def eval_transform(image_size: int) -> v2.Compose:
+    """Shorter side to ``image_size``, centre crop; uint8 in and out (see ``Normalizer``)."""
+    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
+
+
+def train_transform(image_size: int) -> v2.Compose:
+    """Random resized crop and mild colour jitter; uint8 in and out (see ``Normalizer``)."""
     return v2.Compose([
         v2.RandomResizedCrop(image_size, scale=(0.6, 1.0), antialias=True),
         v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
     ])
 
 
@@ -45,7 +57,7 @@ def load_tensor(path: Path, min_side: int | None = None) -> torch.Tensor | None:
 
 
 class ImageFiles(Dataset):
-    """Images by path for evaluation-time transforms; item = (tensor, index, decoded ok). An
+    """Images by path for evaluation-time transforms; item = (uint8 tensor, index, decoded ok). An
     undecodable image yields zeros. JPEGs are decoded at the smallest DCT scale that keeps their
     shorter side at least ``image_size`` (the transform shrinks them to it anyway). A batch fetched
     in this process (``__getitems__``, no worker processes) is decoded by ``decode_threads`` threads:
@@ -63,7 +75,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
         image = load_tensor(self.paths[index], min_side=self.image_size)
         if image is None:
-            return torch.zeros(3, self.image_size, self.image_size), index, False
+            return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), index, False
         return self.transform(image), index, True
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int, bool]]:
@@ -85,12 +97,12 @@ def die_with_parent(parent_pid: int, worker_id: int) -> None:
         os._exit(1)
 
 
-def eval_loader(paths: Sequence[Path], transform: v2.Compose, image_size: int, batch_size: int,
-                workers: int | None, device: torch.device) -> DataLoader:
-    """Batches of ``ImageFiles`` for encoding or backbone features, decoded as ``decoding_plan``
-    says for ``device`` (``workers``: None picks)."""
+def eval_loader(paths: Sequence[Path], image_size: int, batch_size: int, workers: int | None,
+                device: torch.device) -> DataLoader:
+    """uint8 batches of ``ImageFiles`` through ``eval_transform`` for encoding or backbone features,
+    decoded as ``decoding_plan`` says for ``device`` (``workers``: None picks)."""
     processes, threads = decoding_plan(workers, device)
-    return image_loader(ImageFiles(paths, transform, image_size, threads), batch_size, processes)
+    return image_loader(ImageFiles(paths, eval_transform(image_size), image_size, threads), batch_size, processes)
 
 
 def image_loader(dataset: Dataset, batch_size: int | None, workers: int, **kwargs) -> DataLoader:

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..progress import progress
 from ..storage.locking import exclusive_lock
-from .data import eval_loader, eval_transform
+from .data import Normalizer, eval_loader
 
 SCHEMA = "hashkit.features"
 SCHEMA_VERSION = 1
@@ -137,11 +137,12 @@ def compute_features(backbone: nn.Module, paths: list[Path], image_size: int, me
                      workers: int | None, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """Backbone outputs of ``paths`` (float32 features (N, D) or float16 maps (N, C, h, w)) and
     the mask of decodable images; ``workers``: see ``decoding_plan``."""
-    loader = eval_loader(paths, eval_transform(image_size, mean, std), image_size, batch_size, workers, device)
+    loader = eval_loader(paths, image_size, batch_size, workers, device)
+    normalize = Normalizer(mean, std, device)
     backbone = backbone.to(device).eval()
     chunks, masks = [], []
     for images, _, ok in progress(loader, desc="backbone features", unit="batch"):
-        output = backbone(images.to(device))
+        output = backbone(normalize(images))
         chunks.append((output.half() if output.dim() > 2 else output.float()).cpu().numpy())
         masks.append(ok.numpy())
     return np.concatenate(chunks), np.concatenate(masks)

@@ -16,18 +16,18 @@ from ..progress import progress
 from ..runtime import default_workers
 from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
-from .data import image_loader, load_tensor, train_transform
+from .data import Normalizer, image_loader, load_tensor, train_transform
 from .features import compute_features
 from .methods import Batch, DeepMethod, TrainingData
 from .network import HashNetwork, Head
 
 
 class BatchImages(Dataset):
-    """Item b: the augmented images of batch b, stacked in the batch's order."""
+    """Item b: the augmented images of batch b (uint8), stacked in the batch's order."""
 
     def __init__(self, paths: list[Path], batches: list[Batch], image_size: int):
         self.paths, self.batches, self.image_size = paths, batches, image_size
-        self.transform = train_transform(image_size, IMAGENET_MEAN, IMAGENET_STD)
+        self.transform = train_transform(image_size)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -113,18 +113,19 @@ class DeepTrainer:
             self.method.after_step(Batch(indices), {name: value.to(self.device) for name, value in gathered.items()})
 
     def _inputs(self, batches: list[Batch]):
-        """(network input, batch) pairs: feature rows when frozen, else loaded images."""
+        """(network input on the device, batch) pairs: feature rows when frozen, else loaded images."""
         if self.frozen:
             for batch in batches:
-                yield self.features[batch.indices], batch
+                yield self.features[batch.indices].to(self.device).float(), batch
             return
         workers = default_workers() if self.workers is None else self.workers
         loader = image_loader(BatchImages(self.data.paths, batches, self.image_size), None, workers,
                               generator=self.generator)
+        normalize = Normalizer(IMAGENET_MEAN, IMAGENET_STD, self.device)
         for images, index, unreadable in loader:
             if unreadable:
                 raise UserError(f"cannot decode training image {unreadable[0]}")
-            yield images, batches[index]
+            yield normalize(images), batches[index]
 
     def fit(self, epochs: int, batch_size: int, bits: int, seed: int, checkpoint: Path | None = None,
             fingerprint: str = "", resume_from: dict | None = None) -> tuple[list[float], list[float]]:
@@ -159,7 +160,7 @@ class DeepTrainer:
             bar = progress(self._inputs(batches), total=len(batches), desc=f"epoch {epoch + 1}/{epochs}",
                            unit="batch")
             for inputs, batch in bar:
-                outputs = model(inputs.to(self.device).float(), **self.method.step_inputs(batch, self.device))
+                outputs = model(inputs, **self.method.step_inputs(batch, self.device))
                 loss = self.method.loss(outputs, batch)
                 self.optimizer.zero_grad()
                 loss.backward()
