@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -227,19 +228,22 @@ def user_path(photos: Path, truth: dict[str, str], pairs_path: Path, work: Path)
     return {"rows": rows}
 
 
-def add_mapper_rows(report: dict, mapper: str, count: int, work_root: Path) -> None:
+def add_mapper_rows(report: dict, mapper: str, count: int, work_root: Path, save: Callable[[], None]) -> None:
     """Rows of ``mapper`` on each matcher folder of the saved rendered section of ``count`` photos,
-    reusing its extraction and matches; the section's quality columns are computed again."""
+    reusing its extraction and matches, the matcher with fewest verified pairs first; the
+    section's quality columns are computed again and the report saved after each row."""
     section = next(s for s in report["sections"] if s["name"] == f"rendered, {count}")
     photos, truth = render(count, work_root / f"rendered-{count}-set")
     work = work_root / f"rendered-{count}"
-    for matcher in dict.fromkeys(row["matcher"] for row in section["rows"]):
+    section["command"] += "; then " + " ".join(["python benchmarks/reconstruct.py", *sys.argv[1:]])
+    verified = {row["matcher"]: row["verified_pairs"] for row in section["rows"]}
+    for matcher in sorted(verified, key=verified.get):
         print(f"rendered, {count}: {matcher} + {mapper} on the saved matches", flush=True)
         row = run_variant(photos, work / matcher, matcher, mapper, work / "cache", section["max_image_size"])
         section["rows"] = [r for r in section["rows"] if (r["matcher"], r["mapper"]) != (matcher, mapper)] + [row]
-    section["rows"].sort(key=lambda r: VARIANTS.index((r["matcher"], r["mapper"])))
-    add_quality(section, photos, truth, work)
-    section["command"] += "; then " + " ".join(["python benchmarks/reconstruct.py", *sys.argv[1:]])
+        section["rows"].sort(key=lambda r: VARIANTS.index((r["matcher"], r["mapper"])))
+        add_quality(section, photos, truth, work)
+        save()
 
 
 def write_markdown(path: Path, report: dict) -> None:
@@ -343,8 +347,7 @@ def main() -> None:
         return
     if args.add_mapper:
         for count in args.rendered:
-            add_mapper_rows(report, args.add_mapper, count, args.work)
-            save()
+            add_mapper_rows(report, args.add_mapper, count, args.work, save)
         print((args.results / "reconstruct.md").read_text())
         return
     if args.real:
