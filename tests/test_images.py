@@ -118,6 +118,21 @@ def test_normalizer_gives_torchvisions_normalised_values_on_the_device():
     assert not torch.allclose(Normalizer(mean[::-1], std, torch.device("cpu"))(images), expected, atol=1e-2)
 
 
+def test_training_photos_are_decoded_no_smaller_than_their_smallest_random_crop_needs():
+    import torch
+    from torchvision.transforms import v2
+
+    from hashkit.hashing.training.data import CROP_RATIO, CROP_SCALE, train_min_side
+
+    torch.manual_seed(0)
+    side = train_min_side(224)
+    assert 224 < side < 2 * 224  # a 640 x 480 photo keeps its full size; one of 4000 x 3000 is read at 1/8
+    for height, width in ((side, side), (side, side * 4 // 3), (side * 3, side)):
+        crops = [v2.RandomResizedCrop.get_params(torch.empty(3, height, width), list(CROP_SCALE), list(CROP_RATIO))
+                 for _ in range(2000)]
+        assert min(min(h, w) for _, _, h, w in crops) >= 224
+
+
 class _Niceness:
     def __len__(self):
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import math
 import functools
 import os
 import signal
@@ -41,12 +42,22 @@ def eval_transform(image_size: int) -> v2.Compose:
     return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
 
 
+CROP_SCALE, CROP_RATIO = (0.6, 1.0), (3 / 4, 4 / 3)  # training crops: share of the area, width / height
+
+
 def train_transform(image_size: int) -> v2.Compose:
     """Random resized crop and mild colour jitter; uint8 in and out (see ``Normalizer``)."""
     return v2.Compose([
-        v2.RandomResizedCrop(image_size, scale=(0.6, 1.0), antialias=True),
+        v2.RandomResizedCrop(image_size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
         v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),
     ])
+
+
+def train_min_side(image_size: int) -> int:
+    """The shorter side a training photo may be decoded at (``read_rgb``'s ``min_side``) so that
+    the smallest random crop still covers ``image_size`` pixels each way: a crop of area share s
+    and width / height a has sides sqrt(s a) and sqrt(s / a) times sqrt(W H) >= the shorter side."""
+    return math.ceil(image_size / math.sqrt(CROP_SCALE[0] * CROP_RATIO[0]))
 
 
 def load_tensor(path: Path, min_side: int | None = None) -> torch.Tensor | None:
