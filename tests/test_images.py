@@ -133,30 +133,6 @@ def test_training_photos_are_decoded_no_smaller_than_their_smallest_random_crop_
         assert min(min(h, w) for _, _, h, w in crops) >= 224
 
 
-class _Niceness:
-    def __len__(self):
-        return 2
-
-    def __getitem__(self, index):
-        import os
-        return os.nice(0)
-
-
-def test_decoding_workers_give_way_to_a_network_on_the_cpu_only():
-    import os
-
-    import torch
-
-    from hashkit.hashing.training.data import BACKGROUND_NICENESS, image_loader
-
-    mine = os.nice(0)
-    on_cpu = [int(n) for n in image_loader(_Niceness(), 1, 1, torch.device("cpu"))]
-    beside_gpu = [int(n) for n in image_loader(_Niceness(), 1, 1, torch.device("cuda"))]
-    assert on_cpu == [min(mine + BACKGROUND_NICENESS, 19)] * 2
-    assert beside_gpu == [mine] * 2
-    assert os.nice(0) == mine  # this process is left as it was
-
-
 def test_decoding_plan_keeps_the_cpu_for_the_network_and_honours_explicit_workers():
     import torch
 

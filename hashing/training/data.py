@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ctypes
-import math
 import functools
+import math
 import os
 import signal
 import sys
@@ -97,21 +97,15 @@ class ImageFiles(Dataset):
 
 
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies (Linux)
-BACKGROUND_NICENESS = 10  # of decoding workers beside a CPU network: the network's threads come first
 
 
-def start_worker(parent_pid: int, background: bool, worker_id: int) -> None:
+def die_with_parent(parent_pid: int, worker_id: int) -> None:
     """DataLoader worker start: have the kernel SIGKILL this worker the moment its parent dies,
-    whatever ended the parent (SIGKILL included), and exit at once if the parent is already gone.
-    With ``background``, run at a lower priority: on a CPU the network's threads wait for each
-    other, so a decoder that takes a core from one of them stalls them all; at low priority it
-    decodes when a core is free (and at full speed whenever the network waits for it)."""
+    whatever ended the parent (SIGKILL included), and exit at once if the parent is already gone."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(1)
-    if background:
-        os.nice(BACKGROUND_NICENESS)
 
 
 def eval_loader(paths: Sequence[Path], image_size: int, batch_size: int, workers: int | None,
@@ -119,14 +113,11 @@ def eval_loader(paths: Sequence[Path], image_size: int, batch_size: int, workers
     """uint8 batches of ``ImageFiles`` through ``eval_transform`` for encoding or backbone features,
     decoded as ``decoding_plan`` says for ``device`` (``workers``: None picks)."""
     processes, threads = decoding_plan(workers, device)
-    return image_loader(ImageFiles(paths, eval_transform(image_size), image_size, threads), batch_size, processes,
-                        device)
+    return image_loader(ImageFiles(paths, eval_transform(image_size), image_size, threads), batch_size, processes)
 
 
-def image_loader(dataset: Dataset, batch_size: int | None, workers: int, device: torch.device,
-                 **kwargs) -> DataLoader:
-    """A DataLoader over ``dataset`` whose worker processes never outlive this process (killed
-    with it, they can neither keep an output lock nor hold a caller's stdout open) and, for a
-    network on the CPU, run at a lower priority than it (``start_worker``)."""
-    start = functools.partial(start_worker, os.getpid(), device.type == "cpu") if workers else None
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, worker_init_fn=start, **kwargs)
+def image_loader(dataset: Dataset, batch_size: int | None, workers: int, **kwargs) -> DataLoader:
+    """A DataLoader over ``dataset`` whose worker processes never outlive this process: killed
+    with it, they can neither keep an output lock nor hold a caller's stdout open."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                      worker_init_fn=functools.partial(die_with_parent, os.getpid()) if workers else None, **kwargs)

@@ -122,7 +122,7 @@ class DeepTrainer:
                 yield self.features[batch.indices].to(self.device).float(), batch
             return
         workers = default_workers() if self.workers is None else self.workers
-        loader = image_loader(BatchImages(self.data.paths, batches, self.image_size), None, workers, self.device,
+        loader = image_loader(BatchImages(self.data.paths, batches, self.image_size), None, workers,
                               generator=self.generator)
         normalize = Normalizer(IMAGENET_MEAN, IMAGENET_STD, self.device)
         for images, index, unreadable in loader:
