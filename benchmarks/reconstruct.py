@@ -273,9 +273,10 @@ def write_markdown(path: Path, report: dict) -> None:
     lines = ["# Reconstruction benchmark", "", f"Machine: {report['machine']}. Produced by "
              "`python benchmarks/reconstruct.py` (protocol in its docstring and in docs/scaling.md); "
              f"retrieval matches each photo with its {NEIGHBORS} nearest by ImageNet MobileNetV2 features (224 px).",
-             "Times are wall seconds of one run each on this machine; the variants of a section come from one "
-             "run, whose command is given under it.", ""]
-    for section in report["sections"]:
+             "Times are wall seconds of one run each on this machine (hashkit's overhead over bare pycolmap: "
+             "the best of as many runs of each as stated); the variants of a section come from one run, whose "
+             "command is given under it.", ""]
+    for section in sorted(report["sections"], key=lambda s: (not s["name"].startswith("real"), s["photos"])):
         lines += [f"## {section['name']} ({section['photos']} photos, SIFT on at most "
                   f"{section['max_image_size']} px)", "", f"`{section.get('command', '')}`", "",
                   "| matching | mapping | wall s | extract s | select s | match s | map s | pairs matched | verified "
