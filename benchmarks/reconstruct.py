@@ -292,6 +292,7 @@ def write_markdown(path: Path, report: dict) -> None:
                          f"| {r.get('kept_of_exhaustive_correct_positives', '-')} |")
         lines.append("")
         lines.append("Stage times are 0 where a stage reused the matcher's earlier run (the second mapper).")
+        lines += section.get("notes", [])  # written by hand: what a run that was stopped did not measure
         if "bare_pycolmap_seconds" in section:
             bare = section["bare_pycolmap_seconds"]
             stages = "" if not isinstance(bare, dict) else \
