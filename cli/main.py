@@ -176,7 +176,8 @@ def train(
     epochs: Annotated[int, typer.Option(help="Training epochs (deep methods).")] = 10,
     batch_size: Annotated[int, typer.Option(help="Pairs per step (bcdh) or images per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate of the head; a trained backbone uses lr/10.")] = 1e-3,
-    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Processes decoding images (default: none on a CPU, cores - 1 up to 4 beside a GPU).")] = None,
     feature_cache: FeatureCacheOption = None,
     no_feature_cache: NoCacheOption = False,
     seed: SeedOption = 0,
@@ -220,7 +221,8 @@ def encode(
         metavar="INPUTS", help="Images, folders, or text files listing image paths.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Code store (codes.h5); appended to if it exists.")],
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
-    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes.")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Processes decoding images (default: none on a CPU, cores - 1 up to 4 beside a GPU).")] = None,
     device: DeviceOption = "auto",
     feature_cache: FeatureCacheOption = None,
     no_feature_cache: NoCacheOption = False,

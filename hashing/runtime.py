@@ -53,6 +53,17 @@ def decoding_plan(workers: int | None, device: torch.device) -> tuple[int, int]:
     return workers, 1 if workers else torch.get_num_threads()
 
 
+def training_workers(workers: int | None, device: torch.device) -> int:
+    """Worker processes that decode and augment training batches: ``workers`` when given; on a GPU
+    ``default_workers()``; on the CPU none, each batch being decoded in this process between
+    optimiser steps: a process decoding beside the network's threads made an epoch about twice as
+    long on 2 cores (benchmarks/results/encode.md). In this process the augmentations draw from
+    torch's global generator, which a resumed run restores."""
+    if workers is None:
+        return default_workers() if device.type == "cuda" else 0
+    return workers
+
+
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 
 

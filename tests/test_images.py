@@ -142,3 +142,13 @@ def test_decoding_plan_keeps_the_cpu_for_the_network_and_honours_explicit_worker
     assert decoding_plan(3, torch.device("cpu")) == (3, 1)
     assert decoding_plan(0, torch.device("cuda")) == (0, torch.get_num_threads())
     assert decoding_plan(None, torch.device("cuda"))[0] >= 1
+
+
+def test_training_decodes_in_process_on_the_cpu_and_in_workers_beside_a_gpu():
+    import torch
+
+    from hashkit.hashing.runtime import training_workers
+
+    assert training_workers(None, torch.device("cpu")) == 0
+    assert training_workers(None, torch.device("cuda")) >= 1
+    assert training_workers(2, torch.device("cpu")) == 2 and training_workers(0, torch.device("cuda")) == 0
