@@ -37,8 +37,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def default_workers() -> int:
-    """Worker processes that decode and augment training batches: leave one core to the network,
-    use at most four."""
+    """Worker processes that decode images beside a GPU (the default there, for training and
+    encoding): leave one core to the main process, use at most four."""
     return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
