@@ -9,7 +9,7 @@ by an end-to-end GreedyHash model on ImageNet MobileNetV2 (64 bits), batches of 
 torch threads of the machine, glibc keeping freed memory (``runtime.keep_freed_memory``, as
 hashkit's train and encode do) for every row. The plain encode loop uses DataLoader worker processes;
 hashkit encode decodes as ``runtime.decoding_plan`` picks, hashkit train as
-``runtime.training_workers`` does. Training: the shortest of epochs 2 and 3 of a three-epoch
+``runtime.worker_processes`` does. Training: the shortest of epochs 2 and 3 of a three-epoch
 hashkit run against the shortest of two epochs of the plain loop (hashkit's augmentations, written
 out) after a warm-up epoch, so that both time a warm network and optimiser and both take the best
 of as many epochs; the plain loop once with DataLoader worker processes, as usual, and once

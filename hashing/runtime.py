@@ -42,26 +42,25 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
-def decoding_plan(workers: int | None, device: torch.device) -> tuple[int, int]:
-    """(worker processes, threads decoding in this process) for evaluation-time decoding (encode,
-    backbone features). ``workers`` given: that many processes. Otherwise, on a GPU, worker
-    processes decode while the GPU computes; on the CPU none: the forward pass takes every core
-    already, and a process decoding beside it slows it far more than its own share (see
-    benchmarks/results/encode.md), so all cores decode each batch between forward passes."""
-    if workers is None:
-        workers = default_workers() if device.type == "cuda" else 0
-    return workers, 1 if workers else torch.get_num_threads()
-
-
-def training_workers(workers: int | None, device: torch.device) -> int:
-    """Worker processes that decode and augment training batches: ``workers`` when given; on a GPU
-    ``default_workers()``; on the CPU none, each batch being decoded in this process between
-    optimiser steps: a process decoding beside the network's threads made an epoch about twice as
-    long on 2 cores (benchmarks/results/encode.md). In this process the augmentations draw from
-    torch's global generator, which a resumed run restores."""
+def worker_processes(workers: int | None, device: torch.device) -> int:
+    """Worker processes that decode (and for training, augment) images: ``workers`` when given;
+    beside a GPU ``default_workers()``, decoding while the GPU computes; on the CPU none, the
+    images being decoded in this process between the network's steps: a process decoding beside
+    the network's threads slows it far more than its own share (on 2 cores, encode to under half
+    the forward pass's speed and a training epoch to twice its time: benchmarks/results/encode.md).
+    Training augmentations in this process draw from torch's global generator, which a resumed
+    run restores."""
     if workers is None:
         return default_workers() if device.type == "cuda" else 0
     return workers
+
+
+def decoding_plan(workers: int | None, device: torch.device) -> tuple[int, int]:
+    """(worker processes, threads decoding in this process) for evaluation-time decoding (encode,
+    backbone features): ``worker_processes``, and without them all of torch's threads decode each
+    batch between forward passes."""
+    processes = worker_processes(workers, device)
+    return processes, 1 if processes else torch.get_num_threads()
 
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters

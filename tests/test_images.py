@@ -144,11 +144,11 @@ def test_decoding_plan_keeps_the_cpu_for_the_network_and_honours_explicit_worker
     assert decoding_plan(None, torch.device("cuda"))[0] >= 1
 
 
-def test_training_decodes_in_process_on_the_cpu_and_in_workers_beside_a_gpu():
+def test_images_are_decoded_in_process_on_the_cpu_and_by_workers_beside_a_gpu():
     import torch
 
-    from hashkit.hashing.runtime import training_workers
+    from hashkit.hashing.runtime import worker_processes
 
-    assert training_workers(None, torch.device("cpu")) == 0
-    assert training_workers(None, torch.device("cuda")) >= 1
-    assert training_workers(2, torch.device("cpu")) == 2 and training_workers(0, torch.device("cuda")) == 0
+    assert worker_processes(None, torch.device("cpu")) == 0
+    assert worker_processes(None, torch.device("cuda")) >= 1
+    assert worker_processes(2, torch.device("cpu")) == 2 and worker_processes(0, torch.device("cuda")) == 0

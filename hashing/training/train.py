@@ -44,7 +44,7 @@ class TrainOptions:
     lr: float = 1e-3  # head; a trained backbone uses lr / 10
     seed: int = 0
     device: str = "auto"
-    workers: int | None = None  # DataLoader worker processes; None: runtime.training_workers / decoding_plan
+    workers: int | None = None  # DataLoader worker processes; None: runtime.worker_processes / decoding_plan
     feature_cache: Path | None = field(default_factory=default_cache_dir)  # None: no cache
     overwrite: bool = False
     resume: bool = False  # continue from the checkpoint of an interrupted run, when there is one

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..progress import progress
-from ..runtime import training_workers
+from ..runtime import worker_processes
 from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .data import Normalizer, image_loader, load_tensor, train_min_side, train_transform
@@ -121,7 +121,7 @@ class DeepTrainer:
             for batch in batches:
                 yield self.features[batch.indices].to(self.device).float(), batch
             return
-        workers = training_workers(self.workers, self.device)
+        workers = worker_processes(self.workers, self.device)
         loader = image_loader(BatchImages(self.data.paths, batches, self.image_size), None, workers,
                               generator=self.generator)
         normalize = Normalizer(IMAGENET_MEAN, IMAGENET_STD, self.device)
