@@ -83,7 +83,7 @@ def test_threads_decode_a_batch_as_one_thread_does_and_leave_stderr_where_it_was
 
     import torch
 
-    from hashkit.hashing.training.data import ImageFiles, eval_transform
+    from hashkit.hashing.training.data import ImageFiles
 
     paths = []
     for i in range(24):
@@ -92,12 +92,11 @@ def test_threads_decode_a_batch_as_one_thread_does_and_leave_stderr_where_it_was
         if i % 3 == 0:  # a damaged PNG, whose decoding libpng complains about on stderr
             path.write_bytes(path.read_bytes()[:60])
         paths.append(path)
-    transform = eval_transform(32)
     stderr_before = os.fstat(2)
-    threaded = ImageFiles(paths, transform, 32, decode_threads=4).__getitems__(list(range(24)))
+    threaded = ImageFiles(paths, 32, decode_threads=4).__getitems__(list(range(24)))
     after = os.fstat(2)
     assert (after.st_dev, after.st_ino) == (stderr_before.st_dev, stderr_before.st_ino)
-    one = ImageFiles(paths, transform, 32).__getitems__(list(range(24)))
+    one = ImageFiles(paths, 32).__getitems__(list(range(24)))
     assert [ok for _, _, ok in threaded] == [i % 3 != 0 for i in range(24)]
     assert [index for _, index, _ in threaded] == list(range(24))
     assert all(torch.equal(a, b) for (a, _, _), (b, _, _) in zip(threaded, one))

@@ -68,15 +68,15 @@ def load_tensor(path: Path, min_side: int | None = None) -> torch.Tensor | None:
 
 
 class ImageFiles(Dataset):
-    """Images by path for evaluation-time transforms; item = (uint8 tensor, index, decoded ok). An
+    """Images by path through ``eval_transform``; item = (uint8 tensor, index, decoded ok). An
     undecodable image yields zeros. JPEGs are decoded at the smallest DCT scale that keeps their
     shorter side at least ``image_size`` (the transform shrinks them to it anyway). A batch fetched
     in this process (``__getitems__``, no worker processes) is decoded by ``decode_threads`` threads:
     OpenCV and torch release the GIL while they work."""
 
-    def __init__(self, paths: Sequence[Path], transform: v2.Compose, image_size: int, decode_threads: int = 1):
+    def __init__(self, paths: Sequence[Path], image_size: int, decode_threads: int = 1):
         self.paths = list(paths)
-        self.transform = transform
+        self.transform = eval_transform(image_size)
         self.image_size = image_size
         self.decode_threads = decode_threads
 
@@ -110,10 +110,10 @@ def die_with_parent(parent_pid: int, worker_id: int) -> None:
 
 def eval_loader(paths: Sequence[Path], image_size: int, batch_size: int, workers: int | None,
                 device: torch.device) -> DataLoader:
-    """uint8 batches of ``ImageFiles`` through ``eval_transform`` for encoding or backbone features,
-    decoded as ``decoding_plan`` says for ``device`` (``workers``: None picks)."""
+    """uint8 batches of ``ImageFiles`` for encoding or backbone features, decoded as
+    ``decoding_plan`` says for ``device`` (``workers``: None picks)."""
     processes, threads = decoding_plan(workers, device)
-    return image_loader(ImageFiles(paths, eval_transform(image_size), image_size, threads), batch_size, processes)
+    return image_loader(ImageFiles(paths, image_size, threads), batch_size, processes)
 
 
 def image_loader(dataset: Dataset, batch_size: int | None, workers: int, **kwargs) -> DataLoader:
