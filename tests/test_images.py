@@ -115,6 +115,24 @@ def test_normalizer_gives_torchvisions_normalised_values_on_the_device():
     assert normalized.dtype == torch.float32 and normalized.shape == images.shape
     assert torch.allclose(normalized, expected, atol=1e-5)
     assert not torch.allclose(Normalizer(mean[::-1], std, torch.device("cpu"))(images), expected, atol=1e-2)
+    assert normalized.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_networks_run_channels_last_with_the_default_layouts_outputs():
+    import torch
+    from torchvision.models import mobilenet_v2
+
+    from hashkit.hashing.runtime import to_device
+
+    torch.manual_seed(0)
+    network = mobilenet_v2(num_classes=16).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = network(images)
+        laid_out = to_device(network, torch.device("cpu"))
+        assert laid_out.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+        outputs = laid_out(images.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(outputs, expected, atol=1e-4)
 
 
 def test_training_photos_are_decoded_no_smaller_than_their_smallest_random_crop_needs():

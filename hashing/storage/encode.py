@@ -15,7 +15,7 @@ from .. import __version__
 from ..errors import UserError
 from ..evaluation.ground_truth import load_labels
 from ..progress import progress
-from ..runtime import keep_freed_memory, resolve_device
+from ..runtime import keep_freed_memory, resolve_device, to_device
 from ..training.data import Normalizer, eval_loader
 from ..training.features import COMPUTE_CHUNK, FeatureCache, compute_features
 from ..training.images import resolve_inputs
@@ -118,7 +118,7 @@ def model_codes(model: LoadedModel, paths: list[Path], batch_size: int, workers:
                 device: torch.device, cache_dir: Path | None) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
     """(packed codes, paths, decodable mask) of ``paths`` a batch or chunk at a time; a model whose
     backbone was frozen takes its backbone features from the cache in ``cache_dir`` (None: no cache)."""
-    model.network.to(device)
+    to_device(model.network, device)
     if model.config.get("frozen_backbone") and cache_dir is not None:
         return _codes_from_cache(model, paths, Path(cache_dir), batch_size, workers, device)
     return _codes_from_images(model, paths, batch_size, workers, device)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..progress import progress
+from ..runtime import to_device
 from ..storage.locking import exclusive_lock
 from .data import Normalizer, eval_loader
 
@@ -139,7 +140,7 @@ def compute_features(backbone: nn.Module, paths: list[Path], image_size: int, me
     the mask of decodable images; ``workers``: see ``decoding_plan``."""
     loader = eval_loader(paths, image_size, batch_size, workers, device)
     normalize = Normalizer(mean, std, device)
-    backbone = backbone.to(device).eval()
+    backbone = to_device(backbone, device).eval()
     chunks, masks = [], []
     for images, _, ok in progress(loader, desc="backbone features", unit="batch"):
         output = backbone(normalize(images))

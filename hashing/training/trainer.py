@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..progress import progress
-from ..runtime import worker_processes
+from ..runtime import to_device, worker_processes
 from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .data import Normalizer, image_loader, load_tensor, train_min_side, train_transform
@@ -139,7 +139,7 @@ class DeepTrainer:
         last epoch and ends where the uninterrupted run would have ended."""
         rng = np.random.default_rng(seed)
         self.method.setup(self.data, bits, seed)
-        self.network.to(self.device)
+        to_device(self.network, self.device)
         rank, size = distributed.rank_and_size()
         step = TrainingStep(self.network, self.frozen)
         model = DistributedDataParallel(step, find_unused_parameters=True) if size > 1 else step
