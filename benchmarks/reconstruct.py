@@ -253,14 +253,16 @@ def user_path(photos: Path, truth: dict[str, str], pairs_path: Path, work: Path)
 
 def add_mapper_rows(report: dict, mapper: str, count: int, work_root: Path, save: Callable[[], None]) -> None:
     """Rows of ``mapper`` on each matcher folder of the saved rendered section of ``count`` photos,
-    reusing its extraction and matches, the matcher with fewest verified pairs first; the
-    section's quality columns are computed again and the report saved after each row."""
+    reusing its extraction and matches, the matcher with fewest verified pairs first, skipping rows
+    the section already has; the section's quality columns are computed again and the report saved
+    after each row."""
     section = next(s for s in report["sections"] if s["name"] == f"rendered, {count}")
     photos, truth = render(count, work_root / f"rendered-{count}-set")
     work = work_root / f"rendered-{count}"
     section["command"] += "; then " + " ".join(["python benchmarks/reconstruct.py", *sys.argv[1:]])
     verified = {row["matcher"]: row["verified_pairs"] for row in section["rows"]}
-    for matcher in sorted(verified, key=verified.get):
+    done = {row["matcher"] for row in section["rows"] if row["mapper"] == mapper}
+    for matcher in sorted(verified.keys() - done, key=verified.get):
         print(f"rendered, {count}: {matcher} + {mapper} on the saved matches", flush=True)
         row = run_variant(photos, work / matcher, matcher, mapper, work / "cache", section["max_image_size"])
         section["rows"] = [r for r in section["rows"] if (r["matcher"], r["mapper"]) != (matcher, mapper)] + [row]
@@ -341,7 +343,7 @@ def main() -> None:
                              "seconds per variant); the timings are kept")
     parser.add_argument("--add-mapper", choices=MAPPERS,
                         help="run this mapper on the finished matches of the --rendered sets' saved sections and add "
-                             "its rows (wall time then counts mapping and mining only)")
+                             "the rows they lack (wall time then counts mapping and mining only)")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "data" / "reconstruct")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
