@@ -6,7 +6,7 @@ hashkit training epoch against a plain single-file PyTorch loop over the same ne
 Images: 512 photographs (flat crops of the photographs bundled with scikit-image and
 scikit-learn, 640 x 480 JPEG, from examples/render_scenes.py --distractors), encoded at 224 px
 by an end-to-end GreedyHash model on ImageNet MobileNetV2 (64 bits), batches of 64, the
-torch threads of the machine, glibc keeping freed memory (``runtime.keep_freed_memory``, as
+torch threads of the machine, glibc keeping freed memory (``memory.keep_freed_memory``, as
 hashkit's train and encode do) for every row. hashkit runs its networks channels-last
 (``runtime.to_device``): the bare forward pass is timed in that layout and in PyTorch's default
 one, and the plain training loop in-process in both. The plain encode loop uses DataLoader worker processes;
@@ -47,7 +47,8 @@ from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD
 from hashkit.hashing.storage.checkpoint import load_checkpoint
 from hashkit.hashing.storage.encode import encode
 from hashkit.hashing.training.images import find_images
-from hashkit.hashing.runtime import decoding_plan, default_workers, keep_freed_memory
+from hashkit.hashing.memory import keep_freed_memory
+from hashkit.hashing.runtime import decoding_plan, default_workers
 from hashkit.hashing.training.data import eval_loader
 from hashkit.hashing.training.train import TrainOptions, train
 
@@ -97,7 +98,7 @@ def eval_transform():
 
 FRESH_FORWARD = """
 import sys, time, torch
-from hashkit.hashing.runtime import keep_freed_memory
+from hashkit.hashing.memory import keep_freed_memory
 from hashkit.hashing.storage.checkpoint import load_checkpoint
 if sys.argv[2] == "keep":
     keep_freed_memory()

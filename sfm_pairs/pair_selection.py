@@ -74,14 +74,15 @@ def retrieval_pairs(paths: list[Path], k: int, model: Path | None, cache_dir: Pa
                     device: str = "auto") -> np.ndarray:
     """The pairs of each photo with its ``k`` nearest photos: by the codes of a trained hashkit
     ``model``, or by the pooled features of the ImageNet MobileNetV2 (cached in ``cache_dir``)."""
-    from hashkit.hashing.runtime import keep_freed_memory, resolve_device
+    from hashkit.hashing.memory import keep_freed_memory
+    from hashkit.hashing.runtime import resolve_device
     if k < 1:
         raise UserError("--num-neighbors must be at least 1")
     torch_device = resolve_device(device)
     keep_freed_memory()
     if model is not None:
         from hashkit.hashing.storage.checkpoint import load_checkpoint
-        from hashkit.hashing.storage.encode import model_codes
+        from hashkit.hashing.storage.model_codes import model_codes
         loaded = load_checkpoint(model)
         codes = np.concatenate([c for c, _, _ in model_codes(loaded, paths, 64, workers=None, device=torch_device,
                                                               cache_dir=cache_dir)])

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from hashkit.hashing import __version__
-from hashkit.hashing.errors import UserError, refuse_newer_schema
+from hashkit.hashing.errors import UserError, existing_file, refuse_newer_schema
 from hashkit.hashing.storage.locking import written_atomically
 
 SCHEMA = "hashkit.pairs"
@@ -62,9 +62,7 @@ def write_pairs(path: Path, pairs: Pairs) -> None:
 def read_pairs(path: Path) -> Pairs:
     """Read and validate a ``pairs.h5``; anything else, or an inconsistent file, gives a UserError
     naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such pairs file: {path}")
+    path = existing_file(path, "pairs file")
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("schema") != SCHEMA:

@@ -70,3 +70,49 @@ def test_second_writer_on_a_store_is_refused(lsh_model, scene_set, tmp_path):
     with exclusive_lock(store), pytest.raises(UserError):
         with exclusive_lock(store):
             pass
+
+
+IMPORTS_TORCH = """
+import sys
+from hashkit.cli.main import app
+try:
+    app(sys.argv[1:])
+except SystemExit as end:
+    assert not end.code, end.code
+print("torch" in sys.modules)
+"""
+
+
+def imports_torch(*args: object) -> bool:
+    """Whether the hashkit command ``args``, run in a new process, imported torch."""
+    result = subprocess.run([sys.executable, "-c", IMPORTS_TORCH, *map(str, args)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_nothing_new_to_encode_and_a_query_run_without_torch(lsh_model, scene_set, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((scene_set / "photos").glob("*.jpg"))[:4]:
+        shutil.copy(p, photos)
+    store = tmp_path / "codes.h5"
+    assert imports_torch("encode", lsh_model, photos, "-o", store)
+    assert not imports_torch("encode", lsh_model, photos, "-o", store)  # nothing new
+    assert not imports_torch("query", "--db", store, "--queries", store, "-k", "2", "-o", tmp_path / "r.h5")
+    shutil.copy(next(photos.iterdir()), photos / "new.jpg")
+    assert imports_torch("encode", lsh_model, photos, "-o", store)
+    assert len(read_store(store).paths) == 5
+
+
+def test_nothing_new_for_another_model_is_still_refused(lsh_model, work_dir, scene_set, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(next((scene_set / "photos").glob("*.jpg")), photos)
+    store = tmp_path / "codes.h5"
+    assert run_cli("encode", lsh_model, photos, "-o", store).exit_code == 0
+    other = tmp_path / "other.pt"
+    trained = run_cli("train", "--pairs", work_dir / "pairs.h5", "-o", other, "--method", "lsh", "--bits", "32",
+                      "--image-size", "64", "--workers", "0", "--seed", "1")
+    assert trained.exit_code == 0, trained.output
+    result = run_cli("encode", other, photos, "-o", store)
+    assert result.exit_code == 1 and "codes of another model" in result.stderr, result.output

@@ -15,13 +15,12 @@ import numpy as np
 from .. import __version__
 from ..errors import UserError
 from ..progress import progress
-from ..runtime import available_memory
+from ..memory import available_memory
 from ..storage.index_files import load_saved_index
 from ..storage.locking import output_file, written_atomically
 from ..storage.store import StoreContents, StoreSet, check_same_model, read_store
 from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, load_landmark_lists, vocabulary
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
-from .report import write_report
 from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search, tune
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
@@ -160,6 +159,8 @@ def _counted(chunks: Iterator[np.ndarray], rows: int) -> Iterator[np.ndarray]:
 def _report(folder: Path, metrics: dict | None, top: list[np.ndarray], query_paths: list[str], db: StoreSet,
             relevance: LabelRelevance | ListedRelevance | None, title: str) -> None:
     """The report page for up to REPORT_QUERIES queries spread evenly over the query store."""
+    from .report import write_report  # matplotlib and OpenCV: only when a report is asked for
+
     sample = np.unique(np.linspace(0, len(query_paths) - 1, min(len(query_paths), REPORT_QUERIES)).astype(int))
     marks = None if relevance is None else [relevance.is_relevant(q, top[q]) for q in sample]
     write_report(folder, metrics, [query_paths[q] for q in sample], [db.paths_at(top[q]) for q in sample],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError, refuse_newer_schema
+from ..errors import UserError, existing_file, refuse_newer_schema
 from ..training.backbones import backbone_spec, build_backbone, output_size
 from ..training.methods import Method, get_method
 from ..training.network import HashNetwork
@@ -43,9 +43,7 @@ def save_checkpoint(path: Path, network: HashNetwork, config: dict) -> None:
 
 def load_checkpoint(path: Path) -> LoadedModel:
     """Load a model file safely (weights only; no code in the file is ever run)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such model file: {path}")
+    path = existing_file(path, "model file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         config = json.loads(payload["config"])

@@ -1,4 +1,8 @@
-"""``hashkit encode``: images to binary codes appended to an HDF5 code store."""
+"""``hashkit encode``: images to binary codes appended to an HDF5 code store.
+
+A run with nothing new to encode (every image already in the store, made by the same model file)
+reads the store's paths and the model file's digest and stops there: it never imports torch nor
+loads the model, so a cron job that finds nothing new costs about a second."""
 
 from __future__ import annotations
 
@@ -8,22 +12,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .. import __version__
-from ..errors import UserError
+from ..errors import UserError, existing_file
 from ..evaluation.ground_truth import load_labels
-from ..progress import progress
-from ..runtime import keep_freed_memory, resolve_device, to_device
-from ..training.data import Normalizer, eval_loader
-from ..training.features import COMPUTE_CHUNK, FeatureCache, compute_features
+from ..memory import keep_freed_memory
 from ..training.images import resolve_inputs
 from ..user_cache import default_cache_dir
-from .checkpoint import LoadedModel, load_checkpoint
-from .locking import exclusive_lock, output_file
+from .locking import exclusive_lock, file_digest, output_file
 from .shards import in_shard, shard_store_name, torchrun_shard
-from .store import CodeStoreWriter, StoreMeta, StoreReader, label_cell, pack_codes
+from .store import CodeStoreWriter, StoreMeta, StoreReader, label_cell
 
 _DEFAULT_CACHE = object()
 
@@ -38,7 +35,6 @@ class EncodeSummary:
     shard: str | None = None  # "i/n" when one shard was encoded
 
 
-@torch.no_grad()
 def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int = 64,
            workers: int | None = None, device: str = "auto", overwrite: bool = False,
            feature_cache: Path | None | object = _DEFAULT_CACHE, labels: str | None = None,
@@ -56,24 +52,31 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
     if shard is None and (shard := torchrun_shard()) is not None:
         output = shard_store_name(Path(output), shard)
     output = output_file(output, overwrite=True)  # an existing store is appended to
-    model = load_checkpoint(model_path)
+    model_path = existing_file(model_path, "model file")
     paths = resolve_inputs(inputs)
     if not paths:
         raise UserError(f"no images found in {', '.join(map(str, inputs))}")
     if shard is not None:
         paths = [path for path in paths if in_shard(path, shard)]
-    config = model.config
-    meta = StoreMeta(config["bits"], config["method"], model.digest, config["backbone"], __version__)
-    torch_device = resolve_device(device)
-    keep_freed_memory()
     cache_dir = default_cache_dir() if feature_cache is _DEFAULT_CACHE else feature_cache
     with exclusive_lock(output):
-        present: set[str] = set()
+        present, existing = set(), None
         if output.exists() and not overwrite:
             with StoreReader(output) as existing:  # its paths only, not its codes
                 present = set(existing.paths())
         todo = [p for p in paths if str(p) not in present and os.path.realpath(p) not in present]  # older stores
+        if not todo and existing is not None and existing.meta.model_digest == file_digest(model_path):
+            return _summary(output, 0, len(paths), existing.count, [], shard)
         cells = _label_cells(labels, todo)  # refused before anything is written
+        from ..runtime import resolve_device  # torch: only once there is something to encode
+        from .checkpoint import load_checkpoint
+        from .model_codes import model_codes
+
+        model = load_checkpoint(model_path)
+        config = model.config
+        meta = StoreMeta(config["bits"], config["method"], model.digest, config["backbone"], __version__)
+        torch_device = resolve_device(device)
+        keep_freed_memory()
         if overwrite:
             output.unlink(missing_ok=True)
         with _writer(output, meta) as store:
@@ -83,7 +86,12 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
                 encoded = [str(p) for p, good in zip(chunk_paths, ok) if good]
                 store.append(codes[ok], encoded, [cells.get(p, "") for p in encoded])
             total = store.count
-    return EncodeSummary(str(output), len(todo) - len(unreadable), len(paths) - len(todo), total, unreadable,
+    return _summary(output, len(todo) - len(unreadable), len(paths) - len(todo), total, unreadable, shard)
+
+
+def _summary(output: Path, encoded: int, already_present: int, total: int, unreadable: list[str],
+             shard: tuple[int, int] | None) -> EncodeSummary:
+    return EncodeSummary(str(output), encoded, already_present, total, unreadable,
                          None if shard is None else f"{shard[0]}/{shard[1]}")
 
 
@@ -112,46 +120,3 @@ def _label_cells(source: str | None, paths: list[Path]) -> dict[str, str]:
         raise UserError(f"--labels {source} labels none of the {len(paths)} images to encode "
                         "(paths in a CSV are relative to the CSV's folder)")
     return cells
-
-
-def model_codes(model: LoadedModel, paths: list[Path], batch_size: int, workers: int | None,
-                device: torch.device, cache_dir: Path | None) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
-    """(packed codes, paths, decodable mask) of ``paths`` a batch or chunk at a time; a model whose
-    backbone was frozen takes its backbone features from the cache in ``cache_dir`` (None: no cache)."""
-    to_device(model.network, device)
-    if model.config.get("frozen_backbone") and cache_dir is not None:
-        return _codes_from_cache(model, paths, Path(cache_dir), batch_size, workers, device)
-    return _codes_from_images(model, paths, batch_size, workers, device)
-
-
-@torch.no_grad()
-def _codes_from_images(model: LoadedModel, paths: list[Path], batch_size: int, workers: int | None,
-                       device: torch.device) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
-    """(packed codes, paths, decodable mask) per batch, through the whole network."""
-    config = model.config
-    loader = eval_loader(paths, config["image_size"], batch_size, workers, device)
-    normalize = Normalizer(config["mean"], config["std"], device)
-    for images, indices, ok in progress(loader, desc="encoding", unit="batch"):
-        codes = pack_codes(model.network(normalize(images)).cpu().numpy())
-        yield codes, [paths[i] for i in indices], ok.numpy()
-
-
-@torch.no_grad()
-def _codes_from_cache(model: LoadedModel, paths: list[Path], cache_dir: Path, batch_size: int, workers: int | None,
-                      device: torch.device) -> Iterator[tuple[np.ndarray, list[Path], np.ndarray]]:
-    """(packed codes, paths, decodable mask) per chunk: cached backbone features through the head."""
-    config = model.config
-    cache = FeatureCache(cache_dir, config["backbone"], config["backbone_digest"], config["image_size"])
-
-    def compute(chunk: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-        return compute_features(model.network.backbone, chunk, config["image_size"], config["mean"],
-                                config["std"], batch_size, workers, device)
-
-    for start in range(0, len(paths), COMPUTE_CHUNK):
-        chunk = paths[start:start + COMPUTE_CHUNK]
-        features, ok = cache.features(chunk, compute)
-        if features.shape[1] == 0:  # no image of the chunk decodes
-            yield np.zeros((len(chunk), config["bits"] // 8), np.uint8), chunk, ok
-            continue
-        outputs = model.network.head(torch.from_numpy(features).to(device).float()).cpu().numpy()
-        yield pack_codes(outputs), chunk, ok

@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, existing_file
 from .index_files import SCHEMA as INDEX_SCHEMA
 from .index_files import load_saved_index
 
@@ -23,9 +23,7 @@ from .index_files import load_saved_index
 def inspect_file(path: Path) -> dict:
     """A summary of the hashkit file at ``path``: ``kind``, then what it holds; a UserError if it
     is not a hashkit file or does not pass its checks."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such file: {path}")
+    path = existing_file(path, "file")
     if h5py.is_hdf5(path):
         describe = _HDF5_KINDS.get(_hdf5_schema(path))
         if describe is None:

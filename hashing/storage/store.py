@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import UserError, refuse_newer_schema
+from ..errors import UserError, existing_file, refuse_newer_schema
 from ..evaluation.ground_truth import SEPARATOR, LabelSet
 from .locking import when_released
 
@@ -107,9 +107,7 @@ class StoreReader:
     whole: codes chunk by chunk for a scan, and only the paths a caller asks for."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise UserError(f"no such code store: {self.path}")
+        self.path = existing_file(path, "code store")
         self.file = _open(self.path, "r")
         try:
             self.meta = _meta(self.file, self.path)

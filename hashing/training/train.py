@@ -16,7 +16,8 @@ from hashkit.sfm_pairs.pairs_file import read_pairs
 from .. import __version__
 from ..errors import UserError
 from ..evaluation.ground_truth import label_matrix, load_labels, vocabulary
-from ..runtime import keep_freed_memory, resolve_device, seed_everything
+from ..memory import keep_freed_memory
+from ..runtime import resolve_device, seed_everything
 from ..storage.checkpoint import build_network, save_checkpoint
 from ..storage.locking import exclusive_lock, output_file
 from ..user_cache import default_cache_dir
