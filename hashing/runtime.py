@@ -62,9 +62,10 @@ def worker_processes(workers: int | None, device: torch.device) -> int:
     return workers
 
 
-def decoding_plan(workers: int | None, device: torch.device) -> tuple[int, int]:
+def decoding_plan(workers: int | None, device: torch.device, batches: int | None = None) -> tuple[int, int]:
     """(worker processes, threads decoding in this process) for evaluation-time decoding (encode,
-    backbone features): ``worker_processes``, and without them all of torch's threads decode each
-    batch between forward passes."""
-    processes = worker_processes(workers, device)
+    backbone features) of ``batches`` batches (None: many): ``worker_processes``, but none unless
+    asked for when the images fit in two batches (starting a process costs more than decoding them);
+    without processes, all of torch's threads decode each batch between forward passes."""
+    processes = 0 if workers is None and batches is not None and batches <= 2 else worker_processes(workers, device)
     return processes, 1 if processes else torch.get_num_threads()

@@ -159,6 +159,9 @@ def test_decoding_plan_keeps_the_cpu_for_the_network_and_honours_explicit_worker
     assert decoding_plan(3, torch.device("cpu")) == (3, 1)
     assert decoding_plan(0, torch.device("cuda")) == (0, torch.get_num_threads())
     assert decoding_plan(None, torch.device("cuda"))[0] >= 1
+    assert decoding_plan(None, torch.device("cuda"), batches=3)[0] >= 1
+    assert decoding_plan(None, torch.device("cuda"), batches=2) == (0, torch.get_num_threads())  # one image or two batches
+    assert decoding_plan(2, torch.device("cuda"), batches=1) == (2, 1)
 
 
 def test_images_are_decoded_in_process_on_the_cpu_and_by_workers_beside_a_gpu():

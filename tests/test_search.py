@@ -36,6 +36,28 @@ def test_chunked_scan_is_the_exact_ranking_with_ties_by_row(chunk, threads):
         assert ids[q].tolist() == ref_i[:40].tolist() and distances[q].tolist() == ref_d[:40].tolist()
 
 
+@pytest.mark.parametrize("code_bytes", [2, 8, 12, 16, 32])  # words of 64 bits: part of one, one, 1.5, 2, 4
+@pytest.mark.parametrize("threads", [1, 2, 40])
+def test_scan_kernel_matches_the_reference_at_every_code_length(code_bytes, threads):
+    rng = np.random.default_rng(code_bytes)
+    centres = rng.integers(0, 256, (8, code_bytes), dtype=np.uint8)  # clustered: small distances and ties
+    noise = rng.random((5000, code_bytes * 8)) < 0.05
+    database = centres[rng.integers(0, 8, 5000)] ^ np.packbits(noise, axis=1)
+    queries = np.concatenate([database[:20], rng.integers(0, 256, (13, code_bytes), dtype=np.uint8)])
+    chunks = [database[s:s + 2500] for s in range(0, 5000, 2500)]
+    distances, ids = knn_scan(chunks, queries, k=25, threads=threads)
+    for q in range(len(queries)):
+        ref_d, ref_i = reference_ranking(database, queries[q])
+        assert ids[q].tolist() == ref_i[:25].tolist() and distances[q].tolist() == ref_d[:25].tolist()
+
+
+def test_scan_pads_with_minus_one_beyond_the_database():
+    database = np.arange(6, dtype=np.uint8)[:, None]
+    distances, ids = knn_scan([database[:4], database[4:]], database[:3], k=8, threads=2)
+    assert (ids[:, 6:] == -1).all() and (distances[:, 6:] == -1).all()
+    assert sorted(ids[0, :6].tolist()) == list(range(6)) and ids[0, 0] == 0
+
+
 def test_radius_search_returns_exactly_the_codes_within_the_radius():
     rng = np.random.default_rng(1)
     database = rng.integers(0, 256, (500, 2), dtype=np.uint8)

@@ -127,24 +127,37 @@ def knn_scan(chunks: Iterable[np.ndarray], queries: np.ndarray, k: int,
     """Exact k nearest neighbours of ``queries`` over database rows arriving in ``chunks`` (packed
     codes, in row order). Returns distances (Q, k) int32 and rows (Q, k) int64; -1 pads.
 
-    FAISS runs queries in parallel, so with fewer queries than ``threads`` (default: every core)
-    each chunk is split among the threads instead."""
-    queries = np.ascontiguousarray(queries)
+    The compiled kernel (``kernels.knn_update``) runs on ``threads`` threads (default: every
+    core), each on its share of the queries, or with fewer queries than threads, each on its share
+    of every chunk's rows."""
+    from .kernels import NO_DISTANCE, as_columns, as_words, knn_update  # numba: only for a scan
+
+    query_words = as_words(queries)
     threads = threads or cpu_cores()
-    split = threads if len(queries) < threads else 1
-    best_d = np.full((len(queries), 0), -1, np.int32)
-    best_i = np.full((len(queries), 0), -1, np.int64)
+    def empty_lists() -> tuple[np.ndarray, np.ndarray]:
+        return np.full((len(queries), k), NO_DISTANCE, np.int64), np.full((len(queries), k), -1, np.int64)
+
+    best_d, best_i = empty_lists()
     offset = 0
-    with ThreadPoolExecutor(split) as pool:  # FAISS releases the GIL
+    with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
         for chunk in chunks:
-            bounds = np.linspace(0, len(chunk), split + 1).astype(int)
-            pieces = [(start, np.ascontiguousarray(chunk[start:stop]))
-                      for start, stop in zip(bounds[:-1], bounds[1:]) if stop > start]
-            found = pool.map(lambda piece: faiss.knn_hamming(queries, piece[1], min(k, len(piece[1]))), pieces)
-            for (start, _), (distances, ids) in zip(pieces, found):
-                ids = np.where(ids < 0, -1, ids + offset + start)
-                best_d, best_i = _ordered(np.concatenate([best_d, distances], 1),
-                                          np.concatenate([best_i, ids], 1), k)
+            if len(queries) >= threads:
+                columns = as_columns(chunk)
+                bounds = np.linspace(0, len(queries), threads + 1).astype(int)
+                list(pool.map(lambda part: knn_update(columns, query_words, offset, best_d, best_i, *part),
+                              zip(bounds[:-1], bounds[1:])))
+            else:
+                bounds = np.linspace(0, len(chunk), threads + 1).astype(int)
+
+                def rows(part: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+                    d, i = empty_lists()
+                    knn_update(as_columns(chunk[part[0]:part[1]]), query_words, offset + part[0], d, i,
+                               0, len(queries))
+                    return d, i
+
+                found = list(pool.map(rows, zip(bounds[:-1], bounds[1:])))
+                best_d, best_i = _ordered(np.concatenate([best_d, *(d for d, _ in found)], 1),
+                                          np.concatenate([best_i, *(i for _, i in found)], 1), k)
             offset += len(chunk)
     return _ordered(best_d, best_i, k)
 

@@ -114,7 +114,7 @@ def eval_loader(paths: Sequence[Path], image_size: int, batch_size: int, workers
                 device: torch.device) -> DataLoader:
     """uint8 batches of ``ImageFiles`` for encoding or backbone features, decoded as
     ``decoding_plan`` says for ``device`` (``workers``: None picks)."""
-    processes, threads = decoding_plan(workers, device)
+    processes, threads = decoding_plan(workers, device, math.ceil(len(paths) / batch_size))
     return image_loader(ImageFiles(paths, image_size, threads), batch_size, processes)
 
 

@@ -1,0 +1,98 @@
+"""Compiled Hamming kernels (numba, compiled on first use and cached on disk).
+
+Codes are handled as 64-bit words, the database in columns: ``columns[w, i]`` is word w of row
+i, so that a kernel's inner loop reads one word of consecutive rows and the compiler turns it
+into vector XOR and population counts (AVX-512 VPOPCNTQ or AVX2 where the CPU has them). Loop
+indices are unsigned: numba would otherwise guard every index against negative values, which
+defeats vectorisation (gathers instead of plain loads).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types, uint64
+from numba.extending import intrinsic
+
+BLOCK = 2048  # database rows per pass: one word column of a block (16 KiB) stays in the L1 cache
+NO_DISTANCE = np.iinfo(np.int64).max  # an empty slot of a k-best list
+
+
+@intrinsic
+def _popcount(typingctx, word):
+    """LLVM's ctpop on a 64-bit word: one instruction where the CPU has POPCNT."""
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+    return types.uint64(types.uint64), codegen
+
+
+def as_words(codes: np.ndarray) -> np.ndarray:
+    """Packed codes (N, bytes) as (N, words) uint64, zero bytes appended to fill the last word
+    (zeros on both sides of a comparison add no distance)."""
+    codes = np.ascontiguousarray(codes, np.uint8)
+    padding = -codes.shape[1] % 8
+    if padding:
+        codes = np.pad(codes, ((0, 0), (0, padding)))
+    return codes.view(np.uint64)
+
+
+def as_columns(codes: np.ndarray) -> np.ndarray:
+    """Packed codes (N, bytes) as word columns (words, N) uint64."""
+    return np.ascontiguousarray(as_words(codes).T)
+
+
+@njit(nogil=True, boundscheck=False, inline="always")
+def _insert(best_d, best_i, q, distance, row):
+    """Put (distance, row) into query q's k-best list, sorted by distance then row; it must beat
+    the last entry, and ``row`` must be above every row already in the list at equal distance."""
+    position = best_d.shape[1] - 1
+    while position > 0 and best_d[q, position - 1] > distance:
+        best_d[q, position] = best_d[q, position - 1]
+        best_i[q, position] = best_i[q, position - 1]
+        position -= 1
+    best_d[q, position] = distance
+    best_i[q, position] = row
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def knn_update(columns, queries, first_row, best_d, best_i, q_start, q_stop):
+    """Merge the rows of ``columns`` (words, n), numbered from ``first_row``, into the k-best lists
+    ``best_d`` / ``best_i`` (Q, k; int64, NO_DISTANCE and -1 when empty) of queries
+    ``q_start``..``q_stop`` (``queries``: (Q, words) uint64). Rows must arrive in increasing order
+    across calls: a row then enters a list only by a strictly smaller distance than its last entry,
+    which keeps ties in row order.
+
+    For each block of rows and query, one vectorised pass finds the block's smallest distance; the
+    rows are looked at one by one only when it beats the query's k-th distance."""
+    words, n = columns.shape
+    k = best_d.shape[1]
+    distances = np.empty(BLOCK, np.int64)
+    for start in range(0, n, BLOCK):
+        stop = min(start + BLOCK, n)
+        lo, hi = uint64(start), uint64(stop)
+        for q in range(q_start, q_stop):
+            kth = best_d[q, k - 1]
+            smallest = kth
+            word = queries[q, 0]
+            column = columns[0]
+            if words == 1:
+                for i in range(lo, hi):
+                    smallest = min(smallest, np.int64(_popcount(word ^ column[i])))
+                if smallest < kth:
+                    for i in range(lo, hi):
+                        distance = np.int64(_popcount(word ^ column[i]))
+                        if distance < best_d[q, k - 1]:
+                            _insert(best_d, best_i, q, distance, first_row + np.int64(i))
+                continue
+            for i in range(lo, hi):
+                distances[i - lo] = np.int64(_popcount(word ^ column[i]))
+            for w in range(1, words):
+                word = queries[q, w]
+                column = columns[w]
+                for i in range(lo, hi):
+                    distances[i - lo] += np.int64(_popcount(word ^ column[i]))
+            for i in range(uint64(0), hi - lo):
+                smallest = min(smallest, distances[i])
+            if smallest < kth:
+                for i in range(uint64(0), hi - lo):
+                    if distances[i] < best_d[q, k - 1]:
+                        _insert(best_d, best_i, q, distances[i], first_row + np.int64(lo + i))
