@@ -1,0 +1,172 @@
+"""Exact multi-index hashing (Norouzi, Punjani and Fleet, CVPR 2012), answered by certificate.
+
+The code's bits are split into m substrings, and each substring indexes a table of buckets. A
+query probes, in each table j, the buckets within Hamming distance r_j of its own substring. By
+pigeonhole, every code within distance sum_j (r_j + 1) - 1 of the query has then been seen: a
+code at least r_j + 1 away in every substring is at least sum_j (r_j + 1) away in all. So once
+the query's k-th distance is within that bound, its k best are final: the same rows, distances
+and tie order (distance, then row) as the exact scan. Until then the radii grow one table at a
+time; a query whose probing would cost more than scanning (``ESCALATION_WORK``) is answered by
+the exact scan instead (``search.knn_scan``). ``MultiIndex.search`` reports how many queries
+stopped at each bound and how many were scanned.
+
+Tables are in memory: per table, bucket offsets (2^bits + 1) and the rows and codes sorted by
+bucket, so that a bucket's codes are read in one stretch; about (m + 1) x the codes' size.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, uint64
+
+from .kernels import NO_DISTANCE, _popcount, as_words
+from .search import _ordered, cpu_cores, knn_scan
+
+MAX_SUBSTRING_BITS = 26  # a table's offsets: 2^26 entries, 512 MiB at most
+ESCALATION_WORK = 1 / 512  # probing stops (the query is scanned) past this share of the rows compared: comparing a
+# probed code costs 100 to 200 times as much as a code of the vectorised scan (random access, one at a time)
+
+
+def substring_lengths(bits: int, rows: int) -> list[int]:
+    """Lengths of the substrings: about log2(rows) bits each (Norouzi et al.'s choice, which keeps
+    buckets holding about one code), at most MAX_SUBSTRING_BITS, as equal as they can be."""
+    target = min(MAX_SUBSTRING_BITS, max(1, round(math.log2(max(rows, 2)))))
+    count = max(1, math.ceil(bits / target))
+    return [bits // count + (1 if j < bits % count else 0) for j in range(count)]
+
+
+def substring_keys(words: np.ndarray, start: int, length: int) -> np.ndarray:
+    """Bits ``start``..``start + length`` of each code (``words``: (N, words) uint64) as integers."""
+    word, shift = divmod(start, 64)
+    keys = words[:, word] >> np.uint64(shift)
+    if shift + length > 64:
+        keys |= words[:, word + 1] << np.uint64(64 - shift)
+    return keys & np.uint64((1 << length) - 1)
+
+
+@dataclass
+class SearchStats:
+    """How the queries of one search were answered: ``stopped_at[b]`` queries certified at pigeonhole
+    bound b (every code within distance b seen), ``scanned`` by the exact scan."""
+    stopped_at: dict[int, int]
+    scanned: int
+    candidates: int  # codes whose distance was computed, over all probed queries
+
+
+class MultiIndex:
+    """Multi-index hashing tables over packed codes (N, bytes); ``search`` gives exact k-NN."""
+
+    def __init__(self, codes: np.ndarray):
+        self.codes = np.ascontiguousarray(codes)
+        self.words = as_words(self.codes)
+        self.bits = self.codes.shape[1] * 8
+        self.lengths = substring_lengths(self.bits, len(self.codes))
+        self.starts = np.cumsum([0, *self.lengths[:-1]]).tolist()
+        self.offsets, self.rows, self.sorted_words = [], [], []
+        for start, length in zip(self.starts, self.lengths):
+            keys = substring_keys(self.words, start, length)
+            order = np.argsort(keys, kind="stable")
+            self.offsets.append(np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=1 << length))]))
+            self.rows.append(order.astype(np.int64))
+            self.sorted_words.append(self.words[order])
+
+    def search(self, queries: np.ndarray, k: int, threads: int | None = None,
+               escalation_work: float = ESCALATION_WORK) -> tuple[np.ndarray, np.ndarray, SearchStats]:
+        """Exact k nearest rows of ``queries``: distances (Q, k) int32 and rows (Q, k) int64 (-1
+        pads), as ``knn_scan`` gives them, and how each query was answered. A query is scanned once
+        its probing has compared more than ``escalation_work`` x the rows."""
+        query_words = as_words(queries)
+        keys = np.stack([substring_keys(query_words, s, n) for s, n in zip(self.starts, self.lengths)], 1)
+        best_d = np.full((len(queries), k), NO_DISTANCE, np.int64)
+        best_i = np.full((len(queries), k), -1, np.int64)
+        bound = np.full(len(queries), -1, np.int64)  # -1: escalated to the scan
+        candidates = np.zeros(len(queries), np.int64)
+        budget = int(escalation_work * len(self.codes)) if k <= len(self.codes) else -1
+        tables = (np.array(self.lengths, np.int64), tuple(self.offsets), tuple(self.rows), tuple(self.sorted_words))
+        threads = threads or cpu_cores()
+        parts = np.linspace(0, len(queries), threads + 1).astype(int)
+        with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
+            list(pool.map(lambda part: _probe(*tables, query_words, keys, best_d, best_i, bound, candidates,
+                                               budget, *part), zip(parts[:-1], parts[1:])))
+        scanned = np.flatnonzero(bound < 0)
+        if len(scanned):
+            best_d[scanned], best_i[scanned] = knn_scan([self.codes], queries[scanned], k, threads)
+        distances, rows = _ordered(best_d, best_i, k)
+        stopped = np.bincount(bound[bound >= 0]) if (bound >= 0).any() else np.zeros(0, np.int64)
+        stats = SearchStats({b: int(n) for b, n in enumerate(stopped) if n}, len(scanned), int(candidates.sum()))
+        return distances, rows, stats
+
+
+@njit(nogil=True, boundscheck=False, inline="always")
+def _offer(best_d, best_i, q, distance, row):
+    """Put (distance, row) into query q's k-best list, ordered by (distance, row), unless it does
+    not beat the last entry or the row is already there (a code is met once per table)."""
+    k = best_d.shape[1]
+    last = k - 1
+    if distance > best_d[q, last] or (distance == best_d[q, last] and row >= best_i[q, last]):
+        return
+    for p in range(k):
+        if best_i[q, p] == row:
+            return
+    position = last
+    while position > 0 and (best_d[q, position - 1] > distance
+                            or (best_d[q, position - 1] == distance and best_i[q, position - 1] > row)):
+        best_d[q, position] = best_d[q, position - 1]
+        best_i[q, position] = best_i[q, position - 1]
+        position -= 1
+    best_d[q, position] = distance
+    best_i[q, position] = row
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _probe(lengths, offsets, rows, sorted_words, queries, keys, best_d, best_i, bound, candidates, budget,
+           q_start, q_stop):
+    """Probe the tables (substring ``lengths``; per table, bucket ``offsets``, ``rows`` and
+    ``sorted_words`` in bucket order) for queries ``q_start``..``q_stop``, growing one table's
+    radius at a time (the table with the smallest), until the k-th distance is within the
+    pigeonhole bound, stored in ``bound[q]``; -1 there when more than ``budget`` codes would be
+    compared first (the caller scans those queries)."""
+    tables = len(lengths)
+    words = queries.shape[1]
+    k = best_d.shape[1]
+    radii = np.empty(tables, np.int64)
+    everything = 64 * words  # no distance exceeds it
+    for q in range(q_start, q_stop):
+        radii[:] = -1
+        certified = -1  # sum of (r_j + 1) - 1: every code within it has been compared
+        seen = 0
+        while seen <= budget and certified < everything:
+            if best_i[q, k - 1] >= 0 and best_d[q, k - 1] <= certified:
+                break
+            j = np.argmin(radii)
+            radii[j] += 1
+            r = radii[j]
+            length = lengths[j]
+            if r > length:  # every bucket of a table probed: every code compared
+                certified = everything
+                break
+            table_offsets, table_rows, table_words = offsets[j], rows[j], sorted_words[j]
+            key = keys[q, j]
+            flips = uint64((1 << r) - 1)  # the r lowest bits; Gosper's hack enumerates the rest
+            while flips < uint64(1) << uint64(length):
+                bucket = key ^ flips
+                for e in range(table_offsets[bucket], table_offsets[bucket + 1]):
+                    distance = np.int64(0)
+                    for w in range(words):
+                        distance += np.int64(_popcount(queries[q, w] ^ table_words[e, w]))
+                    _offer(best_d, best_i, q, distance, table_rows[e])
+                seen += table_offsets[bucket + 1] - table_offsets[bucket]
+                if flips == 0 or seen > budget:
+                    break
+                lowest = flips & (~flips + uint64(1))
+                ripple = flips + lowest
+                flips = (((ripple ^ flips) >> uint64(2)) // lowest) | ripple
+            if seen > budget:  # the ring is unfinished: the bound stays
+                break
+            certified += 1
+        candidates[q] = seen
+        bound[q] = certified if best_i[q, k - 1] >= 0 and best_d[q, k - 1] <= certified else -1

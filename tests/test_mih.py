@@ -1,0 +1,59 @@
+"""Exact multi-index hashing: the same results as the exact scan, ties included, whichever way each
+query is answered (certified by pigeonhole, or escalated to the scan)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hashkit.hashing.evaluation.mih import MultiIndex, substring_keys, substring_lengths
+from hashkit.hashing.evaluation.search import knn_scan
+
+
+def near(rng: np.random.Generator, centres: np.ndarray, rows: int, flip: float) -> np.ndarray:
+    """``rows`` codes, each a random one of ``centres`` with each bit flipped with probability ``flip``."""
+    noise = np.packbits(rng.random((rows, centres.shape[1] * 8)) < flip, axis=1)
+    return centres[rng.integers(0, len(centres), rows)] ^ noise
+
+
+@pytest.mark.parametrize("code_bytes", [2, 8, 12, 16])
+@pytest.mark.parametrize("k", [1, 10])
+def test_multi_index_gives_the_exact_scan_results(code_bytes, k):
+    rng = np.random.default_rng(code_bytes * 10 + k)
+    centres, flip = rng.integers(0, 256, (300, code_bytes), dtype=np.uint8), 2 / (code_bytes * 8)
+    database = near(rng, centres, 20_000, flip)  # two bits from a centre on average
+    queries = np.concatenate([near(rng, centres, 60, flip),  # near codes: certified early
+                              rng.integers(0, 256, (20, code_bytes), dtype=np.uint8)])  # far: escalated
+    database[100:110] = database[5]  # duplicates: ties at distance 0
+    distances, rows, stats = MultiIndex(database).search(queries, k, threads=2, escalation_work=0.2)
+    expected_d, expected_rows = knn_scan([database], queries, k)
+    assert np.array_equal(rows, expected_rows) and np.array_equal(distances, expected_d)
+    assert sum(stats.stopped_at.values()) + stats.scanned == len(queries)
+    assert stats.stopped_at  # some queries were certified without the scan
+
+
+def test_far_queries_escalate_to_the_scan():
+    rng = np.random.default_rng(0)
+    database = rng.integers(0, 256, (50_000, 8), dtype=np.uint8)  # random codes: neighbours far away
+    queries = rng.integers(0, 256, (30, 8), dtype=np.uint8)
+    distances, rows, stats = MultiIndex(database).search(queries, 5)
+    assert stats.scanned > 0
+    assert np.array_equal(rows, knn_scan([database], queries, 5)[1])
+
+
+def test_fewer_rows_than_k_pads_like_the_scan():
+    database = np.arange(7, dtype=np.uint8)[:, None].repeat(2, axis=1)
+    distances, rows, _ = MultiIndex(database).search(database[:3], k=10)
+    expected_d, expected_rows = knn_scan([database], database[:3], 10)
+    assert np.array_equal(rows, expected_rows) and np.array_equal(distances, expected_d)
+    assert (rows[:, 7:] == -1).all()
+
+
+def test_substrings_partition_the_bits():
+    lengths = substring_lengths(64, 10_000_000)
+    assert sum(lengths) == 64 and max(lengths) - min(lengths) <= 1 and len(lengths) == 3
+    words = np.random.default_rng(1).integers(0, 2**63, (100, 2), dtype=np.uint64)
+    starts = np.cumsum([0, *substring_lengths(128, 1000)[:-1]])
+    total = sum(np.bitwise_count(substring_keys(words, int(s), n)).astype(int)
+                for s, n in zip(starts, substring_lengths(128, 1000)))
+    assert np.array_equal(total, np.bitwise_count(words).sum(axis=1))
