@@ -18,7 +18,7 @@ NO_DISTANCE = np.iinfo(np.int64).max  # an empty slot of a k-best list
 
 
 @intrinsic
-def _popcount(typingctx, word):
+def popcount(typingctx, word):
     """LLVM's ctpop on a 64-bit word: one instruction where the CPU has POPCNT."""
     def codegen(context, builder, signature, args):
         return builder.ctpop(args[0])
@@ -76,20 +76,20 @@ def knn_update(columns, queries, first_row, best_d, best_i, q_start, q_stop):
             column = columns[0]
             if words == 1:
                 for i in range(lo, hi):
-                    smallest = min(smallest, np.int64(_popcount(word ^ column[i])))
+                    smallest = min(smallest, np.int64(popcount(word ^ column[i])))
                 if smallest < kth:
                     for i in range(lo, hi):
-                        distance = np.int64(_popcount(word ^ column[i]))
+                        distance = np.int64(popcount(word ^ column[i]))
                         if distance < best_d[q, k - 1]:
                             _insert(best_d, best_i, q, distance, first_row + np.int64(i))
                 continue
             for i in range(lo, hi):
-                distances[i - lo] = np.int64(_popcount(word ^ column[i]))
+                distances[i - lo] = np.int64(popcount(word ^ column[i]))
             for w in range(1, words):
                 word = queries[q, w]
                 column = columns[w]
                 for i in range(lo, hi):
-                    distances[i - lo] += np.int64(_popcount(word ^ column[i]))
+                    distances[i - lo] += np.int64(popcount(word ^ column[i]))
             for i in range(uint64(0), hi - lo):
                 smallest = min(smallest, distances[i])
             if smallest < kth:

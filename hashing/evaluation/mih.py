@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, uint64
 
-from .kernels import NO_DISTANCE, _popcount, as_words
+from .kernels import NO_DISTANCE, as_words, popcount
 from .search import _ordered, cpu_cores, knn_scan
 
 MAX_SUBSTRING_BITS = 26  # a table's offsets: 2^26 entries, 512 MiB at most
@@ -157,7 +157,7 @@ def _probe(lengths, offsets, rows, sorted_words, queries, keys, best_d, best_i, 
                 for e in range(table_offsets[bucket], table_offsets[bucket + 1]):
                     distance = np.int64(0)
                     for w in range(words):
-                        distance += np.int64(_popcount(queries[q, w] ^ table_words[e, w]))
+                        distance += np.int64(popcount(queries[q, w] ^ table_words[e, w]))
                     _offer(best_d, best_i, q, distance, table_rows[e])
                 seen += table_offsets[bucket + 1] - table_offsets[bucket]
                 if flips == 0 or seen > budget:
