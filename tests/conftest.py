@@ -18,6 +18,12 @@ from hashkit.cli.main import app
 REPO = Path(__file__).resolve().parents[1]
 
 
+def hamming_distances(database: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """The plain reference: (Q, N) counts of differing bits, from unpacked bits."""
+    bits = np.unpackbits(database, axis=1)
+    return np.array([(np.unpackbits(query) != bits).sum(axis=1) for query in queries])
+
+
 def run_cli(*args: str):
     """Invoke the hashkit CLI in-process; returns typer's Result (exit_code, stdout, stderr)."""
     return CliRunner().invoke(app, [str(a) for a in args])

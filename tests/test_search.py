@@ -9,10 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-from hashkit.hashing.evaluation.search import INDEXES, build_index, hamming_distances, knn, knn_scan, radius_search
+from hashkit.hashing.evaluation.kernels import as_columns, as_words, distance_matrix
+from hashkit.hashing.evaluation.search import INDEXES, build_index, knn, knn_scan, radius_search
 from hashkit.sfm_pairs.pairs_file import read_pairs
 
-from .conftest import run_cli
+from .conftest import hamming_distances, run_cli
 from .test_cli_errors import assert_one_line_error
 
 
@@ -56,6 +57,15 @@ def test_scan_pads_with_minus_one_beyond_the_database():
     distances, ids = knn_scan([database[:4], database[4:]], database[:3], k=8, threads=2)
     assert (ids[:, 6:] == -1).all() and (distances[:, 6:] == -1).all()
     assert sorted(ids[0, :6].tolist()) == list(range(6)) and ids[0, 0] == 0
+
+
+def test_distance_matrix_kernel_matches_the_reference():
+    rng = np.random.default_rng(3)
+    for code_bytes in (1, 8, 12, 32):
+        database = rng.integers(0, 256, (300, code_bytes), dtype=np.uint8)
+        queries = rng.integers(0, 256, (7, code_bytes), dtype=np.uint8)
+        assert np.array_equal(distance_matrix(as_columns(database), as_words(queries)),
+                              hamming_distances(database, queries))
 
 
 def test_radius_search_returns_exactly_the_codes_within_the_radius():

@@ -96,3 +96,61 @@ def knn_update(columns, queries, first_row, best_d, best_i, q_start, q_stop):
                 for i in range(uint64(0), hi - lo):
                     if distances[i] < best_d[q, k - 1]:
                         _insert(best_d, best_i, q, distances[i], first_row + np.int64(lo + i))
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def rank_relevant(distances, relevant, groups):
+    """The ranking by (distance, row) of one query, without sorting: per distance d < ``groups``,
+    the rows and the relevant rows at d, and the 1-based ranks of the relevant rows, ascending.
+    Two passes: a histogram, then each row's rank from the rows before its distance group."""
+    counts = np.zeros(groups, np.int64)
+    relevant_counts = np.zeros(groups, np.int64)
+    rows = uint64(len(distances))
+    for i in range(uint64(0), rows):
+        counts[distances[i]] += 1
+        relevant_counts[distances[i]] += relevant[i]
+    ranked = np.empty(groups, np.int64)  # rows ranked so far up to each group's current end
+    placed = np.empty(groups, np.int64)  # relevant rows placed so far, likewise
+    ranked_total, placed_total = 0, 0
+    for d in range(groups):
+        ranked[d], placed[d] = ranked_total, placed_total
+        ranked_total += counts[d]
+        placed_total += relevant_counts[d]
+    ranks = np.empty(placed_total, np.int64)
+    for i in range(uint64(0), rows):
+        d = distances[i]
+        ranked[d] += 1
+        if relevant[i]:
+            ranks[placed[d]] = ranked[d]
+            placed[d] += 1
+    return counts, relevant_counts, ranks
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def shared_labels(db_masks, query_masks):
+    """(Q, N) uint16 counts of labels each query shares with each database row, from multi-hot
+    label sets packed into 64-bit words (``as_words`` of ``np.packbits``)."""
+    out = np.zeros((query_masks.shape[0], db_masks.shape[0]), np.uint16)
+    for q in range(query_masks.shape[0]):
+        for w in range(db_masks.shape[1]):
+            mask = query_masks[q, w]
+            if mask == 0:
+                continue
+            for i in range(uint64(0), uint64(db_masks.shape[0])):
+                out[q, i] += np.uint16(popcount(mask & db_masks[i, w]))
+    return out
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def distance_matrix(columns, queries):
+    """(Q, N) uint16 Hamming distances of ``queries`` (Q, words) to the rows of ``columns`` (words, N)."""
+    words, n = columns.shape
+    out = np.zeros((queries.shape[0], n), np.uint16)
+    for q in range(queries.shape[0]):
+        row = out[q]
+        for w in range(words):
+            word = queries[q, w]
+            column = columns[w]
+            for i in range(uint64(0), uint64(n)):
+                row[i] += np.uint16(popcount(word ^ column[i]))
+    return out

@@ -42,7 +42,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..progress import progress
-from .search import cpu_cores, hamming_distances
+from .kernels import as_columns, as_words, distance_matrix, rank_relevant, shared_labels
+from .search import cpu_cores
 
 TIE_WARNING_GAP = 0.02  # absolute difference between a row-order and a tie-aware mean that is warned about
 TIE_TERMS = 1 << 20  # bound on the (query, relevant count) terms of tie-aware AP@k computed at once
@@ -269,12 +270,12 @@ class LabelRelevance:
         return bool(most > 1)
 
     @cached_property
-    def _db_labels_t(self) -> np.ndarray:
-        return self.db_labels.T.astype(np.float32)
+    def _db_masks(self) -> np.ndarray:
+        return as_words(np.packbits(self.db_labels, axis=1))
 
     def shared(self, start: int, stop: int) -> np.ndarray:
-        """(stop - start, N) counts of shared labels, as float32 (from BLAS; exact below 2^24)."""
-        return self.query_labels[start:stop].astype(np.float32) @ self._db_labels_t
+        """(stop - start, N) uint16 counts of shared labels."""
+        return shared_labels(self._db_masks, as_words(np.packbits(self.query_labels[start:stop], axis=1)))
 
     def left_out(self, q: int) -> np.ndarray:
         return _own_row(self.self_rows, q)
@@ -295,7 +296,7 @@ class ListedRelevance:
     multi_label = False
 
     def shared(self, start: int, stop: int) -> np.ndarray:
-        counts = np.zeros((stop - start, self.db_size), np.int32)
+        counts = np.zeros((stop - start, self.db_size), np.uint16)
         for offset, rows in enumerate(self.relevant[start:stop]):
             counts[offset, rows] = 1
         return counts
@@ -325,10 +326,12 @@ def evaluate_relevance(database: np.ndarray, queries: np.ndarray, relevance: Lab
     shared-label counts r per database row, and rows left out of each query's ranking. Chunks of
     queries are scored on ``threads`` threads (default: every core)."""
     scorer = _QueryScorer(len(database), database.shape[1] * 8, k, relevance.multi_label)
-    chunk = max(1, CHUNK_BYTES // (len(database) * 6))  # per query and row: uint16 distance, float32 shared count
+    chunk = max(1, CHUNK_BYTES // (len(database) * 4))  # per query and row: uint16 distance and shared count
+
+    columns = as_columns(database)
 
     def score_chunk(start: int) -> list[_QueryScores | None]:
-        distances = hamming_distances(database, queries[start:start + chunk])
+        distances = distance_matrix(columns, as_words(queries[start:start + chunk]))
         shared_counts = relevance.shared(start, start + len(distances))
         return [scorer.score(row, shared, relevance.left_out(start + offset))
                 for offset, (row, shared) in enumerate(zip(distances, shared_counts))]
@@ -367,14 +370,14 @@ class _QueryScorer:
         if not relevant.any():
             return None
         distances[left_out] = self.bits + 1  # ranked after every other row, then cut off
-        order = np.argsort(distances, kind="stable")[:len(distances) - len(left_out)]  # radix sort
-        ranks = np.flatnonzero(relevant[order]) + 1
-        ranked = distances[order]
-        radii = np.arange(self.bits + 1)
-        graded = graded_scores(shared[order].astype(np.int64), self.k) if self.multi_label else ()  # exact sums
-        return _QueryScores(ranking_scores(ranks, self.k) + graded, np.searchsorted(ranked, radii, side="right"),
-                            np.searchsorted(ranked[ranks - 1], radii, side="right"),
-                            np.searchsorted(ranks, self.curve_ks, side="right") / self.curve_ks)
+        counts, relevant_counts, ranks = rank_relevant(distances, relevant, self.bits + 2)
+        graded = ()
+        if self.multi_label:  # the shared counts in ranking order, the whole ranking
+            order = np.argsort(distances, kind="stable")[:len(distances) - len(left_out)]  # radix sort
+            graded = graded_scores(shared[order].astype(np.int64), self.k)
+        return _QueryScores(ranking_scores(ranks, self.k) + graded, np.cumsum(counts[:-1]),
+                            np.cumsum(relevant_counts[:-1]), np.searchsorted(ranks, self.curve_ks, side="right")
+                            / self.curve_ks)
 
     def result(self, queries: int, scores: list[_QueryScores]) -> RankingMetrics:
         """The means over ``scores`` (of the queries with a relevant row) of ``queries`` queries."""

@@ -25,7 +25,6 @@ import numpy as np
 from ..errors import UserError
 
 CHUNK_ROWS = 1 << 22  # database rows scanned at a time by the exact search (32 MiB of 64-bit codes)
-_DISTANCE_BLOCK = 8  # queries per block of hamming_distances
 _ID_BITS = 40  # sort key = distance << 40 | row: rows below 2^40, distances below 2^23
 
 
@@ -203,19 +202,3 @@ def radius_search(index_or_chunks: faiss.IndexBinary | Iterable[np.ndarray], que
 def cpu_cores() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def hamming_distances(database: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """The full (Q, N) matrix of Hamming distances as uint16 (for evaluation over the whole
-    database), XOR-ing and counting one word (up to 64 bits) of every code at a time, for a few
-    queries at a time so that the temporaries stay in cache."""
-    word = next(size for size in (8, 4, 2, 1) if database.shape[1] % size == 0)
-    dtype = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}[word]
-    columns = np.ascontiguousarray(np.ascontiguousarray(database).view(dtype).T)  # (words, N)
-    q = np.ascontiguousarray(queries).view(dtype)
-    distances = np.zeros((len(q), columns.shape[1]), np.uint16)
-    for start in range(0, len(q), _DISTANCE_BLOCK):
-        block = distances[start:start + _DISTANCE_BLOCK]
-        for w, column in enumerate(columns):
-            block += np.bitwise_count(q[start:start + _DISTANCE_BLOCK, w, None] ^ column[None, :])
-    return distances
