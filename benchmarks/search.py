@@ -18,7 +18,7 @@ neighbours, as real queries do). Everything runs on this machine's CPU cores.
    and comparisons per second against the popcount ceiling (``popcount_ceiling``).
 2. Exact multi-index hashing (``mih.MultiIndex``) against the exact scan and FAISS at 10M codes,
    random and clustered, 64 and 128 bits, k = 1 and 10 (``exact_multi_index``); and FAISS's
-   approximate MIH (``--index mih``) against the exact scan at 10M clustered 64-bit codes: k = 1,
+   approximate MIH (``--index multihash``) against the exact scan at 10M clustered 64-bit codes: k = 1,
    10, 100 and radius 2, with recall (share of the exact results found; for k-NN, ties at the
    k-th distance count as found).
 3. ``hashkit query`` itself (``query_cli``), as its own process, on code stores on disk with
@@ -196,17 +196,17 @@ def exact_multi_index(size: int, queries_count: int, rng: np.random.Generator) -
 
 
 def multi_index_hashing(size: int, queries_count: int, rng: np.random.Generator) -> list[dict]:
-    """FAISS's approximate MIH (``--index mih``) with 1 bit flip probed per substring (hashkit's
+    """FAISS's approximate MIH (``--index multihash``) with 1 bit flip probed per substring (hashkit's
     default) and with none, against the exact scan, on one database and one query set."""
     database = clustered_codes(size, 64, rng)
     queries = noisy_queries(database, queries_count, rng)
     chunks = [database[s:s + (1 << 22)] for s in range(0, size, 1 << 22)]
-    build_seconds, mih = timed(build_index, INDEXES["mih"], database)
+    build_seconds, mih = timed(build_index, INDEXES["multihash"], database)
     exact = {k: timed(knn_scan, chunks, queries, k) for k in (1, 10, 100)}
     exact_radius = timed(radius_search, chunks, queries, 2)
     rows = []
     for flips in (1, 0):
-        tune(mih, INDEXES["mih"], {"nflip": flips})
+        tune(mih, INDEXES["multihash"], {"nflip": flips})
         for k, (exact_seconds, (exact_d, _)) in exact.items():
             mih_seconds, (mih_d, _) = timed(knn, mih, queries, k)
             # found: an approximate result at a distance no greater than the exact one, rank by rank
@@ -382,7 +382,7 @@ def write_markdown(path: Path, report: dict) -> None:
                          f"{'-' if target is None else f'{target}x: ' + _met(r['speedup_over_scan'] >= target)} "
                          f"| {r['identical']} | {bounds} | {r['scanned']:,} | {r['candidates_per_probed_query']} |")
     if "mih" in report:
-        lines += ["", "## `--index mih` (FAISS's approximate multi-index hashing) against the exact scan "
+        lines += ["", "## `--index multihash` (FAISS's approximate multi-index hashing) against the exact scan "
                   "(10M clustered codes, 64 bits)", "",
                   "4 substrings of 16 bits; `nflip` = bit flips probed around each substring's bucket "
                   "(`--index-param nflip=N`, default 1).", "",

@@ -265,9 +265,10 @@ def query(
     radius: Annotated[Optional[int], typer.Option(
         help="Return every code within this Hamming distance instead of the k nearest.")] = None,
     index: Annotated[str, typer.Option(
-        help="flat (exact scan), or approximate: mih (multi-index hashing), hash, ivf, hnsw.")] = "flat",
+        help="Exact: flat (scan) or mih (multi-index hashing, faster where neighbours are near). "
+             "Approximate: multihash, hash, ivf, hnsw.")] = "flat",
     index_param: Annotated[Optional[list[str]], typer.Option(
-        help="Search setting KEY=VALUE of an approximate index (repeatable): nflip (mih, hash: bit flips "
+        help="Search setting KEY=VALUE of an approximate index (repeatable): nflip (multihash, hash: bit flips "
              "probed per substring, default 1; 0 is faster, finds fewer), nprobe (ivf), efSearch (hnsw).")] = None,
     report: Annotated[Optional[Path], typer.Option(
         help="Folder for a report: precision-recall and precision@k curves (PNG) and index.html with "
@@ -320,7 +321,7 @@ def query(
 @user_errors
 def index_build(
     db: Annotated[Path, typer.Option("--db", help="Code store to index.")],
-    index: Annotated[str, typer.Option(help="mih (multi-index hashing), hash, ivf or hnsw.")] = "mih",
+    index: Annotated[str, typer.Option(help="multihash (multi-index hashing), hash, ivf or hnsw.")] = "multihash",
     as_json: JsonOption = False,
 ) -> None:
     """Build an approximate search index over a code store and save it next to the store."""

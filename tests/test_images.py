@@ -160,7 +160,7 @@ def test_decoding_plan_keeps_the_cpu_for_the_network_and_honours_explicit_worker
     assert decoding_plan(0, torch.device("cuda")) == (0, torch.get_num_threads())
     assert decoding_plan(None, torch.device("cuda"))[0] >= 1
     assert decoding_plan(None, torch.device("cuda"), batches=3)[0] >= 1
-    assert decoding_plan(None, torch.device("cuda"), batches=2) == (0, torch.get_num_threads())  # one image or two batches
+    assert decoding_plan(None, torch.device("cuda"), batches=2) == (0, torch.get_num_threads())  # fits two batches
     assert decoding_plan(2, torch.device("cuda"), batches=1) == (2, 1)
 
 

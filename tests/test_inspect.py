@@ -26,7 +26,7 @@ def files(tmp_path_factory, tiny, work_dir) -> dict[str, Path]:  # noqa: F811
                    "--ground-truth", "folders").exit_code == 0
     assert run_cli("index-build", "--db", root / "codes.h5").exit_code == 0
     return {"pairs": work_dir / "pairs.h5", "model": tiny["model"], "codes": root / "codes.h5",
-            "results": root / "r.h5", "metrics": root / "metrics.json", "index": root / "codes.h5.mih.faiss",
+            "results": root / "r.h5", "metrics": root / "metrics.json", "index": root / "codes.h5.multihash.faiss",
             "feature-cache": next(cache.glob("*.h5"))}
 
 
@@ -75,12 +75,12 @@ def test_damaged_files_exit_1_in_one_line(tmp_path, files):
 
 
 def test_a_stale_saved_index_is_reported(tmp_path, files, tiny):  # noqa: F811
-    for name in ("codes.h5", "codes.h5.mih.faiss", "codes.h5.mih.json"):
+    for name in ("codes.h5", "codes.h5.multihash.faiss", "codes.h5.multihash.json"):
         shutil.copy(files["codes"].with_name(name), tmp_path / name)
-    assert run_cli("inspect", tmp_path / "codes.h5.mih.faiss").exit_code == 0
+    assert run_cli("inspect", tmp_path / "codes.h5.multihash.faiss").exit_code == 0
     extra = tmp_path / "extra"
     extra.mkdir()
     shutil.copy(next(tiny["photos"].glob("*.png")), extra / "new.png")
     assert run_cli("encode", tiny["model"], extra, "-o", tmp_path / "codes.h5", "--workers", "0",
                    "--no-feature-cache").exit_code == 0
-    assert_one_line_error(run_cli("inspect", tmp_path / "codes.h5.mih.faiss"), "stale")
+    assert_one_line_error(run_cli("inspect", tmp_path / "codes.h5.multihash.faiss"), "stale")

@@ -112,10 +112,17 @@ def test_query_cli_radius_and_index(work_dir, tmp_path):
             keep = (ref_d <= 8) & (ref_i != q)  # its own row is left out
             assert ids[offsets[q]:offsets[q + 1]].tolist() == ref_i[keep].tolist()
             assert distances[offsets[q]:offsets[q + 1]].tolist() == ref_d[keep].tolist()
-    result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "m.h5", "--index", "mih", "-k", "3")
+    result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "m.h5", "--index", "multihash",
+                     "-k", "3")
     assert result.exit_code == 0 and "approximate" in result.stdout
     with h5py.File(tmp_path / "m.h5") as f:
-        assert f.attrs["index"] == "mih" and not f.attrs["exact"] and f["ids"].shape == (len(codes), 3)
+        assert f.attrs["index"] == "multihash" and not f.attrs["exact"] and f["ids"].shape == (len(codes), 3)
+    flat = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "f.h5", "-k", "5")
+    exact = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "e.h5", "--index", "mih", "-k", "5")
+    assert flat.exit_code == 0 and exact.exit_code == 0 and "approximate" not in exact.stdout, exact.output
+    with h5py.File(tmp_path / "f.h5") as f, h5py.File(tmp_path / "e.h5") as e:
+        assert e.attrs["index"] == "mih" and e.attrs["exact"]
+        assert np.array_equal(f["ids"][:], e["ids"][:]) and np.array_equal(f["distances"][:], e["distances"][:])
 
 
 def test_saved_index_is_reused_until_the_store_changes(work_dir, scene_set, tmp_path):
@@ -125,10 +132,10 @@ def test_saved_index_is_reused_until_the_store_changes(work_dir, scene_set, tmp_
     photos = read_pairs(work_dir / "pairs.h5").absolute_paths()
     store = tmp_path / "codes.h5"
     assert run_cli("encode", model, *photos[:-3], "-o", store, "--workers", "0").exit_code == 0
-    result = run_cli("index-build", "--db", store, "--index", "mih")
+    result = run_cli("index-build", "--db", store, "--index", "multihash")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "codes.h5.mih.faiss").is_file() and (tmp_path / "codes.h5.mih.json").is_file()
-    query = ["query", "--db", store, "--queries", store, "--index", "mih", "-k", "3", "--keep-self", "--json",
+    assert (tmp_path / "codes.h5.multihash.faiss").is_file() and (tmp_path / "codes.h5.multihash.json").is_file()
+    query = ["query", "--db", store, "--queries", store, "--index", "multihash", "-k", "3", "--keep-self", "--json",
              "--overwrite"]
     first = json.loads(run_cli(*query, "-o", tmp_path / "a.h5").stdout)
     assert first["saved_index"] == "loaded"
@@ -137,9 +144,10 @@ def test_saved_index_is_reused_until_the_store_changes(work_dir, scene_set, tmp_
     assert second["saved_index"] == "stale" and second["database"] == len(photos)
     with h5py.File(tmp_path / "b.h5") as f:
         assert (f["ids"][:, 0] == np.arange(len(photos))).all(), "each code finds itself, the new ones too"
-    assert run_cli("index-build", "--db", store, "--index", "mih").exit_code == 0
+    assert run_cli("index-build", "--db", store, "--index", "multihash").exit_code == 0
     assert json.loads(run_cli(*query, "-o", tmp_path / "c.h5").stdout)["saved_index"] == "loaded"
-    assert_one_line_error(run_cli("index-build", "--db", store, "--index", "flat"), "needs no saved index")
+    for exact in ("flat", "mih"):
+        assert_one_line_error(run_cli("index-build", "--db", store, "--index", exact), "needs no saved index")
 
 
 def test_index_params_tune_the_search_and_are_checked(work_dir, tmp_path):
@@ -150,12 +158,12 @@ def test_index_params_tune_the_search_and_are_checked(work_dir, tmp_path):
     assert run_cli("encode", model, *read_pairs(work_dir / "pairs.h5").absolute_paths(), "-o", store,
                    "--workers", "0").exit_code == 0
     base = ["query", "--db", store, "--queries", store, "-k", "3", "--keep-self", "--json"]
-    result = run_cli(*base, "-o", tmp_path / "a.h5", "--index", "mih", "--index-param", "nflip=0")
+    result = run_cli(*base, "-o", tmp_path / "a.h5", "--index", "multihash", "--index-param", "nflip=0")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["index_params"] == {"nflip": 0}
     with h5py.File(tmp_path / "a.h5") as f:
         assert (f["ids"][:, 0] == np.arange(len(f["ids"]))).all(), "exact matches need no flips"
-    assert_one_line_error(run_cli(*base, "-o", tmp_path / "b.h5", "--index", "mih", "--index-param", "nprobe=3"),
+    assert_one_line_error(run_cli(*base, "-o", tmp_path / "b.h5", "--index", "multihash", "--index-param", "nprobe=3"),
                           "has no search parameter 'nprobe'")
     assert_one_line_error(run_cli(*base, "-o", tmp_path / "c.h5", "--index-param", "nflip=0"),
                           "index flat takes no --index-param")

@@ -21,6 +21,7 @@ from ..storage.locking import output_file, written_atomically
 from ..storage.store import StoreContents, StoreSet, check_same_model, read_store
 from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, load_landmark_lists, vocabulary
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
+from .mih import MultiIndex
 from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search, tune
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
@@ -129,7 +130,12 @@ def _search(db: StoreSet, queries: StoreContents, output: Path, kind: IndexKind,
         built = built or build_index(kind, codes)
         tune(built, kind, index_params)
     if radius is None:
-        distances, ids = knn_scan(chunks, queries.codes, k + 1) if built is None else knn(built, queries.codes, k + 1)
+        if built is not None:
+            distances, ids = knn(built, queries.codes, k + 1)
+        elif kind.name == "mih":  # exact by certificate, over every code in memory
+            distances, ids, _ = MultiIndex(db.codes()).search(queries.codes, k + 1)
+        else:
+            distances, ids = knn_scan(chunks, queries.codes, k + 1)
         distances, ids = _drop_self(distances, ids, self_rows, k)
         _write_knn_results(output, distances, ids, queries.paths, db, kind.name)
         return [row[row >= 0][:REPORT_RESULTS] for row in ids]

@@ -1,11 +1,11 @@
 """Hamming search through FAISS binary indexes: k nearest neighbours and radius search.
 
-The exact scan (``flat``: FAISS's Hamming k-NN kernel, that of its binary flat index, without
-copying the codes into an index) takes the database as chunks of rows and
-keeps only each query's best k, so no queries x database matrix is ever built and the chunks
-come from disk one at a time (``hashkit query`` reads them from the store as it scans). The other
-FAISS binary indexes are available by name; they are approximate (they may miss true neighbours)
-and are built over the whole database, in memory.
+The exact scan (``flat``: the compiled kernel of ``kernels.knn_update``) takes the database as
+chunks of rows and keeps only each query's best k, so no queries x database matrix is ever built
+and the chunks come from disk one at a time (``hashkit query`` reads them from the store as it
+scans). ``mih`` (``mih.MultiIndex``) gives the same k nearest by multi-index hashing, over every
+code in memory. FAISS's binary indexes are available by name; they are approximate (they may miss
+true neighbours) and are built over the whole database, in memory.
 
 Tie order (every index): results are sorted by Hamming distance, then by database row, lowest
 first. For the exact scan this is the complete ranking: among rows at the same distance as the
@@ -33,7 +33,7 @@ class IndexKind:
     name: str
     exact: bool
     description: str
-    build: Callable[[int, int], faiss.IndexBinary]  # (bits, database rows) -> empty index
+    build: Callable[[int, int], faiss.IndexBinary] | None  # (bits, database rows) -> empty FAISS index
     search_params: tuple[str, ...] = ()  # search-time settings a query may change (--index-param)
 
 
@@ -64,10 +64,12 @@ def _hnsw(bits: int, rows: int) -> faiss.IndexBinary:
 
 
 INDEXES = {kind.name: kind for kind in (
-    IndexKind("flat", True, "exact scan (FAISS's binary flat Hamming scan), streamed over the database",
+    IndexKind("flat", True, "exact scan (compiled kernel, kernels.knn_update), streamed over the database",
               lambda bits, rows: faiss.IndexBinaryFlat(bits)),
-    IndexKind("mih", False, "multi-index hashing (FAISS IndexBinaryMultiHash): bits/16 substrings of 16 "
-              "bits, buckets within nflip (1) flips probed", _multi_hash, ("nflip",)),
+    IndexKind("mih", True, "exact multi-index hashing (mih.MultiIndex), built in memory at query time; "
+              "radius searches scan", None),
+    IndexKind("multihash", False, "approximate multi-index hashing (FAISS IndexBinaryMultiHash): bits/16 "
+              "substrings of 16 bits, buckets within nflip (1) flips probed", _multi_hash, ("nflip",)),
     IndexKind("hash", False, "hash of the first 24 bits (FAISS IndexBinaryHash), buckets within nflip (1) "
               "flips probed", _hash, ("nflip",)),
     IndexKind("ivf", False, "inverted file (FAISS IndexBinaryIVF): 4 sqrt(N) lists, nprobe (1/32 of them) "

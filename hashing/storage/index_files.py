@@ -34,7 +34,7 @@ def store_stamp(codes: np.ndarray, meta: StoreMeta) -> dict:
 def save_index(store: Path, kind: IndexKind, codes: np.ndarray, meta: StoreMeta) -> Path:
     """Build ``kind`` over ``codes`` and save it with its stamp; returns the index file."""
     if kind.exact:
-        raise UserError(f"index {kind.name} is an exact scan and needs no saved index")
+        raise UserError(f"index {kind.name} is exact and built at query time; it needs no saved index")
     index_file, stamp_file = index_paths(store, kind)
     index = build_index(kind, codes)
     with written_atomically(index_file) as tmp:
