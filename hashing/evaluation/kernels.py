@@ -41,11 +41,20 @@ def as_columns(codes: np.ndarray) -> np.ndarray:
 
 
 @njit(nogil=True, boundscheck=False, inline="always")
-def _insert(best_d, best_i, q, distance, row):
-    """Put (distance, row) into query q's k-best list, sorted by distance then row; it must beat
-    the last entry, and ``row`` must be above every row already in the list at equal distance."""
-    position = best_d.shape[1] - 1
-    while position > 0 and best_d[q, position - 1] > distance:
+def offer(best_d, best_i, q, distance, row):
+    """Put (distance, row) into query q's k-best list, ordered by (distance, row), unless it does
+    not beat the last entry or the row is already there (multi-index hashing meets a code once per
+    table)."""
+    k = best_d.shape[1]
+    last = k - 1
+    if distance > best_d[q, last] or (distance == best_d[q, last] and row >= best_i[q, last]):
+        return
+    for p in range(k):
+        if best_i[q, p] == row:
+            return
+    position = last
+    while position > 0 and (best_d[q, position - 1] > distance
+                            or (best_d[q, position - 1] == distance and best_i[q, position - 1] > row)):
         best_d[q, position] = best_d[q, position - 1]
         best_i[q, position] = best_i[q, position - 1]
         position -= 1
@@ -57,9 +66,7 @@ def _insert(best_d, best_i, q, distance, row):
 def knn_update(columns, queries, first_row, best_d, best_i, q_start, q_stop):
     """Merge the rows of ``columns`` (words, n), numbered from ``first_row``, into the k-best lists
     ``best_d`` / ``best_i`` (Q, k; int64, NO_DISTANCE and -1 when empty) of queries
-    ``q_start``..``q_stop`` (``queries``: (Q, words) uint64). Rows must arrive in increasing order
-    across calls: a row then enters a list only by a strictly smaller distance than its last entry,
-    which keeps ties in row order.
+    ``q_start``..``q_stop`` (``queries``: (Q, words) uint64); lists are ordered by (distance, row).
 
     For each block of rows and query, one vectorised pass finds the block's smallest distance; the
     rows are looked at one by one only when it beats the query's k-th distance."""
@@ -81,7 +88,7 @@ def knn_update(columns, queries, first_row, best_d, best_i, q_start, q_stop):
                     for i in range(lo, hi):
                         distance = np.int64(popcount(word ^ column[i]))
                         if distance < best_d[q, k - 1]:
-                            _insert(best_d, best_i, q, distance, first_row + np.int64(i))
+                            offer(best_d, best_i, q, distance, first_row + np.int64(i))
                 continue
             for i in range(lo, hi):
                 distances[i - lo] = np.int64(popcount(word ^ column[i]))
@@ -95,7 +102,7 @@ def knn_update(columns, queries, first_row, best_d, best_i, q_start, q_stop):
             if smallest < kth:
                 for i in range(uint64(0), hi - lo):
                     if distances[i] < best_d[q, k - 1]:
-                        _insert(best_d, best_i, q, distances[i], first_row + np.int64(lo + i))
+                        offer(best_d, best_i, q, distances[i], first_row + np.int64(lo + i))
 
 
 @njit(nogil=True, boundscheck=False, cache=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, uint64
 
-from .kernels import NO_DISTANCE, as_words, popcount
+from .kernels import NO_DISTANCE, as_words, offer, popcount
 from .search import _ordered, cpu_cores, knn_scan
 
 MAX_SUBSTRING_BITS = 26  # a table's offsets: 2^26 entries, 512 MiB at most
@@ -101,27 +101,6 @@ class MultiIndex:
         return distances, rows, stats
 
 
-@njit(nogil=True, boundscheck=False, inline="always")
-def _offer(best_d, best_i, q, distance, row):
-    """Put (distance, row) into query q's k-best list, ordered by (distance, row), unless it does
-    not beat the last entry or the row is already there (a code is met once per table)."""
-    k = best_d.shape[1]
-    last = k - 1
-    if distance > best_d[q, last] or (distance == best_d[q, last] and row >= best_i[q, last]):
-        return
-    for p in range(k):
-        if best_i[q, p] == row:
-            return
-    position = last
-    while position > 0 and (best_d[q, position - 1] > distance
-                            or (best_d[q, position - 1] == distance and best_i[q, position - 1] > row)):
-        best_d[q, position] = best_d[q, position - 1]
-        best_i[q, position] = best_i[q, position - 1]
-        position -= 1
-    best_d[q, position] = distance
-    best_i[q, position] = row
-
-
 @njit(nogil=True, boundscheck=False, cache=True)
 def _probe(lengths, offsets, rows, sorted_words, queries, keys, best_d, best_i, bound, candidates, budget,
            q_start, q_stop):
@@ -158,7 +137,7 @@ def _probe(lengths, offsets, rows, sorted_words, queries, keys, best_d, best_i, 
                     distance = np.int64(0)
                     for w in range(words):
                         distance += np.int64(popcount(queries[q, w] ^ table_words[e, w]))
-                    _offer(best_d, best_i, q, distance, table_rows[e])
+                    offer(best_d, best_i, q, distance, table_rows[e])
                 seen += table_offsets[bucket + 1] - table_offsets[bucket]
                 if flips == 0 or seen > budget:
                     break
