@@ -1,4 +1,4 @@
-"""Hamming search through FAISS binary indexes: k nearest neighbours and radius search.
+"""Hamming search, k nearest neighbours and radius: the exact scan, and indexes by name.
 
 The exact scan (``flat``: the compiled kernel of ``kernels.knn_update``) takes the database as
 chunks of rows and keeps only each query's best k, so no queries x database matrix is ever built
@@ -135,6 +135,7 @@ def knn_scan(chunks: Iterable[np.ndarray], queries: np.ndarray, k: int,
 
     query_words = as_words(queries)
     threads = threads or cpu_cores()
+
     def empty_lists() -> tuple[np.ndarray, np.ndarray]:
         return np.full((len(queries), k), NO_DISTANCE, np.int64), np.full((len(queries), k), -1, np.int64)
 

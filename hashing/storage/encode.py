@@ -2,7 +2,7 @@
 
 A run with nothing new to encode (every image already in the store, made by the same model file)
 reads the store's paths and the model file's digest and stops there: it never imports torch nor
-loads the model, so a cron job that finds nothing new costs about a second."""
+loads the model (0.4 s for a command that finds nothing new, on 2 cores)."""
 
 from __future__ import annotations
 
