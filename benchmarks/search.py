@@ -358,7 +358,7 @@ def write_markdown(path: Path, report: dict) -> None:
         scanned = r["single_query_bytes_per_second"]
         speedup = r.get("faiss_over_hashkit", round(1 / r["hashkit_vs_faiss"], 2))
         rate = r.get("hashkit_comparisons_per_second", r["codes"] * r["queries"] / r["hashkit_seconds"])
-        share = f"{rate * 64 / r['bits'] / (ceiling * cores):.2f}" if ceiling else "-"
+        share = f"{rate * r['bits'] / 64 / (ceiling * cores):.2f}" if ceiling else "-"
         lines.append(f"| {r['codes']:,} | {r['bits']} | {r['queries']:,} | {r['hashkit_seconds']} | "
                      f"{r['faiss_seconds']} | {speedup} | {_met(speedup >= 1.5)} | {rate / 1e9:.2f} G | {share} | "
                      f"{r['numpy_seconds_extrapolated']} | {r['same_distances_as_faiss']} | {scanned / 1e9:.2f} | "
