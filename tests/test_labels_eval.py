@@ -119,8 +119,8 @@ def random_case(seed: int, max_labels: int):
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("max_labels", [1, 3])
 def test_evaluate_matches_the_slow_reference(seed, max_labels, monkeypatch):
-    if seed % 2:  # several chunks of queries
-        monkeypatch.setattr(metrics_module, "CHUNK_BYTES", 60 * 14 * 3)
+    if seed % 2:  # several tasks of queries
+        monkeypatch.setattr(metrics_module, "QUERIES_PER_TASK", 3)
     db_codes, db_sets, query_codes, query_sets, self_rows = random_case(seed, max_labels)
     classes = vocabulary(s for s in db_sets + query_sets if s)
     k = 7

@@ -198,5 +198,5 @@ def test_threads_and_chunks_do_not_change_the_metrics(monkeypatch):
     labels = np.arange(3) == rng.integers(0, 3, 340)[:, None]
     relevance = LabelRelevance(labels[:300], labels[300:], np.where(np.arange(40) < 10, np.arange(40), -1))
     whole = evaluate_relevance(database, queries, relevance, k=5, threads=1).as_dict()
-    monkeypatch.setattr(metrics_module, "CHUNK_BYTES", 300 * 6 * 7)  # chunks of 7 queries
+    monkeypatch.setattr(metrics_module, "QUERIES_PER_TASK", 7)
     assert evaluate_relevance(database, queries, relevance, k=5, threads=3).as_dict() == whole

@@ -75,7 +75,7 @@ CONVENTIONS = {
             "before scoring (revisited Oxford/Paris protocol); only its listed relevant images are relevant",
 }
 PRECISION_CURVE_KS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-CHUNK_BYTES = 1 << 27  # bound on the temporaries of one chunk of queries: 128 MiB
+QUERIES_PER_TASK = 256  # queries scored by one task of the thread pool
 
 
 @dataclass
@@ -323,23 +323,21 @@ def evaluate(database: np.ndarray, db_labels: np.ndarray, queries: np.ndarray, q
 def evaluate_relevance(database: np.ndarray, queries: np.ndarray, relevance: LabelRelevance | ListedRelevance,
                        k: int, threads: int | None = None) -> RankingMetrics:
     """Score the Hamming ranking of each query over ``database`` (packed codes) by ``relevance``:
-    shared-label counts r per database row, and rows left out of each query's ranking. Chunks of
+    shared-label counts r per database row, and rows left out of each query's ranking. Runs of
     queries are scored on ``threads`` threads (default: every core)."""
     scorer = _QueryScorer(len(database), database.shape[1] * 8, k, relevance.multi_label)
-    chunk = max(1, CHUNK_BYTES // (len(database) * 4))  # per query and row: uint16 distance and shared count
-
-    columns = as_columns(database)
+    columns, query_words = as_columns(database), as_words(queries)
 
     def score_chunk(start: int) -> list[_QueryScores | None]:
-        distances = distance_matrix(columns, as_words(queries[start:start + chunk]))
-        shared_counts = relevance.shared(start, start + len(distances))
-        return [scorer.score(row, shared, relevance.left_out(start + offset))
-                for offset, (row, shared) in enumerate(zip(distances, shared_counts))]
+        # one query at a time, so that its distances and shared labels stay in the cache (whole
+        # (queries x rows) matrices made this five times slower, bound by memory)
+        return [scorer.score(distance_matrix(columns, query_words[q:q + 1])[0], relevance.shared(q, q + 1)[0],
+                             relevance.left_out(q)) for q in range(start, min(start + QUERIES_PER_TASK, len(queries)))]
 
     scores: list[_QueryScores | None] = []
     with progress(total=len(queries), desc="evaluating", unit="query") as bar, \
-            ThreadPoolExecutor(threads or cpu_cores()) as pool:  # NumPy's sorts and gathers run outside the GIL
-        for chunk_scores in pool.map(score_chunk, range(0, len(queries), chunk)):
+            ThreadPoolExecutor(threads or cpu_cores()) as pool:  # the kernels run outside the GIL
+        for chunk_scores in pool.map(score_chunk, range(0, len(queries), QUERIES_PER_TASK)):
             scores += chunk_scores
             bar.update(len(chunk_scores))
     result = scorer.result(len(queries), [score for score in scores if score is not None])
