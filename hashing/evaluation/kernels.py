@@ -62,6 +62,11 @@ def offer(best_d, best_i, q, distance, row):
     best_i[q, position] = row
 
 
+def empty_lists(queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Empty k-best lists of ``queries`` queries: distances NO_DISTANCE and rows -1 (Q, k) int64."""
+    return np.full((queries, k), NO_DISTANCE, np.int64), np.full((queries, k), -1, np.int64)
+
+
 @njit(nogil=True, boundscheck=False, cache=True)
 def knn_update(columns, queries, first_row, best_d, best_i, q_start, q_stop):
     """Merge the rows of ``columns`` (words, n), numbered from ``first_row``, into the k-best lists

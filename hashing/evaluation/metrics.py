@@ -273,9 +273,13 @@ class LabelRelevance:
     def _db_masks(self) -> np.ndarray:
         return as_words(np.packbits(self.db_labels, axis=1))
 
+    @cached_property
+    def _query_masks(self) -> np.ndarray:
+        return as_words(np.packbits(self.query_labels, axis=1))
+
     def shared(self, start: int, stop: int) -> np.ndarray:
         """(stop - start, N) uint16 counts of shared labels."""
-        return shared_labels(self._db_masks, as_words(np.packbits(self.query_labels[start:stop], axis=1)))
+        return shared_labels(self._db_masks, self._query_masks[start:stop])
 
     def left_out(self, q: int) -> np.ndarray:
         return _own_row(self.self_rows, q)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, uint64
 
-from .kernels import NO_DISTANCE, as_words, offer, popcount
-from .search import _ordered, cpu_cores, knn_scan
+from .kernels import as_words, empty_lists, offer, popcount
+from .search import _ordered, cpu_cores, even_parts, knn_scan
 
 MAX_SUBSTRING_BITS = 26  # a table's offsets: 2^26 entries, 512 MiB at most
 ESCALATION_WORK = 1 / 512  # probing stops (the query is scanned) past this share of the rows compared: comparing a
@@ -63,17 +63,16 @@ class MultiIndex:
 
     def __init__(self, codes: np.ndarray):
         self.codes = np.ascontiguousarray(codes)
-        self.words = as_words(self.codes)
-        self.bits = self.codes.shape[1] * 8
-        self.lengths = substring_lengths(self.bits, len(self.codes))
+        words = as_words(self.codes)
+        self.lengths = substring_lengths(self.codes.shape[1] * 8, len(self.codes))
         self.starts = np.cumsum([0, *self.lengths[:-1]]).tolist()
         self.offsets, self.rows, self.sorted_words = [], [], []
         for start, length in zip(self.starts, self.lengths):
-            keys = substring_keys(self.words, start, length)
+            keys = substring_keys(words, start, length)
             order = np.argsort(keys, kind="stable")
             self.offsets.append(np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=1 << length))]))
             self.rows.append(order.astype(np.int64))
-            self.sorted_words.append(self.words[order])
+            self.sorted_words.append(words[order])
 
     def search(self, queries: np.ndarray, k: int, threads: int | None = None,
                escalation_work: float = ESCALATION_WORK) -> tuple[np.ndarray, np.ndarray, SearchStats]:
@@ -82,17 +81,15 @@ class MultiIndex:
         its probing has compared more than ``escalation_work`` x the rows."""
         query_words = as_words(queries)
         keys = np.stack([substring_keys(query_words, s, n) for s, n in zip(self.starts, self.lengths)], 1)
-        best_d = np.full((len(queries), k), NO_DISTANCE, np.int64)
-        best_i = np.full((len(queries), k), -1, np.int64)
+        best_d, best_i = empty_lists(len(queries), k)
         bound = np.full(len(queries), -1, np.int64)  # -1: escalated to the scan
         candidates = np.zeros(len(queries), np.int64)
         budget = int(escalation_work * len(self.codes)) if k <= len(self.codes) else -1
         tables = (np.array(self.lengths, np.int64), tuple(self.offsets), tuple(self.rows), tuple(self.sorted_words))
         threads = threads or cpu_cores()
-        parts = np.linspace(0, len(queries), threads + 1).astype(int)
         with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
             list(pool.map(lambda part: _probe(*tables, query_words, keys, best_d, best_i, bound, candidates,
-                                               budget, *part), zip(parts[:-1], parts[1:])))
+                                               budget, *part), even_parts(len(queries), threads)))
         scanned = np.flatnonzero(bound < 0)
         if len(scanned):
             best_d[scanned], best_i[scanned] = knn_scan([self.codes], queries[scanned], k, threads)

@@ -131,33 +131,26 @@ def knn_scan(chunks: Iterable[np.ndarray], queries: np.ndarray, k: int,
     The compiled kernel (``kernels.knn_update``) runs on ``threads`` threads (default: every
     core), each on its share of the queries, or with fewer queries than threads, each on its share
     of every chunk's rows."""
-    from .kernels import NO_DISTANCE, as_columns, as_words, knn_update  # numba: only for a scan
+    from .kernels import as_columns, as_words, empty_lists, knn_update  # numba: only for a scan
 
     query_words = as_words(queries)
     threads = threads or cpu_cores()
-
-    def empty_lists() -> tuple[np.ndarray, np.ndarray]:
-        return np.full((len(queries), k), NO_DISTANCE, np.int64), np.full((len(queries), k), -1, np.int64)
-
-    best_d, best_i = empty_lists()
+    best_d, best_i = empty_lists(len(queries), k)
     offset = 0
     with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
         for chunk in chunks:
             if len(queries) >= threads:
                 columns = as_columns(chunk)
-                bounds = np.linspace(0, len(queries), threads + 1).astype(int)
                 list(pool.map(lambda part: knn_update(columns, query_words, offset, best_d, best_i, *part),
-                              zip(bounds[:-1], bounds[1:])))
+                              even_parts(len(queries), threads)))
             else:
-                bounds = np.linspace(0, len(chunk), threads + 1).astype(int)
-
                 def rows(part: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-                    d, i = empty_lists()
+                    d, i = empty_lists(len(queries), k)
                     knn_update(as_columns(chunk[part[0]:part[1]]), query_words, offset + part[0], d, i,
                                0, len(queries))
                     return d, i
 
-                found = list(pool.map(rows, zip(bounds[:-1], bounds[1:])))
+                found = list(pool.map(rows, even_parts(len(chunk), threads)))
                 best_d, best_i = _ordered(np.concatenate([best_d, *(d for d, _ in found)], 1),
                                           np.concatenate([best_i, *(i for _, i in found)], 1), k)
             offset += len(chunk)
@@ -200,6 +193,12 @@ def radius_search(index_or_chunks: faiss.IndexBinary | Iterable[np.ndarray], que
         all_i.append(i[order])
         offsets.append(offsets[-1] + len(order))
     return np.array(offsets, np.int64), np.concatenate(all_d), np.concatenate(all_i)
+
+
+def even_parts(total: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` (start, stop) ranges splitting 0..``total`` as evenly as they can (some may be empty)."""
+    bounds = np.linspace(0, total, parts + 1).astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
 def cpu_cores() -> int:
