@@ -115,12 +115,12 @@ def rank_relevant(distances, relevant, groups):
     """The ranking by (distance, row) of one query, without sorting: per distance d < ``groups``,
     the rows and the relevant rows at d, and the 1-based ranks of the relevant rows, ascending.
     Two passes: a histogram, then each row's rank from the rows before its distance group."""
-    counts = np.zeros(groups, np.int64)
-    relevant_counts = np.zeros(groups, np.int64)
     rows = uint64(len(distances))
+    keyed = np.zeros(2 * groups, np.int64)  # rows at distance d: irrelevant at 2d, relevant at 2d + 1
     for i in range(uint64(0), rows):
-        counts[distances[i]] += 1
-        relevant_counts[distances[i]] += relevant[i]
+        keyed[uint64(distances[i]) * uint64(2) + uint64(relevant[i])] += 1
+    relevant_counts = keyed[1::2].copy()
+    counts = keyed[::2] + relevant_counts
     ranked = np.empty(groups, np.int64)  # rows ranked so far up to each group's current end
     placed = np.empty(groups, np.int64)  # relevant rows placed so far, likewise
     ranked_total, placed_total = 0, 0

@@ -42,6 +42,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..progress import progress
+from numba import njit
+
 from .kernels import as_columns, as_words, distance_matrix, rank_relevant, shared_labels
 from .search import cpu_cores
 
@@ -130,13 +132,35 @@ class RankingMetrics:
             "(ties go to the lowest row); report the tie-aware values")
 
 
+@njit(nogil=True, cache=True)
 def ranking_scores(ranks: np.ndarray, k: int) -> tuple[float, float, float, float]:
     """AP, AP@k, precision@k and recall@k of one ranking, from the ranks (1-based, ascending) of
     its relevant items; at least one."""
-    precision_at_hits = np.arange(1, len(ranks) + 1) / ranks
-    top_hits = int(np.searchsorted(ranks, k, side="right"))
-    ap_at_k = float(precision_at_hits[:top_hits].mean()) if top_hits else 0.0
-    return float(precision_at_hits.mean()), ap_at_k, top_hits / k, top_hits / len(ranks)
+    total, total_at_k, top_hits = 0.0, 0.0, 0
+    for hit in range(len(ranks)):
+        precision = (hit + 1) / ranks[hit]
+        total += precision
+        if ranks[hit] <= k:
+            total_at_k += precision
+            top_hits += 1
+    ap_at_k = total_at_k / top_hits if top_hits else 0.0
+    return total / len(ranks), ap_at_k, top_hits / k, top_hits / len(ranks)
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def rank_query(columns: np.ndarray, query: np.ndarray, shared: np.ndarray, left_out: np.ndarray,
+               bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One query's ranking over the database ``columns`` (``kernels.as_columns``) by (Hamming
+    distance, row), ``query`` (1, words), the rows ``left_out`` of it excepted: the rows and the
+    relevant rows (``shared`` label count > 0) at each distance 0..bits, the ascending 1-based
+    ranks of the relevant rows, and the distances (``bits + 1`` for the rows left out)."""
+    distances = distance_matrix(columns, query)[0]
+    relevant = shared > 0
+    for row in left_out:
+        relevant[row] = False
+        distances[row] = bits + 1  # ranked after every other row, then cut off
+    counts, relevant_counts, ranks = rank_relevant(distances, relevant, bits + 2)
+    return counts[:-1], relevant_counts[:-1], ranks, distances
 
 
 def graded_scores(shared: np.ndarray, k: int) -> tuple[float, float, float]:
@@ -335,8 +359,8 @@ def evaluate_relevance(database: np.ndarray, queries: np.ndarray, relevance: Lab
     def score_chunk(start: int) -> list[_QueryScores | None]:
         # one query at a time, so that its distances and shared labels stay in the cache (whole
         # (queries x rows) matrices made this five times slower, bound by memory)
-        return [scorer.score(distance_matrix(columns, query_words[q:q + 1])[0], relevance.shared(q, q + 1)[0],
-                             relevance.left_out(q)) for q in range(start, min(start + QUERIES_PER_TASK, len(queries)))]
+        return [scorer.score(columns, query_words[q:q + 1], relevance.shared(q, q + 1)[0], relevance.left_out(q))
+                for q in range(start, min(start + QUERIES_PER_TASK, len(queries)))]
 
     scores: list[_QueryScores | None] = []
     with progress(total=len(queries), desc="evaluating", unit="query") as bar, \
@@ -351,8 +375,8 @@ def evaluate_relevance(database: np.ndarray, queries: np.ndarray, relevance: Lab
 
 class _QueryScores(NamedTuple):
     ranking: tuple[float, ...]  # ranking_scores, then graded_scores for multi-label data
-    retrieved: np.ndarray  # rows within each Hamming radius 0..bits
-    hits: np.ndarray  # relevant rows within each radius
+    counts: np.ndarray  # rows at each Hamming distance 0..bits
+    relevant_counts: np.ndarray  # relevant rows at each distance
     curve: np.ndarray  # precision at each of PRECISION_CURVE_KS
 
 
@@ -364,22 +388,19 @@ class _QueryScorer:
         self.harmonic, self.log_factorial = harmonic_numbers(size), log_factorials(size)
         self.curve_ks = np.array([c for c in PRECISION_CURVE_KS if c <= size])
 
-    def score(self, distances: np.ndarray, shared: np.ndarray, left_out: np.ndarray) -> _QueryScores | None:
-        """One query from its Hamming ``distances`` (uint16; overwritten) and shared-label counts
-        over the database, and the distinct rows ``left_out`` of its ranking; None without a relevant row."""
-        relevant = shared > 0
-        relevant[left_out] = False
-        if not relevant.any():
+    def score(self, columns: np.ndarray, query: np.ndarray, shared: np.ndarray,
+              left_out: np.ndarray) -> _QueryScores | None:
+        """One query (1, words) over the database ``columns`` from its shared-label counts with the
+        rows and the distinct rows ``left_out`` of its ranking; None without a relevant row."""
+        counts, relevant_counts, ranks, distances = rank_query(columns, query, shared, left_out, self.bits)
+        if not len(ranks):
             return None
-        distances[left_out] = self.bits + 1  # ranked after every other row, then cut off
-        counts, relevant_counts, ranks = rank_relevant(distances, relevant, self.bits + 2)
         graded = ()
         if self.multi_label:  # the shared counts in ranking order, the whole ranking
             order = np.argsort(distances, kind="stable")[:len(distances) - len(left_out)]  # radix sort
             graded = graded_scores(shared[order].astype(np.int64), self.k)
-        return _QueryScores(ranking_scores(ranks, self.k) + graded, np.cumsum(counts[:-1]),
-                            np.cumsum(relevant_counts[:-1]), np.searchsorted(ranks, self.curve_ks, side="right")
-                            / self.curve_ks)
+        return _QueryScores(ranking_scores(ranks, self.k) + graded, counts, relevant_counts,
+                            np.searchsorted(ranks, self.curve_ks, side="right") / self.curve_ks)
 
     def result(self, queries: int, scores: list[_QueryScores]) -> RankingMetrics:
         """The means over ``scores`` (of the queries with a relevant row) of ``queries`` queries."""
@@ -388,8 +409,8 @@ class _QueryScorer:
         result = RankingMetrics(self.k, queries, len(scores), *means[:4], self.multi_label, *means[4:])
         if not scores:
             return result
-        retrieved, hits = np.array([s.retrieved for s in scores]), np.array([s.hits for s in scores])
-        counts, relevant_counts = np.diff(retrieved, prepend=0), np.diff(hits, prepend=0)
+        counts, relevant_counts = np.array([s.counts for s in scores]), np.array([s.relevant_counts for s in scores])
+        retrieved, hits = np.cumsum(counts, axis=1), np.cumsum(relevant_counts, axis=1)
         result.tie_aware_map, result.tie_aware_precision_at_k, result.tie_aware_map_at_k = map(
             _mean, tie_aware_scores(counts, relevant_counts, self.k, self.harmonic, self.log_factorial))
         result.median_nearest_bucket = float(np.median(counts[np.arange(len(counts)), np.argmax(counts > 0, axis=1)]))
