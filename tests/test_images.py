@@ -118,6 +118,23 @@ def test_normalizer_gives_torchvisions_normalised_values_on_the_device():
     assert normalized.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_eval_transform_gives_torchvisions_resize_and_centre_crop_pixels():
+    import torch
+    from torchvision.transforms import v2
+
+    from hashkit.hashing.training.data import EvalTransform
+
+    generator = torch.Generator().manual_seed(0)
+    # landscape, portrait, square, odd and even margins, upscaling, already the size, one side the size
+    for height, width, size in [(480, 640, 224), (641, 427, 224), (300, 300, 224), (225, 301, 224), (97, 131, 224),
+                                (224, 224, 224), (224, 333, 224), (35, 34, 32), (501, 500, 499)]:
+        photo = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=generator)
+        image = photo.permute(2, 0, 1)  # as data.load_tensor gives it: channels-last strides
+        expected = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])(image)
+        ours = EvalTransform(size)(image)
+        assert ours.shape == (3, size, size) and torch.equal(ours, expected), (height, width, size)
+
+
 def test_networks_run_channels_last_with_the_default_layouts_outputs():
     import torch
     from torchvision.models import mobilenet_v2

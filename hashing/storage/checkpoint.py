@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError, existing_file, refuse_newer_schema
-from ..training.backbones import backbone_spec, build_backbone, output_size
 from ..training.methods import Method, get_method
 from ..training.network import HashNetwork
 from .locking import file_digest, written_atomically
@@ -20,7 +19,7 @@ SCHEMA_VERSION = 2  # 2: the head is a module of its own (state keys "head.*"); 
 
 @dataclass
 class LoadedModel:
-    network: HashNetwork
+    network: HashNetwork | torch.jit.ScriptModule  # the latter: a traced copy (``traced_copy``)
     config: dict
     digest: str  # sha256 of the model file, identifies the codes it makes
 
@@ -28,6 +27,8 @@ class LoadedModel:
 def build_network(method: Method, backbone: str, weights: str, bits: int, hidden: int,
                   classes: int) -> HashNetwork:
     """The network of ``method``: the backbone (pooled features or feature maps) and its head."""
+    from ..training.backbones import backbone_spec, build_backbone, output_size  # torchvision: 1.7 s to import
+
     trunk = build_backbone(backbone, weights, maps=method.uses_maps)  # first: the seeded draws stay in order
     head = method.build_head(output_size(backbone_spec(backbone), method.uses_maps), bits, hidden, classes)
     return HashNetwork(trunk, head)
@@ -43,6 +44,12 @@ def save_checkpoint(path: Path, network: HashNetwork, config: dict) -> None:
 
 def load_checkpoint(path: Path) -> LoadedModel:
     """Load a model file safely (weights only; no code in the file is ever run)."""
+    config, state, digest = read_checkpoint(path)
+    return LoadedModel(network_from_state(config, state, path), config, digest)
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict, str]:
+    """A model file's checked config, its weights and its sha256, without building its network."""
     path = existing_file(path, "model file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -53,6 +60,11 @@ def load_checkpoint(path: Path) -> LoadedModel:
     if config.get("schema") != SCHEMA:
         raise UserError(f"{path} is not a hashkit model file")
     _check_config(config, path)
+    return config, state, file_digest(path)
+
+
+def network_from_state(config: dict, state: dict, path: Path) -> HashNetwork:
+    """The network of a model file (``path``, for errors) from its config and weights, in eval mode."""
     method = get_method(config["method"], **config.get("params", {}))
     network = build_network(method, config["backbone"], "none", config["bits"], config.get("hidden", 0),
                             len(config.get("classes", [])))
@@ -62,8 +74,7 @@ def load_checkpoint(path: Path) -> LoadedModel:
         network.load_state_dict(state)
     except RuntimeError as error:
         raise UserError(f"{path}: weights do not match its config ({str(error).splitlines()[0]})") from error
-    network.eval()
-    return LoadedModel(network, config, file_digest(path))
+    return network.eval()
 
 
 CONFIG_FIELDS = {  # key: (type, test of a valid value, what a valid value is)

@@ -17,7 +17,7 @@ from ..errors import UserError, existing_file
 from ..evaluation.ground_truth import load_labels
 from ..memory import keep_freed_memory
 from ..training.images import resolve_inputs
-from ..user_cache import default_cache_dir
+from ..user_cache import default_cache_dir, traced_networks_dir
 from .locking import exclusive_lock, file_digest, output_file
 from .shards import in_shard, shard_store_name, torchrun_shard
 from .store import CodeStoreWriter, StoreMeta, StoreReader, label_cell
@@ -69,13 +69,13 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
             return _summary(output, 0, len(paths), existing.count, [], shard)
         cells = _label_cells(labels, todo)  # refused before anything is written
         from ..runtime import resolve_device  # torch: only once there is something to encode
-        from .checkpoint import load_checkpoint
         from .model_codes import model_codes
+        from .traced_copy import load_for_encoding
 
-        model = load_checkpoint(model_path)
+        torch_device = resolve_device(device)
+        model = load_for_encoding(model_path, traced_networks_dir(), torch_device)
         config = model.config
         meta = StoreMeta(config["bits"], config["method"], model.digest, config["backbone"], __version__)
-        torch_device = resolve_device(device)
         keep_freed_memory()
         if overwrite:
             output.unlink(missing_ok=True)

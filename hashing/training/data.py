@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.functional import interpolate
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
 from ..runtime import decoding_plan
 from .images import read_rgb
@@ -39,16 +39,34 @@ class Normalizer:
         return torch.addcmul(self.shift, images.to(torch.float32), self.scale)
 
 
-def eval_transform(image_size: int) -> v2.Compose:
-    """Shorter side to ``image_size``, centre crop; uint8 in and out (see ``Normalizer``)."""
-    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
+class EvalTransform:
+    """Shorter side to ``image_size`` (bilinear, antialiased), then the centre square; uint8 (3, H, W)
+    in and out (see ``Normalizer``). The pixels of torchvision's ``v2.Resize(image_size,
+    antialias=True)`` then ``v2.CenterCrop(image_size)`` on CPUs with AVX2 (tests compare them; on
+    others, torchvision resizes in float32), written with torch alone: importing torchvision costs
+    1.7 s, most of a one-image encode."""
+
+    def __init__(self, image_size: int):
+        self.size = image_size
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        longer = int(self.size * max(height, width) / min(height, width))  # torchvision truncates too
+        new_height, new_width = (self.size, longer) if height <= width else (longer, self.size)
+        if (new_height, new_width) != (height, width):
+            image = interpolate(image[None], size=[new_height, new_width], mode="bilinear", align_corners=False,
+                                antialias=True)[0]
+        top, left = (int(round((side - self.size) / 2.0)) for side in (new_height, new_width))  # as torchvision
+        return image[:, top:top + self.size, left:left + self.size]
 
 
 CROP_SCALE, CROP_RATIO = (0.6, 1.0), (3 / 4, 4 / 3)  # training crops: share of the area, width / height
 
 
-def train_transform(image_size: int) -> v2.Compose:
+def train_transform(image_size: int):
     """Random resized crop and mild colour jitter; uint8 in and out (see ``Normalizer``)."""
+    from torchvision.transforms import v2  # 1.7 s to import: only where training needs it
+
     return v2.Compose([
         v2.RandomResizedCrop(image_size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),
         v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.1),
@@ -70,7 +88,7 @@ def load_tensor(path: Path, min_side: int | None = None) -> torch.Tensor | None:
 
 
 class ImageFiles(Dataset):
-    """Images by path through ``eval_transform``; item = (uint8 tensor, index, decoded ok). An
+    """Images by path through ``EvalTransform``; item = (uint8 tensor, index, decoded ok). An
     undecodable image yields zeros. JPEGs are decoded at the smallest DCT scale that keeps their
     shorter side at least ``image_size`` (the transform shrinks them to it anyway). A batch fetched
     in this process (``__getitems__``, no worker processes) is decoded by ``decode_threads`` threads:
@@ -78,7 +96,7 @@ class ImageFiles(Dataset):
 
     def __init__(self, paths: Sequence[Path], image_size: int, decode_threads: int = 1):
         self.paths = list(paths)
-        self.transform = eval_transform(image_size)
+        self.transform = EvalTransform(image_size)
         self.image_size = image_size
         self.decode_threads = decode_threads
 
