@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hashkit.hashing.evaluation import mih
 from hashkit.hashing.evaluation.mih import MultiIndex, substring_keys, substring_lengths
 from hashkit.hashing.evaluation.search import knn_scan
 
@@ -39,6 +40,21 @@ def test_far_queries_escalate_to_the_scan():
     distances, rows, stats = MultiIndex(database).search(queries, 5)
     assert stats.scanned > 0
     assert np.array_equal(rows, knn_scan([database], queries, 5)[1])
+
+
+def test_when_most_pilot_queries_escalate_the_rest_are_scanned_unprobed(monkeypatch):
+    rng = np.random.default_rng(2)
+    centres = rng.integers(0, 256, (50, 8), dtype=np.uint8)
+    database = near(rng, centres, 50_000, 0.02)
+    far = rng.integers(0, 256, (40, 8), dtype=np.uint8)
+    close = near(rng, centres, 40, 0.02)
+    monkeypatch.setattr(mih, "PILOT_QUERIES", 40)
+    index = MultiIndex(database)
+    for queries, unprobed in ((np.concatenate([far, close]), 40), (np.concatenate([close, far]), 0)):
+        distances, rows, stats = index.search(queries, 3)
+        assert stats.unprobed == unprobed and stats.scanned >= unprobed
+        expected_d, expected_rows = knn_scan([database], queries, 3)
+        assert np.array_equal(rows, expected_rows) and np.array_equal(distances, expected_d)
 
 
 def test_fewer_rows_than_k_pads_like_the_scan():
