@@ -40,10 +40,9 @@ from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
-
-from ..progress import progress
 from numba import njit
 
+from ..progress import progress
 from .kernels import as_columns, as_words, distance_matrix, rank_relevant, shared_labels
 from .search import cpu_cores
 
@@ -390,8 +389,8 @@ class _QueryScorer:
 
     def score(self, columns: np.ndarray, query: np.ndarray, shared: np.ndarray,
               left_out: np.ndarray) -> _QueryScores | None:
-        """One query (1, words) over the database ``columns`` from its shared-label counts with the
-        rows and the distinct rows ``left_out`` of its ranking; None without a relevant row."""
+        """One query (1, words) over the database ``columns``, from the labels it shares with each
+        row and the distinct rows ``left_out`` of its ranking; None without a relevant row."""
         counts, relevant_counts, ranks, distances = rank_query(columns, query, shared, left_out, self.bits)
         if not len(ranks):
             return None
