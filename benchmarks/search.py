@@ -329,12 +329,27 @@ def evaluation_speed(rng: np.random.Generator) -> dict:
     return row
 
 
+def vector_popcount() -> bool | None:
+    """Whether the CPU has AVX-512 VPOPCNTDQ (vector population counts, which the compiled kernels
+    use and which more than doubles their rate); None where /proc/cpuinfo cannot say."""
+    try:
+        return "avx512_vpopcntdq" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+
+
+def _popcount_words(report: dict) -> str:
+    return ("with" if report["vector_popcount"] else "without") + " AVX-512 VPOPCNTDQ (timings, and hashkit's lead " \
+        "over FAISS, depend on it: see the README)"
+
+
 def write_markdown(path: Path, report: dict) -> None:
     bandwidth, cores = report["memory_bandwidth_bytes_per_second"], report["cores"]
     ceiling = report.get("popcount_comparisons_per_second_per_core")
     lines = ["# Search and evaluation speed", "",
              f"Produced by `make bench-search` (`python benchmarks/search.py`); seed {SEED}; {cores} CPU "
-             f"cores; FAISS {faiss.__version__}. Memory bandwidth measured here: {bandwidth / 1e9:.1f} GB/s "
+             f"cores{'' if report.get('vector_popcount') is None else ', ' + _popcount_words(report)}; "
+             f"FAISS {faiss.__version__}. Memory bandwidth measured here: {bandwidth / 1e9:.1f} GB/s "
              "(1 GiB NumPy copy, read + write)."
              + (f" Popcount ceiling: {ceiling / 1e9:.2f} G comparisons / s per core (XOR, popcount and minimum "
                 "of 64-bit codes held in the L1 cache, nothing else)." if ceiling else ""), ""]
@@ -504,6 +519,7 @@ def main() -> None:
                     "evaluation": lambda: evaluation_speed(rng)}
         report = json.loads(saved.read_text()) if saved.exists() else {}
         report["cores"] = faiss.omp_get_max_threads()
+        report["vector_popcount"] = vector_popcount()
         if "knn" in (args.only or sections):  # the bandwidth and popcount rate the knn table compares with
             report["memory_bandwidth_bytes_per_second"] = round(memory_bandwidth())
             report["popcount_comparisons_per_second_per_core"] = round(popcount_ceiling())

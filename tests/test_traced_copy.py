@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from hashkit.hashing.storage import traced_copy
+from hashkit.hashing.storage.checkpoint import load_checkpoint
 from hashkit.hashing.storage.store import read_store
 from hashkit.hashing.user_cache import traced_networks_dir
 
@@ -46,8 +47,9 @@ def test_a_second_encode_runs_the_traced_copy_without_torchvision_and_gives_the_
     third = run_cli("encode", model, photos, "-o", tmp_path / "third.h5", "--no-feature-cache")
     assert third.exit_code == 0, third.output
     assert np.array_equal(read_store(tmp_path / "third.h5").codes, read_store(tmp_path / "first.h5").codes)
-    assert isinstance(traced_copy.load_for_encoding(model, traced_networks_dir(), torch.device("cpu")).network,
-                      torch.jit.ScriptModule)  # replaced by a loadable copy
+    loaded = traced_copy.load_for_encoding(model, traced_networks_dir(), torch.device("cpu"))
+    assert isinstance(loaded.network, torch.jit.ScriptModule)  # replaced by a loadable copy
+    assert loaded.config == load_checkpoint(model).config and loaded.digest == load_checkpoint(model).digest
 
 
 def test_only_the_most_recently_used_copies_are_kept(tmp_path):

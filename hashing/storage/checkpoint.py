@@ -44,12 +44,12 @@ def save_checkpoint(path: Path, network: HashNetwork, config: dict) -> None:
 
 def load_checkpoint(path: Path) -> LoadedModel:
     """Load a model file safely (weights only; no code in the file is ever run)."""
-    config, state, digest = read_checkpoint(path)
-    return LoadedModel(network_from_state(config, state, path), config, digest)
+    config, state = read_checkpoint(path)
+    return LoadedModel(network_from_state(config, state, path), config, file_digest(path))
 
 
-def read_checkpoint(path: Path) -> tuple[dict, dict, str]:
-    """A model file's checked config, its weights and its sha256, without building its network."""
+def read_checkpoint(path: Path) -> tuple[dict, dict]:
+    """A model file's checked config and its weights, without building its network."""
     path = existing_file(path, "model file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -60,7 +60,7 @@ def read_checkpoint(path: Path) -> tuple[dict, dict, str]:
     if config.get("schema") != SCHEMA:
         raise UserError(f"{path} is not a hashkit model file")
     _check_config(config, path)
-    return config, state, file_digest(path)
+    return config, state
 
 
 def network_from_state(config: dict, state: dict, path: Path) -> HashNetwork:

@@ -4,34 +4,42 @@ was 1.7 s of a 4 s one-image encode on 2 cores.
 
 The first CPU encode with a model file builds its network as usual and saves a traced copy, kept
 only when it gives the network's outputs, and its backbone's and head's, bit for bit on a batch of
-another size than the one traced. Copies are named by the model file's sha256 and the torch
-version; one that cannot be loaded is ignored (and replaced). The folder keeps the KEPT_COPIES
+another size than the one traced, and saved with the model's config, so that later encodes only
+hash the model file. Copies are named by the model file's sha256 and the torch version; one that
+cannot be loaded is ignored (and replaced). The folder keeps the KEPT_COPIES
 most recently used copies (each about its model file's size)."""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
 
 import torch
 
+from ..errors import existing_file
 from ..training.network import HashNetwork
 from .checkpoint import LoadedModel, network_from_state, read_checkpoint
+from .locking import file_digest
 
 TRACE_BATCH, CHECK_BATCH = 2, 3  # images in the traced example and in the check
 KEPT_COPIES = 8
+CONFIG_FILE = "hashkit_config.json"  # the model file's config, saved in the copy: the model file is only hashed
 
 
 def load_for_encoding(path: Path, copies: Path | None, device: torch.device) -> LoadedModel:
-    """The model file ``path`` loaded for encoding on ``device``: on the CPU, its network from its
-    traced copy in the folder ``copies`` (None: none kept) when there is one, else built and, when
-    its trace checks out, copied there. On a GPU always built (a trace may hold CPU constants)."""
-    config, state, digest = read_checkpoint(path)
+    """The model file ``path`` loaded for encoding on ``device``: on the CPU, its network and config
+    from its traced copy in the folder ``copies`` (None: none kept) when there is one, else built
+    and, when its trace checks out, copied there. On a GPU always built (a trace may hold CPU
+    constants)."""
+    path = existing_file(path, "model file")
+    digest = file_digest(path)
     copy = None if copies is None or device.type != "cpu" else Path(copies) / f"{digest}-torch{torch.__version__}.pt"
     if copy is not None and copy.is_file() and (traced := _load(copy)) is not None:
         os.utime(copy)  # recently used: kept by _prune
-        return LoadedModel(traced, config, digest)
+        return LoadedModel(*traced, digest)
+    config, state = read_checkpoint(path)
     model = LoadedModel(network_from_state(config, state, path), config, digest)
     if copy is not None:
         _save(model, copy)
@@ -39,11 +47,14 @@ def load_for_encoding(path: Path, copies: Path | None, device: torch.device) -> 
     return model
 
 
-def _load(copy: Path) -> torch.jit.ScriptModule | None:
+def _load(copy: Path) -> tuple[torch.jit.ScriptModule, dict] | None:
+    """The traced network in ``copy`` and the model config saved with it (checked when it was made)."""
     try:
+        extra = {CONFIG_FILE: ""}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still there in 2.x
-            return torch.jit.load(copy, map_location="cpu").eval()
+            network = torch.jit.load(copy, map_location="cpu", _extra_files=extra).eval()
+        return network, json.loads(extra[CONFIG_FILE])
     except Exception:  # noqa: BLE001 - a damaged or foreign copy is only a slower start
         return None
 
@@ -69,7 +80,7 @@ def _save(model: LoadedModel, copy: Path) -> None:
             copy.parent.mkdir(parents=True, exist_ok=True)
             temporary = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")  # concurrent runs write apart
             try:
-                traced.save(temporary)
+                traced.save(temporary, _extra_files={CONFIG_FILE: json.dumps(model.config)})
                 os.replace(temporary, copy)
             finally:
                 temporary.unlink(missing_ok=True)
