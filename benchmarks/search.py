@@ -474,7 +474,8 @@ def startup(folder: Path) -> dict:
             shutil.copy(photo, target / photo.name)
     fresh_cache, user_cache = folder / "fresh-cache", folder / "xdg-cache"
     shutil.rmtree(user_cache, ignore_errors=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "XDG_CACHE_HOME": str(user_cache)}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "XDG_CACHE_HOME": str(user_cache)}
     encode_one_command = ["bash", "-c", f"rm -rf {fresh_cache} && " + " ".join(
         [*hashkit, "encode", str(model), str(one), "-o", str(folder / "one.h5"), "--overwrite",
          "--feature-cache", str(fresh_cache)])]

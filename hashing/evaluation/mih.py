@@ -75,7 +75,8 @@ class MultiIndex:
         for start, length in zip(self.starts, self.lengths):
             keys = substring_keys(words, start, length)
             order = np.argsort(keys, kind="stable")
-            self.offsets.append(np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=1 << length))]).astype(index))
+            counts = np.bincount(keys, minlength=1 << length)
+            self.offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(index))
             self.rows.append(order.astype(index))
             self.sorted_words.append(words[order])
 
