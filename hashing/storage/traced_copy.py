@@ -6,11 +6,12 @@ The first CPU encode with a model file builds its network as usual and saves a t
 only when it gives the network's outputs, and its backbone's and head's, bit for bit on a batch of
 another size than the one traced, and saved with the model's config, so that later encodes only
 hash the model file. Copies are named by the model file's sha256 and the torch version; one that
-cannot be loaded is ignored (and replaced). The folder keeps the KEPT_COPIES
-most recently used copies (each about its model file's size)."""
+cannot be loaded is ignored (and replaced). The folder keeps the KEPT_COPIES most recently used
+copies (each about its model file's size)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -37,7 +38,8 @@ def load_for_encoding(path: Path, copies: Path | None, device: torch.device) -> 
     digest = file_digest(path)
     copy = None if copies is None or device.type != "cpu" else Path(copies) / f"{digest}-torch{torch.__version__}.pt"
     if copy is not None and copy.is_file() and (traced := _load(copy)) is not None:
-        os.utime(copy)  # recently used: kept by _prune
+        with contextlib.suppress(OSError):  # another run may have just pruned it
+            os.utime(copy)  # recently used: kept by _prune
         return LoadedModel(*traced, digest)
     config, state = read_checkpoint(path)
     model = LoadedModel(network_from_state(config, state, path), config, digest)
@@ -90,6 +92,7 @@ def _save(model: LoadedModel, copy: Path) -> None:
 
 def _prune(folder: Path) -> None:
     """Remove all but the KEPT_COPIES most recently used copies in ``folder``."""
-    copies = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime if p.exists() else 0, reverse=True)
-    for stale in copies[KEPT_COPIES:]:
-        stale.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # a copy removed meanwhile by another run pruning
+        copies = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in copies[KEPT_COPIES:]:
+            stale.unlink(missing_ok=True)
