@@ -53,11 +53,18 @@ def slow_encode(tmp_path_factory, scene_set) -> tuple[Path, Path]:
             noise_photos(root / "photos", 400, 96, ".jpg"))
 
 
+def _interruptible() -> None:
+    """SIGINT at its default, as for a terminal's foreground job: tests run as a background job
+    (``make test &``) inherit it ignored, and Python then leaves it ignored in the encode."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_encode(model: Path, photos: Path, store: Path) -> tuple[subprocess.Popen, set[int]]:
     """An encode with two workers, in a session of its own, once its workers run; and those workers."""
     process = subprocess.Popen([*HASHKIT, "encode", str(model), str(photos), "-o", str(store),
                                 "--workers", "2", "--batch-size", "8", "--no-feature-cache"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=_interruptible)
     deadline = time.monotonic() + 120
     while len(descendants(process.pid)) < 2 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
