@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..runtime import decoding_plan
 from .images import read_rgb
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 
 class Normalizer:
@@ -63,7 +67,7 @@ class EvalTransform:
 CROP_SCALE, CROP_RATIO = (0.6, 1.0), (3 / 4, 4 / 3)  # training crops: share of the area, width / height
 
 
-def train_transform(image_size: int):
+def train_transform(image_size: int) -> v2.Compose:
     """Random resized crop and mild colour jitter; uint8 in and out (see ``Normalizer``)."""
     from torchvision.transforms import v2  # 1.7 s to import: only where training needs it
 
