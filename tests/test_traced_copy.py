@@ -61,8 +61,14 @@ def test_only_the_most_recently_used_copies_are_kept(tmp_path):
     assert sorted(int(p.stem) for p in tmp_path.glob("*.pt")) == list(range(traced_copy.KEPT_COPIES))
 
 
-def test_copies_are_not_used_for_a_gpu(tmp_path):
+def test_copies_are_made_on_the_cpu_for_model_files_up_to_the_size_limit(tmp_path, monkeypatch):
     photos = noise_photos(tmp_path / "photos", 4, 64, ".png")
     model = trained_model(photos, tmp_path / "lsh.pt", "lsh", 64)
-    loaded = traced_copy.load_for_encoding(model, tmp_path / "copies", torch.device("cuda"))
-    assert not isinstance(loaded.network, torch.jit.ScriptModule) and not (tmp_path / "copies").exists()
+    loaded = traced_copy.load_for_encoding(model, tmp_path / "gpu", torch.device("cuda"))
+    assert not isinstance(loaded.network, torch.jit.ScriptModule) and not (tmp_path / "gpu").exists()
+    monkeypatch.setattr(traced_copy, "MAX_COPIED_BYTES", model.stat().st_size - 1)
+    traced_copy.load_for_encoding(model, tmp_path / "big", torch.device("cpu"))
+    assert not (tmp_path / "big").exists()
+    monkeypatch.setattr(traced_copy, "MAX_COPIED_BYTES", model.stat().st_size)
+    traced_copy.load_for_encoding(model, tmp_path / "cpu", torch.device("cpu"))
+    assert len(list((tmp_path / "cpu").glob("*.pt"))) == 1

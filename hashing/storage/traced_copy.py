@@ -7,7 +7,8 @@ only when it gives the network's outputs, and its backbone's and head's, bit for
 another size than the one traced, and saved with the model's config, so that later encodes only
 hash the model file. Copies are named by the model file's sha256 and the torch version; one that
 cannot be loaded is ignored (and replaced). The folder keeps the KEPT_COPIES most recently used
-copies (each about its model file's size)."""
+copies (each about its model file's size); model files over MAX_COPIED_BYTES get none, so that
+the cache stays small (such a model's own loading takes seconds anyway)."""
 
 from __future__ import annotations
 
@@ -26,17 +27,19 @@ from .locking import file_digest
 
 TRACE_BATCH, CHECK_BATCH = 2, 3  # images in the traced example and in the check
 KEPT_COPIES = 8
+MAX_COPIED_BYTES = 256 << 20  # VGG16-based model files (about 0.5 GB) get no copy, ResNet-50-based ones (0.1 GB) do
 CONFIG_FILE = "hashkit_config.json"  # the model file's config, saved in the copy: the model file is only hashed
 
 
 def load_for_encoding(path: Path, copies: Path | None, device: torch.device) -> LoadedModel:
     """The model file ``path`` loaded for encoding on ``device``: on the CPU, its network and config
     from its traced copy in the folder ``copies`` (None: none kept) when there is one, else built
-    and, when its trace checks out, copied there. On a GPU always built (a trace may hold CPU
-    constants)."""
+    and, when its trace checks out, copied there. On a GPU, or for a model file over
+    MAX_COPIED_BYTES, always built (a trace may hold CPU constants)."""
     path = existing_file(path, "model file")
     digest = file_digest(path)
-    copy = None if copies is None or device.type != "cpu" else Path(copies) / f"{digest}-torch{torch.__version__}.pt"
+    copied = copies is not None and device.type == "cpu" and path.stat().st_size <= MAX_COPIED_BYTES
+    copy = Path(copies) / f"{digest}-torch{torch.__version__}.pt" if copied else None
     if copy is not None and copy.is_file() and (traced := _load(copy)) is not None:
         with contextlib.suppress(OSError):  # another run may have just pruned it
             os.utime(copy)  # recently used: kept by _prune
