@@ -78,8 +78,9 @@ def _save(model: LoadedModel, copy: Path) -> None:
             backbone = torch.jit.trace(network.backbone, example)
             traced = torch.jit.script(HashNetwork(backbone, torch.jit.trace(network.head, backbone(example))))
             features = network.backbone(check)
-            exact = (torch.equal(traced(check), network(check)) and torch.equal(traced.backbone(check), features)
-                     and torch.equal(traced.head(features), network.head(features)))
+            codes = network.head(features)  # the network's output: its forward is head(backbone(images))
+            exact = (torch.equal(traced(check), codes) and torch.equal(traced.backbone(check), features)
+                     and torch.equal(traced.head(features), codes))
             if not exact:
                 return
             copy.parent.mkdir(parents=True, exist_ok=True)
