@@ -3,11 +3,13 @@ query is answered (certified by pigeonhole, or escalated to the scan)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from hashkit.hashing.evaluation import mih
-from hashkit.hashing.evaluation.mih import MultiIndex, substring_keys, substring_lengths
+from hashkit.hashing.evaluation.mih import MultiIndex, ring_masks, substring_keys, substring_lengths
 from hashkit.hashing.evaluation.search import knn_scan
 
 
@@ -57,6 +59,23 @@ def test_when_most_pilot_queries_escalate_the_rest_are_scanned_unprobed(monkeypa
         assert np.array_equal(rows, expected_rows) and np.array_equal(distances, expected_d)
 
 
+def test_without_a_budget_every_query_is_certified_by_the_rings_alone():
+    rng = np.random.default_rng(3)
+    database = rng.integers(0, 256, (3_000, 2), dtype=np.uint8)  # 16-bit codes: tables of 4 bits, probed to the end
+    queries = rng.integers(0, 256, (50, 2), dtype=np.uint8)
+    distances, rows, stats = MultiIndex(database).search(queries, 7, escalation_work=1e9)
+    assert stats.scanned == 0 and sum(stats.stopped_at.values()) == len(queries)
+    expected_d, expected_rows = knn_scan([database], queries, 7)
+    assert np.array_equal(rows, expected_rows) and np.array_equal(distances, expected_d)
+
+
+def test_ring_masks_are_every_mask_of_that_weight():
+    for length, radius in ((16, 3), (5, 0), (5, 5), (21, 2)):
+        masks = ring_masks(length, radius)
+        assert len(set(masks.tolist())) == len(masks) == math.comb(length, radius)
+        assert (np.bitwise_count(masks) == radius).all() and (masks < 2**length).all()
+
+
 def test_fewer_rows_than_k_pads_like_the_scan():
     database = np.arange(7, dtype=np.uint8)[:, None].repeat(2, axis=1)
     distances, rows, _ = MultiIndex(database).search(database[:3], k=10)
@@ -67,7 +86,7 @@ def test_fewer_rows_than_k_pads_like_the_scan():
 
 def test_substrings_partition_the_bits():
     lengths = substring_lengths(64, 10_000_000)
-    assert sum(lengths) == 64 and max(lengths) - min(lengths) <= 1 and len(lengths) == 3
+    assert sum(lengths) == 64 and max(lengths) - min(lengths) <= 1 and len(lengths) == 4
     words = np.random.default_rng(1).integers(0, 2**63, (100, 2), dtype=np.uint64)
     starts = np.cumsum([0, *substring_lengths(128, 1000)[:-1]])
     total = sum(np.bitwise_count(substring_keys(words, int(s), n)).astype(int)

@@ -1,18 +1,27 @@
-"""Exact multi-index hashing (Norouzi, Punjani and Fleet, CVPR 2012), answered by certificate.
+"""Exact multi-index hashing (Norouzi, Punjani and Fleet, CVPR 2012), answered by certificate, in
+batches: a join of the queries' rings with the tables' buckets.
 
 The code's bits are split into m substrings, and each substring indexes a table of buckets. A
 query probes, in each table j, the buckets within Hamming distance r_j of its own substring. By
 pigeonhole, every code within distance sum_j (r_j + 1) - 1 of the query has then been seen: a
 code at least r_j + 1 away in every substring is at least sum_j (r_j + 1) away in all. So once
 the query's k-th distance is within that bound, its k best are final: the same rows, distances
-and tie order (distance, then row) as the exact scan. Until then the radii grow one table at a
-time; a query whose probing would cost more than scanning (``ESCALATION_WORK``) is answered by
-the exact scan instead (``search.knn_scan``). ``MultiIndex.search`` reports how many queries
-stopped at each bound and how many were scanned.
+and tie order (distance, then row) as the exact scan.
 
-Tables are in memory: per table, bucket offsets (2^bits + 1) and the rows (4 bytes each, 8 from 2^32
-rows on) and codes sorted by bucket, so that a bucket's codes are read in one stretch: 394 MB for
-10M 64-bit codes (3 tables), 5 times the codes' size.
+All the queries still open probe the same ring together: the buckets at radius r of one table
+(the table with the smallest radius so far). A ring is one pass over its table: the (bucket,
+query) pairs are sorted by bucket (a counting sort), and each bucket's codes are read once and
+compared with every query that probes it, in a vectorised loop. So buckets are made to hold
+about BUCKET_CODES codes (substrings of about log2(N / BUCKET_CODES) bits), which keeps the
+per-pair overhead small beside the comparisons; one query alone is answered the same way. After
+each ring, the queries whose k-th distance is within the bound stop. The rings stop where their
+work per query would pass ``ESCALATION_WORK`` of the rows; the queries still open then are answered
+by the exact scan (``search.knn_scan``), all together; and when most of the first PILOT_QUERIES
+are, so are all the others, unprobed.
+
+Tables are in memory: per table, bucket offsets (2^bits + 1) and the rows (4 bytes each, 8 from
+2^32 rows on) and codes sorted by bucket: 480 MB for 10M 64-bit codes (4 tables of 16 bits), 6
+times the codes' size.
 """
 
 from __future__ import annotations
@@ -24,22 +33,23 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, uint64
 
-from .kernels import as_words, empty_lists, offer, popcount
-from .search import _ordered, cpu_cores, even_parts, knn_scan
+from .kernels import BLOCK, as_words, empty_lists, offer, popcount
+from .search import _ordered, cpu_cores, knn_scan
 
+BUCKET_CODES = 128  # codes per bucket the substring length aims at
 MAX_SUBSTRING_BITS = 26  # a table's offsets: 2^26 entries, 512 MiB at most
-ESCALATION_WORK = 1 / 256  # a query is scanned instead when its probing would take more than this share of the rows
-# in work (bucket lookups plus codes compared): each costs 100 to 200 times a code of the vectorised scan (random
-# access, one at a time)
-PILOT_QUERIES = 256  # probed first; when more than PILOT_SCAN_SHARE of them escalate, the rest are scanned unprobed
+PAIR_WORK = 64  # a (bucket, query) pair (sorting it, starting its loop) costs about as much as comparing 64 codes
+ESCALATION_WORK = 1 / 4  # queries still open when the rings' work per query would pass this share of the rows
+# are scanned (a comparison in a bucket costs 0.6 to 2 of the scan's, the scan being faster per code at more rows)
+PILOT_QUERIES = 64  # probed first; when more than PILOT_SCAN_SHARE of them are scanned, the rest are scanned unprobed
 PILOT_SCAN_SHARE = 0.5
 
 
 def substring_lengths(bits: int, rows: int) -> list[int]:
-    """Lengths of the substrings: about log2(rows) bits each (Norouzi et al.'s choice, which keeps
-    buckets holding about one code), at most MAX_SUBSTRING_BITS, as equal as they can be."""
-    target = min(MAX_SUBSTRING_BITS, max(1, round(math.log2(max(rows, 2)))))
-    count = max(1, math.ceil(bits / target))
+    """Lengths of the substrings: about log2(rows / BUCKET_CODES) bits each, between 1 and
+    MAX_SUBSTRING_BITS, as equal as they can be."""
+    target = min(MAX_SUBSTRING_BITS, bits, max(1, round(math.log2(max(rows, 1) / BUCKET_CODES))))
+    count = math.ceil(bits / target)
     return [bits // count + (1 if j < bits % count else 0) for j in range(count)]
 
 
@@ -52,14 +62,33 @@ def substring_keys(words: np.ndarray, start: int, length: int) -> np.ndarray:
     return keys & np.uint64((1 << length) - 1)
 
 
+def ring_masks(length: int, radius: int) -> np.ndarray:
+    """Every ``length``-bit mask with ``radius`` bits set (uint64), ascending."""
+    return _ring_masks(length, radius, math.comb(length, radius))
+
+
+@njit(cache=True)
+def _ring_masks(length, radius, count):
+    out = np.empty(count, np.uint64)
+    mask = uint64((1 << radius) - 1)
+    for n in range(count):
+        out[n] = mask
+        if mask == 0:
+            break
+        lowest = mask & (~mask + uint64(1))  # Gosper's hack: the next mask with as many bits set
+        ripple = mask + lowest
+        mask = (((ripple ^ mask) >> uint64(2)) // lowest) | ripple
+    return out
+
+
 @dataclass
 class SearchStats:
     """How the queries of one search were answered: ``stopped_at[b]`` queries certified at pigeonhole
     bound b (every code within distance b seen), ``scanned`` by the exact scan."""
     stopped_at: dict[int, int]
     scanned: int  # unprobed ones included
-    unprobed: int  # scanned without probing: most of the pilot queries escalated
-    candidates: int  # codes whose distance was computed, over all probed queries
+    unprobed: int  # scanned without probing: most of the pilot queries were scanned
+    candidates: int  # codes compared in buckets, over all queries
 
 
 class MultiIndex:
@@ -70,7 +99,7 @@ class MultiIndex:
         words = as_words(self.codes)
         self.lengths = substring_lengths(self.codes.shape[1] * 8, len(self.codes))
         self.starts = np.cumsum([0, *self.lengths[:-1]]).tolist()
-        self.offsets, self.rows, self.sorted_words = [], [], []
+        self.offsets, self.rows, self.columns = [], [], []
         index = np.uint32 if len(self.codes) < 2**32 else np.int64  # half the memory, and more of it in the cache
         for start, length in zip(self.starts, self.lengths):
             keys = substring_keys(words, start, length)
@@ -78,120 +107,128 @@ class MultiIndex:
             counts = np.bincount(keys, minlength=1 << length)
             self.offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(index))
             self.rows.append(order.astype(index))
-            self.sorted_words.append(words[order])
+            self.columns.append(np.ascontiguousarray(words[order].T))  # word columns, as the scan reads them
 
     def search(self, queries: np.ndarray, k: int, threads: int | None = None,
                escalation_work: float = ESCALATION_WORK) -> tuple[np.ndarray, np.ndarray, SearchStats]:
         """Exact k nearest rows of ``queries``: distances (Q, k) int32 and rows (Q, k) int64 (-1
-        pads), as ``knn_scan`` gives them, and how each query was answered. A query is scanned once
-        its probing would take more than ``escalation_work`` x the rows in work (``_probe``); when
-        more than PILOT_SCAN_SHARE of the first PILOT_QUERIES are, all the others are scanned
-        without probing (codes too far apart for the tables to pay)."""
+        pads), as ``knn_scan`` gives them, and how each query was answered. Queries still open when
+        the next ring would take the work per query (codes compared plus PAIR_WORK per bucket, at the
+        buckets' average size) past ``escalation_work`` x the rows are scanned; when more than
+        PILOT_SCAN_SHARE of the first PILOT_QUERIES are, all the others are scanned without probing
+        (codes too far apart for the tables to pay)."""
         query_words = as_words(queries)
-        keys = np.stack([substring_keys(query_words, s, n) for s, n in zip(self.starts, self.lengths)], 1)
+        keys = [substring_keys(query_words, s, n) for s, n in zip(self.starts, self.lengths)]
         best_d, best_i = empty_lists(len(queries), k)
-        bound = np.full(len(queries), -1, np.int64)  # -1: escalated to the scan
-        candidates = np.zeros(len(queries), np.int64)
-        budget = int(escalation_work * len(self.codes)) if k <= len(self.codes) else -1
-        lengths = np.array(self.lengths, np.int64)
-        ring_work = np.array([[math.comb(n, r) * (1 + len(self.codes) / 2 ** n) for r in range(lengths.max() + 1)]
-                              for n in lengths])  # expected bucket lookups plus codes of each ring
-        tables = (lengths, ring_work, tuple(self.offsets), tuple(self.rows), tuple(self.sorted_words))
+        rings, spent = self.rings()
+        budget = escalation_work * len(self.codes) if k <= len(self.codes) else -1.0
+        rings = rings[:int(np.searchsorted(spent[1:], budget, side="right"))]  # those within the budget
+        stats = SearchStats({}, 0, 0, 0)
         threads = threads or cpu_cores()
-
-        def probe(start: int, stop: int) -> None:
-            with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
-                list(pool.map(lambda part: _probe(*tables, query_words, keys, best_d, best_i, bound, candidates,
-                                                   budget, start + part[0], start + part[1]),
-                              even_parts(stop - start, threads)))
-
         pilot = min(PILOT_QUERIES, len(queries))
-        probe(0, pilot)
-        unprobed = 0
-        if np.mean(bound[:pilot] < 0) <= PILOT_SCAN_SHARE:
-            probe(pilot, len(queries))
-        else:
-            unprobed = len(queries) - pilot
-        scanned = np.flatnonzero(bound < 0)
+        with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
+            def probe(open_queries: np.ndarray) -> np.ndarray:
+                """Probe the rings for ``open_queries``; the queries left uncertified."""
+                for bound, (j, radius) in enumerate(rings):  # after ring t, every code within distance t is seen
+                    if not len(open_queries):
+                        break
+                    ring = (ring_masks(self.lengths[j], radius), self.offsets[j], self.rows[j], self.columns[j],
+                            query_words, best_d, best_i)
+                    parts = [part[np.argsort(keys[j][part], kind="stable")]  # nearby keys: nearby buckets
+                             for part in np.array_split(open_queries, min(threads, len(open_queries)))]
+                    stats.candidates += sum(pool.map(lambda part: _ring(part, keys[j][part], *ring), parts))
+                    done = (best_i[open_queries, k - 1] >= 0) & (best_d[open_queries, k - 1] <= bound)
+                    if radius == self.lengths[j]:  # a table probed to its last bucket: every code compared
+                        done[:] = True
+                    if done.any():
+                        stats.stopped_at[bound] = stats.stopped_at.get(bound, 0) + int(done.sum())
+                    open_queries = open_queries[~done]
+                return open_queries
+
+            scanned = probe(np.arange(pilot))
+            if len(scanned) > PILOT_SCAN_SHARE * pilot:
+                stats.unprobed = len(queries) - pilot
+                scanned = np.concatenate([scanned, np.arange(pilot, len(queries))])
+            else:
+                scanned = np.concatenate([scanned, probe(np.arange(pilot, len(queries)))])
+        stats.scanned = len(scanned)
         if len(scanned):
             best_d[scanned], best_i[scanned] = knn_scan([self.codes], queries[scanned], k, threads)
         distances, rows = _ordered(best_d, best_i, k)
-        stopped = np.bincount(bound[bound >= 0]) if (bound >= 0).any() else np.zeros(0, np.int64)
-        stats = SearchStats({b: int(n) for b, n in enumerate(stopped) if n}, len(scanned), unprobed,
-                            int(candidates.sum()))
         return distances, rows, stats
 
-
-PROBE_CHUNK = 512  # buckets of a ring looked up before their codes are read: independent loads the CPU overlaps
+    def rings(self) -> tuple[list[tuple[int, int]], np.ndarray]:
+        """The rings in the order probed, (table, radius), each in the table with the smallest radius
+        so far, up to the first table probed to its last bucket; and the expected work before each
+        ring and after the last (len + 1), per query."""
+        radii, rings, spent = [-1] * len(self.lengths), [], [0.0]
+        while all(r < n for r, n in zip(radii, self.lengths)):
+            j = int(np.argmin(radii))
+            radii[j] += 1
+            rings.append((j, radii[j]))
+            n = self.lengths[j]
+            spent.append(spent[-1] + math.comb(n, radii[j]) * (PAIR_WORK + len(self.codes) / 2**n))
+        return rings, np.array(spent)
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
-def _probe(lengths, ring_work, offsets, rows, sorted_words, queries, keys, best_d, best_i, bound, candidates,
-           budget, q_start, q_stop):
-    """Probe the tables (substring ``lengths``; per table, bucket ``offsets``, ``rows`` and
-    ``sorted_words`` in bucket order) for queries ``q_start``..``q_stop``, growing one table's
-    radius at a time (the table with the smallest), until the k-th distance is within the
-    pigeonhole bound, stored in ``bound[q]``. A query stops with -1 there (the caller scans it)
-    as soon as its work (bucket lookups plus codes compared) passes ``budget``, or would in its next
-    ring by that ring's expected work (``ring_work[table, radius]``).
-
-    A ring's buckets are enumerated (Gosper's hack) PROBE_CHUNK at a time; the chunk's offsets are
-    read in one loop and its codes in the next, so that the cache misses of different buckets
-    overlap instead of waiting on each other."""
-    tables = len(lengths)
-    words = queries.shape[1]
+def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, best_i):
+    """Probe one ring of one table for ``open_queries`` (their substring ``keys`` in this table):
+    the buckets ``key ^ mask`` for each of ``masks``. The (bucket, query) pairs are counting-sorted
+    by bucket; then each bucket's codes (``columns`` (words, N) in bucket order, ``offsets``,
+    ``rows``) are compared with its queries, whose k-best lists ``best_d`` / ``best_i`` take every
+    code at or within their k-th distance. Returns the number of codes compared."""
+    buckets = offsets.size - 1
+    words = columns.shape[0]
     k = best_d.shape[1]
-    radii = np.empty(tables, np.int64)
-    buckets = np.empty(PROBE_CHUNK, np.uint64)
-    firsts = np.empty(PROBE_CHUNK, np.int64)
-    lasts = np.empty(PROBE_CHUNK, np.int64)
-    everything = 64 * words  # no distance exceeds it
-    for q in range(q_start, q_stop):
-        radii[:] = -1
-        certified = -1  # sum of (r_j + 1) - 1: every code within it has been compared
-        seen, work = 0, 0
-        while work <= budget and certified < everything:
-            if best_i[q, k - 1] >= 0 and best_d[q, k - 1] <= certified:
-                break
-            j = np.argmin(radii)
-            radii[j] += 1
-            r = radii[j]
-            length = lengths[j]
-            if r > length:  # every bucket of a table probed: every code compared
-                certified = everything
-                break
-            if work + ring_work[j, r] > budget:  # the ring would be left unfinished
-                break
-            table_offsets, table_rows, table_words = offsets[j], rows[j], sorted_words[j]
-            key = keys[q, j]
-            flips = uint64((1 << r) - 1)  # the r lowest bits; Gosper's hack enumerates the rest
-            end = uint64(1) << uint64(length)
-            while flips < end and work <= budget:
-                count = 0
-                while flips < end and count < PROBE_CHUNK:
-                    buckets[count] = key ^ flips
-                    count += 1
-                    if flips == 0:
-                        flips = end
-                        break
-                    lowest = flips & (~flips + uint64(1))
-                    ripple = flips + lowest
-                    flips = (((ripple ^ flips) >> uint64(2)) // lowest) | ripple
-                for b in range(count):
-                    firsts[b] = table_offsets[buckets[b]]
-                    lasts[b] = table_offsets[buckets[b] + uint64(1)]
-                for b in range(count):
-                    for e in range(firsts[b], lasts[b]):
-                        distance = np.int64(0)
-                        for w in range(words):
-                            distance += np.int64(popcount(queries[q, w] ^ table_words[e, w]))
-                        if distance <= best_d[q, k - 1]:  # the row is read only for a contender
-                            offer(best_d, best_i, q, distance, table_rows[e])
-                    seen += lasts[b] - firsts[b]
-                    work += lasts[b] - firsts[b] + 1
-            if flips < end:  # the ring is unfinished: the bound stays
-                break
-            certified += 1
-        candidates[q] = seen
-        bound[q] = certified if best_i[q, k - 1] >= 0 and best_d[q, k - 1] <= certified else -1
-
+    ends = np.zeros(buckets, np.int32)  # pairs per bucket, then where each bucket's pairs end
+    for key in keys:
+        for mask in masks:
+            ends[key ^ mask] += 1
+    total = np.int32(0)
+    for b in range(buckets):
+        total += ends[b]
+        ends[b] = total - ends[b]  # where the bucket's pairs start, until they are placed
+    pairs = np.empty(total, np.int32)  # positions in open_queries
+    for mask in masks:
+        for p in range(len(keys)):
+            b = keys[p] ^ mask
+            pairs[ends[b]] = p
+            ends[b] += 1
+    distances = np.empty(BLOCK, np.int64)
+    compared, start = 0, 0
+    for b in range(buckets):
+        stop = ends[b]
+        first, last = uint64(offsets[b]), uint64(offsets[b + 1])
+        for p in range(start, stop):
+            q = open_queries[pairs[p]]
+            if words == 1:  # one vectorised pass for the smallest distance; the codes one by one only if it counts
+                word, column = queries[q, 0], columns[0]
+                smallest = np.int64(1 << 30)
+                for i in range(first, last):
+                    smallest = min(smallest, np.int64(popcount(word ^ column[i])))
+                if smallest <= best_d[q, k - 1]:  # ties count: a lower row at the k-th distance enters
+                    for i in range(first, last):
+                        distance = np.int64(popcount(word ^ column[i]))
+                        if distance <= best_d[q, k - 1]:
+                            offer(best_d, best_i, q, distance, np.int64(rows[i]))
+                continue
+            for lo in range(first, last, BLOCK):
+                hi = min(lo + BLOCK, last)
+                word, column = queries[q, 0], columns[0]
+                for i in range(lo, hi):
+                    distances[i - lo] = np.int64(popcount(word ^ column[i]))
+                for w in range(1, words):
+                    word, column = queries[q, w], columns[w]
+                    for i in range(lo, hi):
+                        distances[i - lo] += np.int64(popcount(word ^ column[i]))
+                smallest = np.int64(1 << 30)
+                for i in range(uint64(0), hi - lo):
+                    smallest = min(smallest, distances[i])
+                if smallest <= best_d[q, k - 1]:
+                    for i in range(uint64(0), hi - lo):
+                        if distances[i] <= best_d[q, k - 1]:
+                            offer(best_d, best_i, q, distances[i], np.int64(rows[lo + i]))
+        compared += (stop - start) * np.int64(last - first)
+        start = stop
+    return compared
