@@ -49,7 +49,7 @@ from numba import njit, uint64
 
 from hashkit.hashing.evaluation.kernels import popcount
 from hashkit.hashing.evaluation.metrics import LabelRelevance, evaluate, evaluate_relevance
-from hashkit.hashing.evaluation.mih import MultiIndex
+from hashkit.hashing.evaluation.mih import PILOT_QUERIES, MultiIndex
 from hashkit.hashing.evaluation.search import INDEXES, build_index, knn, knn_scan, radius_search, tune
 from hashkit.hashing.storage.store import CodeStoreWriter, StoreMeta
 
@@ -184,6 +184,7 @@ def exact_multi_index(size: int, queries_count: int, rng: np.random.Generator) -
                 faiss_seconds = timed(faiss_flat, database, queries, k)[0] if bits == 64 else None
                 rows.append({"codes": codes, "size": size, "bits": bits, "k": k, "queries": queries_count,
                              "substrings": index.lengths, "build_seconds": round(build_seconds, 2),
+                             "tables_bytes": sum(a.nbytes for a in (*index.offsets, *index.rows, *index.columns)),
                              "scan_seconds": round(scan_seconds, 3), "mih_seconds": round(mih_seconds, 3),
                              "faiss_seconds": None if faiss_seconds is None else round(faiss_seconds, 2),
                              "speedup_over_scan": round(scan_seconds / mih_seconds, 1),
@@ -191,8 +192,7 @@ def exact_multi_index(size: int, queries_count: int, rng: np.random.Generator) -
                              "identical": bool(np.array_equal(mih_d, scan_d) and np.array_equal(mih_i, scan_i)),
                              "certified_at_bound": {str(b): n for b, n in sorted(stats.stopped_at.items())},
                              "scanned": stats.scanned, "unprobed": stats.unprobed,
-                             "candidates_per_probed_query": round(
-                                 stats.candidates / max(1, queries_count - stats.unprobed), 1)})
+                             "codes_compared_per_query": round(stats.candidates / queries_count, 1)})
                 print(rows[-1], flush=True)
             del index
     return rows
@@ -355,7 +355,7 @@ def write_markdown(path: Path, report: dict) -> None:
                 "of 64-bit codes held in the L1 cache, nothing else)." if ceiling else ""), ""]
     if "startup" in report:
         s = report["startup"]
-        lines += ["## Start-up: small jobs", "",
+        lines += [f"## Start-up: small jobs{_at(report, 'startup')}", "",
                   "Each a fresh process, best of 3 with a warm disk cache (`startup` in the script's docstring).",
                   "", "| job | wall s | target |", "|---|---|---|",
                   f"| `hashkit encode` of one new image, frozen-backbone (LSH) model | {s['encode_one_image_seconds']} "
@@ -367,7 +367,7 @@ def write_markdown(path: Path, report: dict) -> None:
                   f"| under 3 s: {_met(s['query_1000_codes_seconds'] < 3)} |",
                   f"| examples/update_index.sh ({s['photos_in_cron_index']} photos indexed), nothing new "
                   f"| {s['cron_nothing_new_seconds']} | under 5 s: {_met(s['cron_nothing_new_seconds'] < 5)} |", ""]
-    lines += ["## Exhaustive k-nearest-neighbour search (k = 10)", "",
+    lines += [f"## Exhaustive k-nearest-neighbour search (k = 10){_at(report, 'knn')}", "",
               "hashkit's exact scan (`search.knn_scan`: the compiled kernel of `kernels.knn_update`) against "
               "FAISS's IndexBinaryFlat on the same codes and queries. Target: at least 1.5x FAISS.", "",
               "| codes | bits | queries | hashkit s | FAISS s | FAISS / hashkit | target | comparisons / s "
@@ -388,26 +388,30 @@ def write_markdown(path: Path, report: dict) -> None:
                   f"ceiling times {cores} cores."]
     if "exact_mih" in report:
         lines += ["", "## Exact multi-index hashing against the exact scan", "",
-                  "`mih.MultiIndex`: exact by pigeonhole certificate, queries whose probing would cost more than "
-                  "scanning are scanned (same results: `identical`); when most of the first 256 queries are, the "
-                  "others are scanned without probing (`unprobed`). Targets at 10M codes, 64 bits: at least 20x "
-                  "the exact scan at k = 1, at least 10x at k = 10, on random and on clustered codes.", "",
-                  "| codes | bits | k | substrings | build s | scan s | MIH s | x scan | x FAISS | target "
-                  "| identical | certified at bound (queries) | scanned | unprobed | codes compared / probed query |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  f"`mih.MultiIndex`{_at(report, 'exact_mih')}: exact by pigeonhole certificate, all the queries "
+                  "probing each ring together (a join of their buckets with the table's); queries still uncertified "
+                  "when the rings would cost more than scanning are scanned (same results: `identical`); when most "
+                  f"of the first {PILOT_QUERIES} queries are, the others are scanned without probing (`unprobed`). "
+                  "Targets at 10M codes, 64 bits: at least 20x the exact scan at k = 1, at least 10x at k = 10, on "
+                  "random and on clustered codes. `tables MB`: the index in memory, built per run (`build s`, not "
+                  "counted in `MIH s`).", "",
+                  "| codes | bits | k | substrings | tables MB | build s | scan s | MIH s | x scan | x FAISS | target "
+                  "| identical | certified at bound (queries) | scanned | unprobed | codes compared / query |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in report["exact_mih"]:
             target = {1: 20, 10: 10}[r["k"]] if r["bits"] == 64 else None
             bounds = ", ".join(f"{b}: {n}" for b, n in r["certified_at_bound"].items()) or "-"
             substrings = "+".join(map(str, r["substrings"]))
-            lines.append(f"| {r['size']:,} {r['codes']} | {r['bits']} | {r['k']} | {substrings} "
+            tables = f"{r['tables_bytes'] / 1e6:.0f}" if "tables_bytes" in r else "-"
+            lines.append(f"| {r['size']:,} {r['codes']} | {r['bits']} | {r['k']} | {substrings} | {tables} "
                          f"| {r['build_seconds']} | {r['scan_seconds']} | {r['mih_seconds']} "
                          f"| {r['speedup_over_scan']} | {r['speedup_over_faiss'] or '-'} | "
                          f"{'-' if target is None else f'{target}x: ' + _met(r['speedup_over_scan'] >= target)} "
                          f"| {r['identical']} | {bounds} | {r['scanned']:,} | {r.get('unprobed', 0):,} "
-                         f"| {r['candidates_per_probed_query']} |")
+                         f"| {r.get('codes_compared_per_query', '-')} |")
     if "mih" in report:
         lines += ["", "## `--index multihash` (FAISS's approximate multi-index hashing) against the exact scan "
-                  "(10M clustered codes, 64 bits)", "",
+                  f"(10M clustered codes, 64 bits){_at(report, 'mih')}", "",
                   "4 substrings of 16 bits; `nflip` = bit flips probed around each substring's bucket "
                   "(`--index-param nflip=N`, default 1).", "",
                   "| search | nflip | queries | exact s | MIH s | speed-up | recall | MIH build s |",
@@ -416,7 +420,7 @@ def write_markdown(path: Path, report: dict) -> None:
                   f"{r['mih_seconds']} | {r['speedup']} | {r['recall']} | {r['mih_build_seconds']} |"
                   for r in report["mih"]]
     if "query_cli" in report:
-        lines += ["", "## `hashkit query` on code stores on disk (10M codes, 64 bits)", "",
+        lines += ["", f"## `hashkit query` on code stores on disk (10M codes, 64 bits){_at(report, 'query_cli')}", "",
                   "The command itself, as its own process: the database store is read from HDF5 in chunks of "
                   "codes, and only the paths of result rows are read. Half the queries are database images, "
                   "whose own row is found among the paths and left out.", "",
@@ -426,7 +430,7 @@ def write_markdown(path: Path, report: dict) -> None:
                   f"{r['peak_memory_bytes'] / 2**20:.0f} | {r['results']:,} | {r['database_store_bytes'] / 2**20:.0f} |"
                   for r in report["query_cli"]]
     e = report["evaluation"]
-    lines += ["", "## mAP over the whole database", "",
+    lines += ["", f"## mAP over the whole database{_at(report, 'evaluation')}", "",
               f"{e['queries']:,} queries x {e['codes']:,} codes ({e['bits']} bits): "
               f"hashkit {e['hashkit_seconds']} s on "
               f"{e.get('hashkit_threads', 1)} threads ({e.get('hashkit_one_thread_seconds', '-')} s on one), "
@@ -435,6 +439,20 @@ def write_markdown(path: Path, report: dict) -> None:
               f"mAP {e['hashkit_mAP']} vs {e['reference_mAP']} (identical: {e['identical']}). The time includes every "
               "other metric (tie-aware, curves, radius 2), computed in the same pass.", ""]
     path.write_text("\n".join(lines))
+
+
+def current_commit() -> str:
+    """The checkout's commit (short), with "+changes" when files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no")
+                                                  else "")
+
+
+def _at(report: dict, section: str) -> str:
+    """" (run at commit X)" for a section whose commit was recorded."""
+    commit = report.get("commits", {}).get(section)
+    return f" (run at commit {commit})" if commit else ""
 
 
 def _met(met: bool) -> str:
@@ -524,8 +542,10 @@ def main() -> None:
         if "knn" in (args.only or sections):  # the bandwidth and popcount rate the knn table compares with
             report["memory_bandwidth_bytes_per_second"] = round(memory_bandwidth())
             report["popcount_comparisons_per_second_per_core"] = round(popcount_ceiling())
+        commit = current_commit()
         for name in args.only or list(sections):
             report[name] = sections[name]()
+            report.setdefault("commits", {})[name] = commit
         args.results.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(report, indent=2))
     write_markdown(args.results / "search.md", json.loads(saved.read_text()))
