@@ -69,6 +69,17 @@ def test_without_a_budget_every_query_is_certified_by_the_rings_alone():
     assert np.array_equal(rows, expected_rows) and np.array_equal(distances, expected_d)
 
 
+def test_rings_probed_in_parts_give_the_same_results(monkeypatch):
+    rng = np.random.default_rng(4)
+    centres = rng.integers(0, 256, (40, 8), dtype=np.uint8)
+    database, queries = near(rng, centres, 30_000, 0.05), near(rng, centres, 200, 0.05)
+    whole = MultiIndex(database).search(queries, 4)
+    monkeypatch.setattr(mih, "RING_PAIRS", 50)  # a part per query or so
+    parts = MultiIndex(database).search(queries, 4)
+    assert np.array_equal(whole[0], parts[0]) and np.array_equal(whole[1], parts[1])
+    assert parts[2].stopped_at == whole[2].stopped_at and parts[2].scanned == whole[2].scanned
+
+
 def test_ring_masks_are_every_mask_of_that_weight():
     for length, radius in ((16, 3), (5, 0), (5, 5), (21, 2)):
         masks = ring_masks(length, radius)
