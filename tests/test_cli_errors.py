@@ -10,6 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
+from hashkit.hashing.evaluation.mih import MultiIndex, table_bytes
+from hashkit.hashing.evaluation.query import RESULT_BYTES
+from hashkit.hashing.storage.store import read_store
+
 from .conftest import run_cli
 
 HASHKIT = [sys.executable, "-m", "hashkit.cli.main"]
@@ -137,6 +141,19 @@ def test_results_larger_than_memory_are_refused_before_searching(tmp_path, tiny,
     result = run_cli("query", "--db", tiny["store"], "--queries", tiny["store"], "-o", tmp_path / "r.h5")
     assert_one_line_error(result, "GiB available; lower -k")
     assert not (tmp_path / "r.h5").exists()
+
+
+def test_multi_index_tables_larger_than_memory_are_refused_before_searching(tmp_path, tiny, monkeypatch):
+    codes = read_store(tiny["store"]).codes
+    index = MultiIndex(codes)
+    tables = sum(a.nbytes for a in (*index.offsets, *index.rows, *index.columns))
+    assert tables == table_bytes(len(codes), codes.shape[1] * 8)  # the estimate is the tables' size
+    results = len(codes) * (len(codes) + 1) * RESULT_BYTES
+    monkeypatch.setattr("hashkit.hashing.evaluation.query.available_memory", lambda: results + tables // 2)
+    command = ["query", "--db", tiny["store"], "--queries", tiny["store"], "-o", tmp_path / "r.h5"]
+    assert_one_line_error(run_cli(*command, "--index", "mih"), "GiB available; use --index flat")
+    assert not (tmp_path / "r.h5").exists()
+    assert run_cli(*command).exit_code == 0  # the scan needs no tables
 
 
 @pytest.mark.parametrize("command, fragment", [

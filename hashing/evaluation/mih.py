@@ -54,6 +54,12 @@ def substring_lengths(bits: int, rows: int) -> list[int]:
     return [bits // count + (1 if j < bits % count else 0) for j in range(count)]
 
 
+def table_bytes(rows: int, bits: int) -> int:
+    """Memory of the tables ``MultiIndex`` builds over ``rows`` codes of ``bits`` bits."""
+    index = 4 if rows < 2**32 else 8
+    return sum(((1 << n) + 1) * index + rows * (index + 8 * -(-bits // 64)) for n in substring_lengths(bits, rows))
+
+
 def substring_keys(words: np.ndarray, start: int, length: int) -> np.ndarray:
     """Bits ``start``..``start + length`` of each code (``words``: (N, words) uint64) as integers."""
     word, shift = divmod(start, 64)

@@ -21,7 +21,7 @@ from ..storage.locking import output_file, written_atomically
 from ..storage.store import StoreContents, StoreSet, check_same_model, read_store
 from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, load_landmark_lists, vocabulary
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
-from .mih import MultiIndex
+from .mih import MultiIndex, table_bytes
 from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search, tune
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
@@ -86,7 +86,7 @@ def query(db_paths: Path | list[Path], queries_path: Path, k: int, output: Path,
             warnings.append(f"-k {k} is more than the {db.count} database codes: capped at {db.count}")
             k = db.count
         if radius is None:
-            _check_result_memory(len(queries.paths), k)
+            _check_search_memory(len(queries.paths), k, db.count, db.meta.bits, kind.name == "mih")
         if ground_truth is None and _has_labels(queries) and db.has_labels():
             ground_truth = STORED
         self_rows = db.rows_of(queries.paths) if exclude_self else np.full(len(queries.paths), -1)
@@ -146,12 +146,19 @@ def _search(db: StoreSet, queries: StoreContents, output: Path, kind: IndexKind,
     return [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))]
 
 
-def _check_result_memory(queries: int, k: int) -> None:
-    """Refuse a search whose k-nearest results would not fit in the memory available."""
-    needed, available = queries * (k + 1) * RESULT_BYTES, available_memory()
-    if available is not None and needed > available:
-        raise UserError(f"{queries} queries x top {k} need about {needed / 2**30:.1f} GiB for their results, more "
-                        f"than the {available / 2**30:.1f} GiB available; lower -k or query fewer codes at a time")
+def _check_search_memory(queries: int, k: int, db_rows: int, bits: int, multi_index: bool) -> None:
+    """Refuse a k-nearest search whose results (and with ``multi_index``, the codes and their
+    multi-index tables) would not fit in the memory available."""
+    results, available = queries * (k + 1) * RESULT_BYTES, available_memory()
+    tables = table_bytes(db_rows, bits) + db_rows * bits // 8 if multi_index else 0
+    if available is None or results + tables <= available:
+        return
+    if tables:
+        raise UserError(f"--index mih needs about {tables / 2**30:.1f} GiB for its tables over {db_rows} codes (and "
+                        f"{results / 2**30:.1f} GiB for the results), more than the {available / 2**30:.1f} GiB "
+                        "available; use --index flat, which streams the store")
+    raise UserError(f"{queries} queries x top {k} need about {results / 2**30:.1f} GiB for their results, more "
+                    f"than the {available / 2**30:.1f} GiB available; lower -k or query fewer codes at a time")
 
 
 def _counted(chunks: Iterator[np.ndarray], rows: int) -> Iterator[np.ndarray]:
