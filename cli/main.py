@@ -265,7 +265,8 @@ def query(
     radius: Annotated[Optional[int], typer.Option(
         help="Return every code within this Hamming distance instead of the k nearest.")] = None,
     index: Annotated[str, typer.Option(
-        help="Exact: flat (scan) or mih (multi-index hashing, faster where neighbours are near). "
+        help="Exact: flat (scan) or mih (multi-index hashing: tables in memory, for large query batches; "
+             "fastest where neighbours are near). "
              "Approximate: multihash, hash, ivf, hnsw.")] = "flat",
     index_param: Annotated[Optional[list[str]], typer.Option(
         help="Search setting KEY=VALUE of an approximate index (repeatable): nflip (multihash, hash: bit flips "
