@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, uint64
 
+from ..progress import progress
 from .kernels import BLOCK, as_words, empty_lists, offer, popcount
 from .search import _ordered, cpu_cores, knn_scan
 
@@ -108,7 +109,8 @@ class MultiIndex:
         self.starts = np.cumsum([0, *self.lengths[:-1]]).tolist()
         self.offsets, self.rows, self.columns = [], [], []
         index = np.uint32 if len(self.codes) < 2**32 else np.int64  # half the memory, and more of it in the cache
-        for start, length in zip(self.starts, self.lengths):
+        for start, length in progress(zip(self.starts, self.lengths), total=len(self.lengths), unit="table",
+                                      desc="building multi-index tables", leave=False):
             keys = substring_keys(words, start, length)
             order = np.argsort(keys, kind="stable")
             counts = np.bincount(keys, minlength=1 << length)
@@ -133,7 +135,8 @@ class MultiIndex:
         stats = SearchStats({}, 0, 0, 0)
         threads = threads or cpu_cores()
         pilot = min(PILOT_QUERIES, len(queries))
-        with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
+        with ThreadPoolExecutor(threads) as pool, progress(total=len(queries), desc="multi-index search",
+                                                           unit="query", unit_scale=True) as bar:
             def probe(open_queries: np.ndarray) -> np.ndarray:
                 """Probe the rings for ``open_queries``; the queries left uncertified."""
                 for bound, (j, radius) in enumerate(rings):  # after ring t, every code within distance t is seen
@@ -150,6 +153,7 @@ class MultiIndex:
                         done[:] = True
                     if done.any():
                         stats.stopped_at[bound] = stats.stopped_at.get(bound, 0) + int(done.sum())
+                        bar.update(int(done.sum()))
                     open_queries = open_queries[~done]
                 return open_queries
 
@@ -159,9 +163,10 @@ class MultiIndex:
                 scanned = np.concatenate([scanned, np.arange(pilot, len(queries))])
             else:
                 scanned = np.concatenate([scanned, probe(np.arange(pilot, len(queries)))])
-        stats.scanned = len(scanned)
-        if len(scanned):
-            best_d[scanned], best_i[scanned] = knn_scan([self.codes], queries[scanned], k, threads)
+            stats.scanned = len(scanned)
+            if len(scanned):
+                best_d[scanned], best_i[scanned] = knn_scan([self.codes], queries[scanned], k, threads)
+                bar.update(len(scanned))
         distances, rows = _ordered(best_d, best_i, k)
         return distances, rows, stats
 
