@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.evaluation import mih
+from hashkit.hashing.evaluation.kernels import as_words
 from hashkit.hashing.evaluation.mih import MultiIndex, ring_masks, substring_keys, substring_lengths
 from hashkit.hashing.evaluation.search import knn_scan
 
@@ -78,6 +79,19 @@ def test_rings_probed_in_parts_give_the_same_results(monkeypatch):
     parts = MultiIndex(database).search(queries, 4)
     assert np.array_equal(whole[0], parts[0]) and np.array_equal(whole[1], parts[1])
     assert parts[2].stopped_at == whole[2].stopped_at and parts[2].scanned == whole[2].scanned
+
+
+@pytest.mark.parametrize("code_bytes", [2, 8, 12, 16])
+def test_tables_hold_each_bucket_rows_in_ascending_order_with_their_codes(code_bytes):
+    rng = np.random.default_rng(code_bytes)
+    database = rng.integers(0, 256, (5_000, code_bytes), dtype=np.uint8)
+    index = MultiIndex(database)
+    words = as_words(database)
+    for j, (start, length) in enumerate(zip(index.starts, index.lengths)):
+        keys = substring_keys(words, start, length)
+        order = np.argsort(keys, kind="stable")
+        assert np.array_equal(index.rows[j], order) and np.array_equal(index.columns[j], words[order].T)
+        assert np.array_equal(index.offsets[j], np.searchsorted(keys[order], np.arange((1 << length) + 1)))
 
 
 def test_ring_masks_are_every_mask_of_that_weight():

@@ -21,7 +21,8 @@ are, so are all the others, unprobed.
 
 Tables are in memory: per table, bucket offsets (2^bits + 1) and the rows (4 bytes each, 8 from
 2^32 rows on) and codes sorted by bucket: 480 MB for 10M 64-bit codes (4 tables of 16 bits), 6
-times the codes' size.
+times the codes' size. Each table is a counting sort of the rows by substring, the tables built in
+parallel: about 1 s for those 10M codes on 2 cores.
 """
 
 from __future__ import annotations
@@ -102,21 +103,23 @@ class SearchStats:
 class MultiIndex:
     """Multi-index hashing tables over packed codes (N, bytes); ``search`` gives exact k-NN."""
 
-    def __init__(self, codes: np.ndarray):
+    def __init__(self, codes: np.ndarray, threads: int | None = None):
         self.codes = np.ascontiguousarray(codes)
         words = as_words(self.codes)
         self.lengths = substring_lengths(self.codes.shape[1] * 8, len(self.codes))
         self.starts = np.cumsum([0, *self.lengths[:-1]]).tolist()
-        self.offsets, self.rows, self.columns = [], [], []
         index = np.uint32 if len(self.codes) < 2**32 else np.int64  # half the memory, and more of it in the cache
-        for start, length in progress(zip(self.starts, self.lengths), total=len(self.lengths), unit="table",
-                                      desc="building multi-index tables", leave=False):
-            keys = substring_keys(words, start, length)
-            order = np.argsort(keys, kind="stable")
-            counts = np.bincount(keys, minlength=1 << length)
-            self.offsets.append(np.concatenate([[0], np.cumsum(counts)]).astype(index))
-            self.rows.append(order.astype(index))
-            self.columns.append(np.ascontiguousarray(words[order].T))  # word columns, as the scan reads them
+
+        def table(j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            offsets, rows = np.empty((1 << self.lengths[j]) + 1, index), np.empty(len(words), index)
+            columns = np.empty(words.shape[::-1], np.uint64)  # word columns, as the scan reads them
+            _fill_table(words, self.starts[j], self.lengths[j], offsets, rows, columns)
+            return offsets, rows, columns
+
+        with ThreadPoolExecutor(threads or cpu_cores()) as pool:  # the kernel releases the GIL
+            tables = list(progress(pool.map(table, range(len(self.lengths))), total=len(self.lengths),
+                                   unit="table", desc="building multi-index tables", leave=False))
+        self.offsets, self.rows, self.columns = (list(arrays) for arrays in zip(*tables))
 
     def search(self, queries: np.ndarray, k: int, threads: int | None = None,
                escalation_work: float = ESCALATION_WORK) -> tuple[np.ndarray, np.ndarray, SearchStats]:
@@ -182,6 +185,37 @@ class MultiIndex:
             n = self.lengths[j]
             spent.append(spent[-1] + math.comb(n, radii[j]) * (PAIR_WORK + len(self.codes) / 2**n))
         return rings, np.array(spent)
+
+
+@njit(nogil=True, boundscheck=False, inline="always")
+def _key(words, i, word, shift, spill, mask):
+    """Row i's substring: bits from ``shift`` of word ``word`` on (``spill``: into the next word), masked."""
+    key = words[i, word] >> shift
+    if spill:
+        key |= words[i, word + 1] << (uint64(64) - shift)
+    return key & mask
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _fill_table(words, start, length, offsets, rows, columns):
+    """One table, by a counting sort of the rows by their substring (bits ``start``..``start +
+    length`` of ``words`` (N, words)): ``offsets`` (2^length + 1) of each bucket's ``rows``, in
+    ascending order within a bucket, and their codes in ``columns`` (words, N)."""
+    word, shift = start // 64, uint64(start % 64)
+    spill, mask = start % 64 + length > 64, uint64((1 << length) - 1)
+    offsets[:] = 0
+    for i in range(words.shape[0]):
+        offsets[_key(words, i, word, shift, spill, mask) + uint64(1)] += 1
+    for b in range(1, len(offsets)):
+        offsets[b] += offsets[b - 1]
+    placed = offsets[:-1].copy()  # each bucket's next free position
+    for i in range(words.shape[0]):
+        b = _key(words, i, word, shift, spill, mask)
+        position = placed[b]
+        placed[b] += 1
+        rows[position] = i
+        for w in range(words.shape[1]):
+            columns[w, position] = words[i, w]
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
