@@ -43,6 +43,7 @@ MAX_SUBSTRING_BITS = 26  # a table's offsets: 2^26 entries, 512 MiB at most
 PAIR_WORK = 64  # a (bucket, query) pair (sorting it, starting its loop) costs about as much as comparing 64 codes
 ESCALATION_WORK = 1 / 4  # queries still open when the rings' work per query would pass this share of the rows
 # are scanned (a comparison in a bucket costs 0.6 to 2 of the scan's, the scan being faster per code at more rows)
+PART_QUERIES = 1 << 16  # queries probed together at most: their positions fit in 16 bits
 RING_PAIRS = 1 << 24  # (bucket, query) pairs sorted at a time (64 MiB): larger query batches probe a ring in parts
 PILOT_QUERIES = 64  # probed first; when more than PILOT_SCAN_SHARE of them are scanned, the rest are scanned unprobed
 PILOT_SCAN_SHARE = 0.5
@@ -147,7 +148,8 @@ class MultiIndex:
                         break
                     ring = (ring_masks(self.lengths[j], radius), self.offsets[j], self.rows[j], self.columns[j],
                             query_words, best_d, best_i)
-                    count = max(min(threads, len(open_queries)), -(-len(open_queries) * len(ring[0]) // RING_PAIRS))
+                    count = max(min(threads, len(open_queries)), -(-len(open_queries) * len(ring[0]) // RING_PAIRS),
+                                -(-len(open_queries) // PART_QUERIES))
                     parts = [part[np.argsort(keys[j][part], kind="stable")]  # nearby keys: nearby buckets
                              for part in np.array_split(open_queries, count)]
                     stats.candidates += sum(pool.map(lambda part: _ring(part, keys[j][part], *ring), parts))
@@ -236,7 +238,7 @@ def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, be
     for b in range(buckets):
         total += ends[b]
         ends[b] = total - ends[b]  # where the bucket's pairs start, until they are placed
-    pairs = np.empty(total, np.int32)  # positions in open_queries
+    pairs = np.empty(total, np.uint16)  # positions in open_queries
     for mask in masks:
         for p in range(len(keys)):
             b = keys[p] ^ mask
