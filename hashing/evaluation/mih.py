@@ -220,6 +220,33 @@ def _fill_table(words, start, length, offsets, rows, columns):
             columns[w, position] = words[i, w]
 
 
+@njit(nogil=True, boundscheck=False, inline="always")
+def _offer_block(distances, n, rows, first, q, best_d, best_i, histogram):
+    """Offer query q the codes of a block (``distances[:n]``, rows ``rows[first:first + n]``) at or
+    within its k-th distance (ties count: a lower row at the k-th distance enters). When more than
+    k of them are, only those at or within the block's own k-th smallest distance are offered: the
+    others cannot enter (a list still filling would otherwise take, and drop, most of them)."""
+    k = best_d.shape[1]
+    kth = best_d[q, k - 1]
+    within = 0
+    for i in range(uint64(0), uint64(n)):
+        within += distances[i] <= kth
+    if within > k:
+        histogram[:] = 0
+        for i in range(uint64(0), uint64(n)):
+            histogram[min(distances[i], len(histogram) - 1)] += 1
+        seen = 0
+        for d in range(len(histogram)):
+            seen += histogram[d]
+            if seen >= k:
+                kth = min(kth, d)
+                break
+    if within:
+        for i in range(uint64(0), uint64(n)):
+            if distances[i] <= kth and distances[i] <= best_d[q, k - 1]:
+                offer(best_d, best_i, q, distances[i], np.int64(rows[first + i]))
+
+
 @njit(nogil=True, boundscheck=False, cache=True)
 def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, best_i):
     """Probe one ring of one table for ``open_queries`` (their substring ``keys`` in this table):
@@ -245,23 +272,20 @@ def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, be
             pairs[ends[b]] = p
             ends[b] += 1
     distances = np.empty(BLOCK, np.int64)
+    histogram = np.empty(64 * words + 2, np.int64)
     compared, start = 0, 0
     for b in range(buckets):
         stop = ends[b]
         first, last = uint64(offsets[b]), uint64(offsets[b + 1])
         for p in range(start, stop):
             q = open_queries[pairs[p]]
-            if words == 1:  # one vectorised pass for the smallest distance; the codes one by one only if it counts
+            if words == 1:  # one vectorised pass for the smallest distance: most buckets stop there
                 word, column = queries[q, 0], columns[0]
                 smallest = np.int64(1 << 30)
                 for i in range(first, last):
                     smallest = min(smallest, np.int64(popcount(word ^ column[i])))
-                if smallest <= best_d[q, k - 1]:  # ties count: a lower row at the k-th distance enters
-                    for i in range(first, last):
-                        distance = np.int64(popcount(word ^ column[i]))
-                        if distance <= best_d[q, k - 1]:
-                            offer(best_d, best_i, q, distance, np.int64(rows[i]))
-                continue
+                if smallest > best_d[q, k - 1]:
+                    continue
             for lo in range(first, last, BLOCK):
                 hi = min(lo + BLOCK, last)
                 word, column = queries[q, 0], columns[0]
@@ -271,13 +295,7 @@ def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, be
                     word, column = queries[q, w], columns[w]
                     for i in range(lo, hi):
                         distances[i - lo] += np.int64(popcount(word ^ column[i]))
-                smallest = np.int64(1 << 30)
-                for i in range(uint64(0), hi - lo):
-                    smallest = min(smallest, distances[i])
-                if smallest <= best_d[q, k - 1]:
-                    for i in range(uint64(0), hi - lo):
-                        if distances[i] <= best_d[q, k - 1]:
-                            offer(best_d, best_i, q, distances[i], np.int64(rows[lo + i]))
+                _offer_block(distances, hi - lo, rows, lo, q, best_d, best_i, histogram)
         compared += (stop - start) * np.int64(last - first)
         start = stop
     return compared
