@@ -44,7 +44,7 @@ PAIR_WORK = 64  # a (bucket, query) pair (sorting it, starting its loop) costs a
 ESCALATION_WORK = 1 / 4  # queries still open when the rings' work per query would pass this share of the rows
 # are scanned (a comparison in a bucket costs 0.6 to 2 of the scan's, the scan being faster per code at more rows)
 PART_QUERIES = 1 << 16  # queries probed together at most: their positions fit in 16 bits
-RING_PAIRS = 1 << 24  # (bucket, query) pairs sorted at a time (64 MiB): larger query batches probe a ring in parts
+RING_PAIRS = 1 << 24  # (bucket, query) pairs sorted at a time (32 MiB): larger query batches probe a ring in parts
 PILOT_QUERIES = 64  # probed first; when more than PILOT_SCAN_SHARE of them are scanned, the rest are scanned unprobed
 PILOT_SCAN_SHARE = 0.5
 
