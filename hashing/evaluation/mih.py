@@ -150,8 +150,8 @@ class MultiIndex:
                             query_words, best_d, best_i)
                     count = max(min(threads, len(open_queries)), -(-len(open_queries) * len(ring[0]) // RING_PAIRS),
                                 -(-len(open_queries) // PART_QUERIES))
-                    # each part a range of keys: in rings of small radius it reads about its share of the table
-                    parts = np.array_split(open_queries[np.argsort(keys[j][open_queries], kind="stable")], count)
+                    parts = [part[np.argsort(keys[j][part], kind="stable")]  # nearby keys: nearby buckets
+                             for part in np.array_split(open_queries, count)]
                     stats.candidates += sum(pool.map(lambda part: _ring(part, keys[j][part], *ring), parts))
                     done = (best_i[open_queries, k - 1] >= 0) & (best_d[open_queries, k - 1] <= bound)
                     if radius == self.lengths[j]:  # a table probed to its last bucket: every code compared
