@@ -65,11 +65,15 @@ def table_bytes(rows: int, bits: int) -> int:
 
 def substring_keys(words: np.ndarray, start: int, length: int) -> np.ndarray:
     """Bits ``start``..``start + length`` of each code (``words``: (N, words) uint64) as integers."""
-    word, shift = divmod(start, 64)
-    keys = words[:, word] >> np.uint64(shift)
-    if shift + length > 64:
-        keys |= words[:, word + 1] << np.uint64(64 - shift)
-    return keys & np.uint64((1 << length) - 1)
+    return _substring_keys(np.ascontiguousarray(words), start, length)
+
+
+@njit(cache=True)
+def _substring_keys(words, start, length):
+    keys = np.empty(len(words), np.uint64)
+    for i in range(len(words)):
+        keys[i] = _key(words, i, start, length)
+    return keys
 
 
 def ring_masks(length: int, radius: int) -> np.ndarray:
@@ -190,12 +194,13 @@ class MultiIndex:
 
 
 @njit(nogil=True, boundscheck=False, inline="always")
-def _key(words, i, word, shift, spill, mask):
-    """Row i's substring: bits from ``shift`` of word ``word`` on (``spill``: into the next word), masked."""
+def _key(words, i, start, length):
+    """Bits ``start``..``start + length`` of row i of ``words`` (N, words) as an integer."""
+    word, shift = start // 64, uint64(start % 64)
     key = words[i, word] >> shift
-    if spill:
+    if start % 64 + length > 64:
         key |= words[i, word + 1] << (uint64(64) - shift)
-    return key & mask
+    return key & uint64((1 << length) - 1)
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
@@ -203,16 +208,14 @@ def _fill_table(words, start, length, offsets, rows, columns):
     """One table, by a counting sort of the rows by their substring (bits ``start``..``start +
     length`` of ``words`` (N, words)): ``offsets`` (2^length + 1) of each bucket's ``rows``, in
     ascending order within a bucket, and their codes in ``columns`` (words, N)."""
-    word, shift = start // 64, uint64(start % 64)
-    spill, mask = start % 64 + length > 64, uint64((1 << length) - 1)
     offsets[:] = 0
     for i in range(words.shape[0]):
-        offsets[_key(words, i, word, shift, spill, mask) + uint64(1)] += 1
+        offsets[_key(words, i, start, length) + uint64(1)] += 1
     for b in range(1, len(offsets)):
         offsets[b] += offsets[b - 1]
     placed = offsets[:-1].copy()  # each bucket's next free position
     for i in range(words.shape[0]):
-        b = _key(words, i, word, shift, spill, mask)
+        b = _key(words, i, start, length)
         position = placed[b]
         placed[b] += 1
         rows[position] = i
