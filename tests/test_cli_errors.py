@@ -145,8 +145,7 @@ def test_results_larger_than_memory_are_refused_before_searching(tmp_path, tiny,
 
 def test_multi_index_tables_larger_than_memory_are_refused_before_searching(tmp_path, tiny, monkeypatch):
     codes = read_store(tiny["store"]).codes
-    index = MultiIndex(codes)
-    tables = sum(a.nbytes for a in (*index.offsets, *index.rows, *index.columns))
+    tables = MultiIndex(codes).nbytes
     assert tables == table_bytes(len(codes), codes.shape[1] * 8)  # the estimate is the tables' size
     results = len(codes) * (len(codes) + 1) * RESULT_BYTES
     monkeypatch.setattr("hashkit.hashing.evaluation.query.available_memory", lambda: results + tables // 2)

@@ -126,6 +126,11 @@ class MultiIndex:
                                    unit="table", desc="building multi-index tables", leave=False))
         self.offsets, self.rows, self.columns = (list(arrays) for arrays in zip(*tables))
 
+    @property
+    def nbytes(self) -> int:
+        """Memory the tables take (``table_bytes`` estimates it before they are built)."""
+        return sum(array.nbytes for array in (*self.offsets, *self.rows, *self.columns))
+
     def search(self, queries: np.ndarray, k: int, threads: int | None = None,
                escalation_work: float = ESCALATION_WORK) -> tuple[np.ndarray, np.ndarray, SearchStats]:
         """Exact k nearest rows of ``queries``: distances (Q, k) int32 and rows (Q, k) int64 (-1
@@ -237,7 +242,7 @@ def _offer_block(distances, n, rows, first, q, best_d, best_i, histogram):
     if within > k:
         histogram[:] = 0
         for i in range(uint64(0), uint64(n)):
-            histogram[min(distances[i], len(histogram) - 1)] += 1
+            histogram[distances[i]] += 1
         seen = 0
         for d in range(len(histogram)):
             seen += histogram[d]
@@ -275,7 +280,7 @@ def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, be
             pairs[ends[b]] = p
             ends[b] += 1
     distances = np.empty(BLOCK, np.int64)
-    histogram = np.empty(64 * words + 2, np.int64)
+    histogram = np.empty(64 * words + 1, np.int64)  # rows at each distance
     compared, start = 0, 0
     for b in range(buckets):
         stop = ends[b]
