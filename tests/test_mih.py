@@ -81,6 +81,26 @@ def test_rings_probed_in_parts_give_the_same_results(monkeypatch):
     assert parts[2].stopped_at == whole[2].stopped_at and parts[2].scanned == whole[2].scanned
 
 
+def test_queries_farther_than_the_pilots_are_probed_again_and_stay_exact(monkeypatch):
+    rng = np.random.default_rng(5)
+    centres = rng.integers(0, 256, (40, 8), dtype=np.uint8)
+    database = near(rng, centres, 30_000, 0.03)
+    monkeypatch.setattr(mih, "PILOT_QUERIES", 20)
+    queries = np.concatenate([near(rng, centres, 20, 0.01), near(rng, centres, 30, 0.1)])  # the pilot's are nearer
+    distances, rows, stats = MultiIndex(database).search(queries, 3, escalation_work=1e9)
+    assert stats.reprobed > 0 and stats.scanned == 0
+    expected_d, expected_rows = knn_scan([database], queries, 3)
+    assert np.array_equal(rows, expected_rows) and np.array_equal(distances, expected_d)
+
+
+def test_rings_before_the_first_stops_are_merged_into_one_pass_per_table():
+    rings = [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (0, 2)]
+    assert mih.merged_passes(rings, 4) == [(0, [0, 1]), (1, [0, 1]), (2, [0]), (2, [1]), (0, [2])]
+    assert mih.merged_passes(rings, 0) == [(j, [r]) for j, r in rings]
+    assert mih.stop_quantile({3: 1, 5: 8, 6: 11}, 0.1) == 5  # 1 of 20 by bound 3, 9 by bound 5
+    assert mih.stop_quantile({3: 1, 5: 8, 6: 11}, 0.05) == 3
+
+
 @pytest.mark.parametrize("code_bytes", [2, 8, 12, 16])
 def test_tables_hold_each_bucket_rows_in_ascending_order_with_their_codes(code_bytes):
     rng = np.random.default_rng(code_bytes)

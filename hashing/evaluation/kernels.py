@@ -10,7 +10,9 @@ defeats vectorisation (gathers instead of plain loads).
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types, uint64
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 BLOCK = 2048  # database rows per pass: one word column of a block (16 KiB) stays in the L1 cache
@@ -23,6 +25,20 @@ def popcount(typingctx, word):
     def codegen(context, builder, signature, args):
         return builder.ctpop(args[0])
     return types.uint64(types.uint64), codegen
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Ask the CPU to bring the cache line of ``array[index]`` in, for reading, without waiting for it."""
+    def codegen(context, builder, signature, args):
+        items = context.make_array(signature.args[0])(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, signature.args[0], items, [args[1]])
+        byte_pointer, flag = ir.IntType(8).as_pointer(), ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, flag, flag, flag]), "llvm.prefetch.p0")
+        builder.call(function, [builder.bitcast(pointer, byte_pointer), flag(0), flag(3), flag(1)])  # read, all caches
+        return context.get_dummy_value()
+    return types.void(array, index), codegen
 
 
 def as_words(codes: np.ndarray) -> np.ndarray:

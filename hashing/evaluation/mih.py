@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, uint64
 
 from ..progress import progress
-from .kernels import BLOCK, as_words, empty_lists, offer, popcount
+from .kernels import BLOCK, NO_DISTANCE, as_words, empty_lists, offer, popcount, prefetch
 from .search import _ordered, cpu_cores, knn_scan
 
 BUCKET_CODES = 128  # codes per bucket the substring length aims at
@@ -47,6 +47,8 @@ PART_QUERIES = 1 << 16  # queries probed together at most: their positions fit i
 RING_PAIRS = 1 << 24  # (bucket, query) pairs sorted at a time (32 MiB): larger query batches probe a ring in parts
 PILOT_QUERIES = 64  # probed first; when more than PILOT_SCAN_SHARE of them are scanned, the rest are scanned unprobed
 PILOT_SCAN_SHARE = 0.5
+MERGE_SHARE = 0.1  # the rings before the bound at which this share of the pilot queries stopped are merged
+FETCH_AHEAD = 4  # buckets whose codes are fetched into the cache ahead of their comparisons
 
 
 def substring_lengths(bits: int, rows: int) -> list[int]:
@@ -103,6 +105,25 @@ class SearchStats:
     scanned: int  # unprobed ones included
     unprobed: int  # scanned without probing: most of the pilot queries were scanned
     candidates: int  # codes compared in buckets, over all queries
+    reprobed: int = 0  # probed again without a reach: fewer than k codes within the pilot's farthest k-th distance
+
+
+def stop_quantile(stopped_at: dict[int, int], share: float) -> int:
+    """The smallest pigeonhole bound by which ``share`` of the queries counted in ``stopped_at``
+    (bound: queries certified there) had stopped."""
+    bounds = sorted(stopped_at)
+    stopped = np.cumsum([stopped_at[b] for b in bounds])
+    return bounds[min(int(np.searchsorted(stopped, share * stopped[-1])), len(bounds) - 1)]
+
+
+def merged_passes(rings: list[tuple[int, int]], first_stop: int) -> list[tuple[int, list[int]]]:
+    """Passes (table, radii) over ``rings`` (table, radius; ring t certifies bound t), in order: the
+    rings up to ring ``first_stop`` merged into one pass per table, then one ring a pass. A pass costs
+    about as much as a ring where its buckets are many, so merging the rings before queries start to
+    stop saves passes; certificates are checked after each pass, and results stay the same."""
+    head = rings[:first_stop + 1]
+    tables = list(dict.fromkeys(j for j, _ in head))
+    return [(j, [r for t, r in head if t == j]) for j in tables] + [(j, [r]) for j, r in rings[first_stop + 1:]]
 
 
 class MultiIndex:
@@ -150,33 +171,48 @@ class MultiIndex:
         pilot = min(PILOT_QUERIES, len(queries))
         with ThreadPoolExecutor(threads) as pool, progress(total=len(queries), desc="multi-index search",
                                                            unit="query", unit_scale=True) as bar:
-            def probe(open_queries: np.ndarray) -> np.ndarray:
-                """Probe the rings for ``open_queries``; the queries left uncertified."""
-                for bound, (j, radius) in enumerate(rings):  # after ring t, every code within distance t is seen
+            def probe(open_queries: np.ndarray, passes: list[tuple[int, list[int]]], reach: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+                """Probe ``passes`` (table, radii) for ``open_queries``: the queries left uncertified, and
+                those given up. Given a ``reach``, lists take only codes within it (the k-th distance
+                starts there, so fewer codes are offered on the way), and a query with fewer than k of
+                them is given up once every code within it is seen."""
+                best_d[open_queries] = NO_DISTANCE if reach is None else reach + 1
+                best_i[open_queries] = -1
+                radii, given_up = [-1] * len(self.lengths), []
+                for j, pass_radii in passes:
                     if not len(open_queries):
                         break
-                    ring = (ring_masks(self.lengths[j], radius), self.offsets[j], self.rows[j], self.columns[j],
-                            query_words, best_d, best_i)
-                    count = max(min(threads, len(open_queries)), -(-len(open_queries) * len(ring[0]) // RING_PAIRS),
+                    masks = np.concatenate([ring_masks(self.lengths[j], r) for r in pass_radii])
+                    ring = (masks, self.offsets[j], self.rows[j], self.columns[j], query_words, best_d, best_i)
+                    count = max(min(threads, len(open_queries)), -(-len(open_queries) * len(masks) // RING_PAIRS),
                                 -(-len(open_queries) // PART_QUERIES))
                     parts = [part[np.argsort(keys[j][part], kind="stable")]  # nearby keys: nearby buckets
                              for part in np.array_split(open_queries, count)]
                     stats.candidates += sum(pool.map(lambda part: _ring(part, keys[j][part], *ring), parts))
-                    done = (best_i[open_queries, k - 1] >= 0) & (best_d[open_queries, k - 1] <= bound)
-                    if radius == self.lengths[j]:  # a table probed to its last bucket: every code compared
-                        done[:] = True
-                    if done.any():
-                        stats.stopped_at[bound] = stats.stopped_at.get(bound, 0) + int(done.sum())
-                        bar.update(int(done.sum()))
-                    open_queries = open_queries[~done]
-                return open_queries
+                    radii[j] = pass_radii[-1]
+                    bound = sum(radii) + len(radii) - 1  # every code within this distance is seen
+                    everything = radii[j] == self.lengths[j]  # a table probed to its last bucket: every code seen
+                    full = best_i[open_queries, k - 1] >= 0
+                    certified = full & ((best_d[open_queries, k - 1] <= bound) | everything)
+                    beyond = ~full & (reach is not None and (bound >= reach or everything))
+                    if certified.any():
+                        stats.stopped_at[bound] = stats.stopped_at.get(bound, 0) + int(certified.sum())
+                        bar.update(int(certified.sum()))
+                    given_up.append(open_queries[beyond])
+                    open_queries = open_queries[~certified & ~beyond]
+                return open_queries, np.concatenate([np.empty(0, np.int64), *given_up])
 
-            scanned = probe(np.arange(pilot))
+            scanned = np.concatenate(probe(np.arange(pilot), [(j, [radius]) for j, radius in rings]))
             if len(scanned) > PILOT_SCAN_SHARE * pilot:
                 stats.unprobed = len(queries) - pilot
                 scanned = np.concatenate([scanned, np.arange(pilot, len(queries))])
             else:
-                scanned = np.concatenate([scanned, probe(np.arange(pilot, len(queries)))])
+                passes = merged_passes(rings, stop_quantile(stats.stopped_at, MERGE_SHARE))
+                reach = int(best_d[np.setdiff1d(np.arange(pilot), scanned), k - 1].max())  # the pilot's farthest
+                left, given_up = probe(np.arange(pilot, len(queries)), passes, reach)
+                stats.reprobed = len(given_up)  # those farther: probed again, taking every code
+                scanned = np.concatenate([scanned, left, *probe(given_up, passes)])
             stats.scanned = len(scanned)
             if len(scanned):
                 best_d[scanned], best_i[scanned] = knn_scan([self.codes], queries[scanned], k, threads)
@@ -269,8 +305,12 @@ def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, be
     for key in keys:
         for mask in masks:
             ends[key ^ mask] += 1
-    total = np.int32(0)
+    probed = np.empty(min(buckets, len(keys) * len(masks)), np.int64)  # the buckets with pairs, in order
+    count, total = 0, np.int32(0)
     for b in range(buckets):
+        if ends[b]:
+            probed[count] = b
+            count += 1
         total += ends[b]
         ends[b] = total - ends[b]  # where the bucket's pairs start, until they are placed
     pairs = np.empty(total, np.uint16)  # positions in open_queries
@@ -282,9 +322,18 @@ def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, be
     distances = np.empty(BLOCK, np.int64)
     histogram = np.empty(64 * words + 1, np.int64)  # rows at each distance
     compared, start = 0, 0
-    for b in range(buckets):
+    for n in range(count):
+        b = probed[n]
         stop = ends[b]
         first, last = uint64(offsets[b]), uint64(offsets[b + 1])
+        if n + FETCH_AHEAD < count:  # a bucket's codes (and its rows, read for codes offered), fetched early
+            ahead = probed[n + FETCH_AHEAD]
+            for w in range(words):
+                column = columns[w]
+                for i in range(uint64(offsets[ahead]), uint64(offsets[ahead + 1]), 8):
+                    prefetch(column, i)
+            for i in range(uint64(offsets[ahead]), uint64(offsets[ahead + 1]), 16):
+                prefetch(rows, i)
         for p in range(start, stop):
             q = open_queries[pairs[p]]
             if words == 1:  # one vectorised pass for the smallest distance: most buckets stop there
