@@ -95,7 +95,7 @@ def test_queries_farther_than_the_pilots_are_probed_again_and_stay_exact(monkeyp
 
 def test_rings_before_the_first_stops_are_merged_into_one_pass_per_table():
     rings = [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (0, 2)]
-    assert mih.merged_passes(rings, 4) == [(0, [0, 1]), (1, [0, 1]), (2, [0]), (2, [1]), (0, [2])]
+    assert mih.merged_passes(rings, 4) == [(2, [0]), (0, [0, 1]), (1, [0, 1]), (2, [1]), (0, [2])]
     assert mih.merged_passes(rings, 0) == [(j, [r]) for j, r in rings]
     assert mih.stop_quantile({3: 1, 5: 8, 6: 11}, 0.1) == 5  # 1 of 20 by bound 3, 9 by bound 5
     assert mih.stop_quantile({3: 1, 5: 8, 6: 11}, 0.05) == 3

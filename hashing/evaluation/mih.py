@@ -118,12 +118,14 @@ def stop_quantile(stopped_at: dict[int, int], share: float) -> int:
 
 def merged_passes(rings: list[tuple[int, int]], first_stop: int) -> list[tuple[int, list[int]]]:
     """Passes (table, radii) over ``rings`` (table, radius; ring t certifies bound t), in order: the
-    rings up to ring ``first_stop`` merged into one pass per table, then one ring a pass. A pass costs
-    about as much as a ring where its buckets are many, so merging the rings before queries start to
-    stop saves passes; certificates are checked after each pass, and results stay the same."""
+    rings up to ring ``first_stop`` merged into one pass per table, those of fewer radii first (their
+    buckets are the nearest: the lists they fill let fewer codes through in the larger passes), then
+    one ring a pass. A pass streams its table whatever its rings, so merging the rings before queries
+    start to stop saves passes; certificates are checked after each pass, and results stay the same."""
     head = rings[:first_stop + 1]
     tables = list(dict.fromkeys(j for j, _ in head))
-    return [(j, [r for t, r in head if t == j]) for j in tables] + [(j, [r]) for j, r in rings[first_stop + 1:]]
+    merged = sorted([(j, [r for t, r in head if t == j]) for j in tables], key=lambda p: len(p[1]))
+    return merged + [(j, [r]) for j, r in rings[first_stop + 1:]]
 
 
 class MultiIndex:
