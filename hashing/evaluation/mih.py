@@ -11,13 +11,20 @@ and tie order (distance, then row) as the exact scan.
 All the queries still open probe the same ring together: the buckets at radius r of one table
 (the table with the smallest radius so far). A ring is one pass over its table: the (bucket,
 query) pairs are sorted by bucket (a counting sort), and each bucket's codes are read once and
-compared with every query that probes it, in a vectorised loop. So buckets are made to hold
-about BUCKET_CODES codes (substrings of about log2(N / BUCKET_CODES) bits), which keeps the
-per-pair overhead small beside the comparisons; one query alone is answered the same way. After
-each ring, the queries whose k-th distance is within the bound stop. The rings stop where their
-work per query would pass ``ESCALATION_WORK`` of the rows; the queries still open then are answered
-by the exact scan (``search.knn_scan``), all together; and when most of the first PILOT_QUERIES
-are, so are all the others, unprobed.
+compared with every query that probes it, in a vectorised loop (buckets a few ahead are fetched
+into the cache meanwhile). So buckets are made to hold about BUCKET_CODES codes (substrings of
+about log2(N / BUCKET_CODES) bits), which keeps the per-pair overhead small beside the
+comparisons; one query alone is answered the same way. After each ring, the queries whose k-th
+distance is within the bound stop.
+
+The first PILOT_QUERIES queries probe ring by ring, and tell the others how: the rings up to
+the bound by which a tenth of them had stopped are probed in one pass per table (a pass streams its
+table whatever its rings), and the others' lists take only codes within the pilot's farthest k-th
+distance, so far fewer codes are offered while they fill (a query with fewer than k codes within
+it is probed again without that limit). The rings stop where their work per query would pass
+``ESCALATION_WORK`` of the rows; the queries still open then are answered by the exact scan
+(``search.knn_scan``), all together; and when most of the pilot is, so are all the others,
+unprobed.
 
 Tables are in memory: per table, bucket offsets (2^bits + 1) and the rows (4 bytes each, 8 from
 2^32 rows on) and codes sorted by bucket: 480 MB for 10M 64-bit codes (4 tables of 16 bits), 6
@@ -47,7 +54,7 @@ PART_QUERIES = 1 << 16  # queries probed together at most: their positions fit i
 RING_PAIRS = 1 << 24  # (bucket, query) pairs sorted at a time (32 MiB): larger query batches probe a ring in parts
 PILOT_QUERIES = 64  # probed first; when more than PILOT_SCAN_SHARE of them are scanned, the rest are scanned unprobed
 PILOT_SCAN_SHARE = 0.5
-MERGE_SHARE = 0.1  # the rings before the bound at which this share of the pilot queries stopped are merged
+MERGE_SHARE = 0.1  # rings merged up to the bound by which this share of the certified pilot queries had stopped
 FETCH_AHEAD = 4  # buckets whose codes are fetched into the cache ahead of their comparisons
 
 
