@@ -55,7 +55,7 @@ RING_PAIRS = 1 << 24  # (bucket, query) pairs sorted at a time (32 MiB): larger 
 PILOT_QUERIES = 64  # probed first; when more than PILOT_SCAN_SHARE of them are scanned, the rest are scanned unprobed
 PILOT_SCAN_SHARE = 0.5
 MERGE_SHARE = 0.1  # rings merged up to the bound by which this share of the certified pilot queries had stopped
-FETCH_AHEAD = 4  # buckets whose codes are fetched into the cache ahead of their comparisons
+FETCH_AHEAD = 8  # buckets whose codes are fetched into the cache ahead of their comparisons
 
 
 def substring_lengths(bits: int, rows: int) -> list[int]:
