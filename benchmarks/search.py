@@ -431,8 +431,8 @@ def write_markdown(path: Path, report: dict) -> None:
         lines += ["", f"## `hashkit query` on code stores on disk (10M codes, 64 bits){_at(report, 'query_cli')}", "",
                   "The command itself, as its own process: the database store is read from HDF5 in chunks of "
                   "codes (`--index mih`: read whole, and its tables built), and only the paths of result rows are "
-                  "read. Half the queries are database images, whose own row is found among the paths and left "
-                  "out.", "",
+                  "read. Half the queries are database images, whose own row is found among the paths of their "
+                  "k + 1 nearest (or within the radius) and left out.", "",
                   "| search | codes | queries | wall s | peak memory MiB | results | database store MiB |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['search']} | {r['codes']:,} | {r['queries']:,} | {r['seconds']} | "

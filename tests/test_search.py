@@ -167,3 +167,33 @@ def test_index_params_tune_the_search_and_are_checked(work_dir, tmp_path):
                           "has no search parameter 'nprobe'")
     assert_one_line_error(run_cli(*base, "-o", tmp_path / "c.h5", "--index-param", "nflip=0"),
                           "index flat takes no --index-param")
+
+
+@pytest.mark.parametrize("index", ["flat", "mih"])
+def test_query_leaves_out_the_first_row_holding_a_querys_path_and_no_other(tmp_path, index):
+    from hashkit.hashing.evaluation.query import query
+    from hashkit.hashing.storage.store import CodeStoreWriter, StoreMeta
+
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, (400, 4), dtype=np.uint8)
+    paths = [f"db/{row:04d}.jpg" for row in range(400)]
+    meta = StoreMeta(32, "synthetic", "0" * 64, "none", "test")
+    for name, rows in (("a.h5", slice(0, 400)), ("b.h5", slice(0, 100))):  # b: copies of a's first 100 rows
+        with CodeStoreWriter(tmp_path / name, meta) as store:
+            store.append(codes[rows], paths[rows])
+    queries = np.concatenate([codes[[5, 250]], rng.integers(0, 256, (1, 4), dtype=np.uint8)])
+    with CodeStoreWriter(tmp_path / "q.h5", meta) as store:
+        store.append(queries, [paths[5], paths[250], "elsewhere.jpg"])
+    for k, radius in ((4, None), (4, 12)):
+        query([tmp_path / "a.h5", tmp_path / "b.h5"], tmp_path / "q.h5", k, tmp_path / "r.h5", index=index,
+              radius=radius, overwrite=True)
+        with h5py.File(tmp_path / "r.h5") as f:
+            ids = f["ids"][:] if radius is None else np.split(f["ids"][:], f["offsets"][1:-1])
+        for q, own in enumerate([5, 250, None]):
+            everything = np.concatenate([codes, codes[:100]])
+            ref_d, ref_i = reference_ranking(everything, queries[q])
+            kept = ref_i[(ref_i != own) & ((ref_d <= radius) if radius is not None else True)]
+            expected = kept[:k] if radius is None else kept
+            assert list(ids[q]) == expected.tolist(), (q, radius)
+            if q == 0:  # row 5's copy in b (row 405), at distance 0, stays
+                assert 405 in list(ids[q])

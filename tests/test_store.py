@@ -36,8 +36,11 @@ def test_append_and_read(tmp_path):
     assert contents.labels == [None, None, None, ("x",), None], "rows appended without labels are unknown"
 
 
-def test_reader_streams_codes_and_reads_only_the_paths_asked_for(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sparse_share", [0.0, 1.0])  # paths read as whole stretches, or row by row
+def test_reader_streams_codes_and_reads_only_the_paths_asked_for(tmp_path, monkeypatch, sparse_share):
     monkeypatch.setattr(store_module, "READ_ROWS", 4)  # several stretches of paths in a small store
+    monkeypatch.setattr(store_module, "SPARSE_SHARE", sparse_share)
+    monkeypatch.setattr(store_module, "SELECTED_ROWS", 1)
     path = tmp_path / "codes.h5"
     codes = np.random.default_rng(1).integers(0, 256, (11, 2), dtype=np.uint8)
     names = [f"img{i}.png" for i in range(11)]

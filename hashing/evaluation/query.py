@@ -89,7 +89,11 @@ def query(db_paths: Path | list[Path], queries_path: Path, k: int, output: Path,
             _check_search_memory(len(queries.paths), k, db.count, db.meta.bits, kind.name == "mih")
         if ground_truth is None and _has_labels(queries) and db.has_labels():
             ground_truth = STORED
-        self_rows = db.rows_of(queries.paths) if exclude_self else np.full(len(queries.paths), -1)
+        self_rows = None  # each query's own row, found among its results (they are k + 1 for it)
+        if not exclude_self:
+            self_rows = np.full(len(queries.paths), -1)
+        elif ground_truth:  # the evaluation leaves it out of the whole ranking: looked up among all the paths
+            self_rows = db.rows_of(queries.paths)
         relevance = None
         if ground_truth:  # check the ground truth before any output is written
             relevance = _relevance(ground_truth, db, queries, queries_path, self_rows)
@@ -116,9 +120,11 @@ def query(db_paths: Path | list[Path], queries_path: Path, k: int, output: Path,
 
 
 def _search(db: StoreSet, queries: StoreContents, output: Path, kind: IndexKind,
-            index_params: dict[str, object], k: int, radius: int | None, self_rows: np.ndarray,
+            index_params: dict[str, object], k: int, radius: int | None, self_rows: np.ndarray | None,
             summary: QuerySummary) -> list[np.ndarray]:
-    """Run the search, write ``output``, note how in ``summary``; each query's first results."""
+    """Run the search, write ``output``, note how in ``summary``; each query's first results.
+    ``self_rows``: each query's own row, left out (-1: none); None: the first of its results
+    holding its path."""
     chunks = _counted(db.code_chunks(CHUNK_ROWS), db.count)
     built = None
     if not kind.exact:  # FAISS's other indexes hold every code
@@ -136,12 +142,18 @@ def _search(db: StoreSet, queries: StoreContents, output: Path, kind: IndexKind,
             distances, ids, _ = MultiIndex(db.codes()).search(queries.codes, k + 1)
         else:
             distances, ids = knn_scan(chunks, queries.codes, k + 1)
+        paths = _PathsOf(db, ids)
+        if self_rows is None:
+            self_rows = paths.own_rows(np.repeat(np.arange(len(ids)), ids.shape[1]), ids.ravel(), queries.paths)
         distances, ids = _drop_self(distances, ids, self_rows, k)
-        _write_knn_results(output, distances, ids, queries.paths, db, kind.name)
+        _write_knn_results(output, distances, ids, queries.paths, paths, db, kind.name)
         return [row[row >= 0][:REPORT_RESULTS] for row in ids]
     offsets, distances, ids = radius_search(chunks if built is None else built, queries.codes, radius)
+    paths = _PathsOf(db, ids)
+    if self_rows is None:
+        self_rows = paths.own_rows(np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)), ids, queries.paths)
     offsets, distances, ids = _drop_self_ragged(offsets, distances, ids, self_rows)
-    _write_radius_results(output, offsets, distances, ids, queries.paths, db, kind.name, radius)
+    _write_radius_results(output, offsets, distances, ids, queries.paths, paths, db, kind.name, radius)
     summary.results_found = int(offsets[-1])
     return [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))]
 
@@ -236,9 +248,29 @@ def _drop_self_ragged(offsets: np.ndarray, distances: np.ndarray, ids: np.ndarra
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), distances[keep], ids[keep]
 
 
+class _PathsOf:
+    """The database paths of a search's result rows, read once (-1 gives "")."""
+
+    def __init__(self, db: StoreSet, rows: np.ndarray):
+        rows = np.unique(rows[rows >= 0])
+        self.path_of = dict(zip(rows.tolist(), db.paths_at(rows)))
+
+    def __call__(self, rows: np.ndarray) -> list[str]:
+        return [self.path_of.get(row, "") for row in np.asarray(rows).ravel().tolist()]
+
+    def own_rows(self, query_of: np.ndarray, rows: np.ndarray, query_paths: list[str]) -> np.ndarray:
+        """Each query's own row among its results (``rows``, of queries ``query_of``): the lowest
+        holding the query's path, as ``StoreSet.rows_of`` would find it there (-1: none)."""
+        own = np.full(len(query_paths), -1, np.int64)
+        for q, row, path in zip(query_of.tolist(), rows.tolist(), self(rows)):
+            if path == query_paths[q] and (own[q] < 0 or row < own[q]):
+                own[q] = row
+        return own
+
+
 def _write_knn_results(output: Path, distances: np.ndarray, ids: np.ndarray, query_paths: list[str],
-                       db: StoreSet, index: str) -> None:
-    result_paths = np.array(db.paths_at(ids), dtype=object).reshape(ids.shape)
+                       paths: _PathsOf, db: StoreSet, index: str) -> None:
+    result_paths = np.array(paths(ids), dtype=object).reshape(ids.shape)
     with _results_file(output, db, index, "knn") as f:
         f.create_dataset("ids", data=ids)
         f.create_dataset("distances", data=distances)
@@ -247,14 +279,14 @@ def _write_knn_results(output: Path, distances: np.ndarray, ids: np.ndarray, que
 
 
 def _write_radius_results(output: Path, offsets: np.ndarray, distances: np.ndarray, ids: np.ndarray,
-                          query_paths: list[str], db: StoreSet, index: str, radius: int) -> None:
+                          query_paths: list[str], paths: _PathsOf, db: StoreSet, index: str, radius: int) -> None:
     with _results_file(output, db, index, "radius") as f:
         f.attrs["radius"] = radius
         f.create_dataset("offsets", data=offsets)
         f.create_dataset("ids", data=ids)
         f.create_dataset("distances", data=distances)
         f.create_dataset("query_paths", data=query_paths, dtype=_STR)
-        f.create_dataset("paths", data=db.paths_at(ids), dtype=_STR)
+        f.create_dataset("paths", data=paths(ids), dtype=_STR)
 
 
 @contextmanager

@@ -23,6 +23,8 @@ SCHEMA_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
 CHUNK_ROWS = 4096  # HDF5 chunk of every dataset
 READ_ROWS = 1 << 20  # rows of paths or labels read at a time
+SPARSE_SHARE = 1 / 16  # rows wanted from a stretch below which they are read one by one (about 16x slower a row)
+SELECTED_ROWS = 5000  # rows read one by one in one HDF5 selection
 
 
 @dataclass(frozen=True)
@@ -139,15 +141,19 @@ class StoreReader:
 
     def paths_at(self, rows: np.ndarray) -> list[str]:
         """The paths of ``rows`` (any order, repeats allowed; -1 gives ""), reading only the
-        stretches of the store that hold them."""
+        stretches of the store that hold them, or only the rows themselves where they are few."""
         rows = np.asarray(rows, np.int64).ravel()
         wanted = np.unique(rows[rows >= 0])
         found: dict[int, str] = {}
         for start in np.unique(wanted // READ_ROWS) * READ_ROWS:
-            cells = self._cells("paths", start, start + READ_ROWS)
-            found.update((int(row), cells[row - start].decode())
-                         for row in wanted[(wanted >= start) & (wanted < start + READ_ROWS)])
-        return [found.get(int(row), "") for row in rows]
+            here = wanted[(wanted >= start) & (wanted < start + READ_ROWS)]
+            if len(here) < READ_ROWS * SPARSE_SHARE:  # HDF5 selections grow slow past a few thousand rows
+                cells = [cell for part in range(0, len(here), SELECTED_ROWS)
+                         for cell in self.file["paths"][here[part:part + SELECTED_ROWS]]]
+            else:
+                cells = self._cells("paths", start, start + READ_ROWS)[here - start]
+            found.update(zip(here.tolist(), (cell.decode() for cell in cells)))
+        return [found.get(row, "") for row in rows.tolist()]
 
     def rows_of(self, paths: list[str]) -> np.ndarray:
         """The row holding each of ``paths`` (-1 where none does), in one pass over the store's paths."""
