@@ -11,7 +11,7 @@ import pytest
 from hashkit.hashing.evaluation import mih
 from hashkit.hashing.evaluation.kernels import as_words
 from hashkit.hashing.evaluation.mih import MultiIndex, ring_masks, substring_keys, substring_lengths
-from hashkit.hashing.evaluation.search import knn_scan
+from hashkit.hashing.evaluation.search import knn_scan, radius_search
 
 
 def near(rng: np.random.Generator, centres: np.ndarray, rows: int, flip: float) -> np.ndarray:
@@ -91,6 +91,23 @@ def test_queries_farther_than_the_pilots_are_probed_again_and_stay_exact(monkeyp
     assert stats.reprobed > 0 and stats.scanned == 0
     expected_d, expected_rows = knn_scan([database], queries, 3)
     assert np.array_equal(rows, expected_rows) and np.array_equal(distances, expected_d)
+
+
+@pytest.mark.parametrize("code_bytes", [2, 8, 16])
+def test_radius_search_gives_the_scans_results(code_bytes):
+    rng = np.random.default_rng(code_bytes + 20)
+    centres = rng.integers(0, 256, (60, code_bytes), dtype=np.uint8)
+    database = near(rng, centres, 20_000, 0.04)
+    queries = np.concatenate([near(rng, centres, 40, 0.04), rng.integers(0, 256, (5, code_bytes), dtype=np.uint8)])
+    index = MultiIndex(database)
+    for radius in (0, 3, 7, 12, 40):  # the last ones past the rings' budget: scanned
+        expected = radius_search([database], queries, radius)
+        found = index.radius_search(queries, radius)
+        assert all(np.array_equal(a, b) for a, b in zip(found, expected)), radius
+    assert len(expected[1]) > 0
+    rings, spent = index.rings()
+    budget = mih.ESCALATION_WORK * len(database)
+    assert spent[3 + 1] <= budget and (40 >= len(rings) or spent[40 + 1] > budget)  # rings at 3, the scan at 40
 
 
 def test_rings_before_the_first_stops_are_merged_into_one_pass_per_table():

@@ -68,15 +68,18 @@ def test_distance_matrix_kernel_matches_the_reference():
                               hamming_distances(database, queries))
 
 
-def test_radius_search_returns_exactly_the_codes_within_the_radius():
-    rng = np.random.default_rng(1)
-    database = rng.integers(0, 256, (500, 2), dtype=np.uint8)
-    queries = rng.integers(0, 256, (30, 2), dtype=np.uint8)
+@pytest.mark.parametrize("code_bytes, radius", [(2, 5), (8, 26), (12, 42), (16, 58)])
+@pytest.mark.parametrize("query_count", [1, 30])  # one query: the threads split each chunk's rows
+def test_radius_search_returns_exactly_the_codes_within_the_radius(code_bytes, radius, query_count):
+    rng = np.random.default_rng(code_bytes)
+    database = rng.integers(0, 256, (3000, code_bytes), dtype=np.uint8)
+    queries = rng.integers(0, 256, (query_count, code_bytes), dtype=np.uint8)
     for source in ([database[:123], database[123:]], build_index(INDEXES["flat"], database)):
-        offsets, distances, ids = radius_search(source, queries, radius=5)
+        offsets, distances, ids = radius_search(source, queries, radius=radius, threads=3)
+        assert offsets[-1] > 1024 or query_count == 1  # the kernel's first 1,024 places outgrown
         for q in range(len(queries)):
             ref_d, ref_i = reference_ranking(database, queries[q])
-            within = ref_d <= 5
+            within = ref_d <= radius
             assert ids[offsets[q]:offsets[q + 1]].tolist() == ref_i[within].tolist()
             assert distances[offsets[q]:offsets[q + 1]].tolist() == ref_d[within].tolist()
 
@@ -112,6 +115,12 @@ def test_query_cli_radius_and_index(work_dir, tmp_path):
             keep = (ref_d <= 8) & (ref_i != q)  # its own row is left out
             assert ids[offsets[q]:offsets[q + 1]].tolist() == ref_i[keep].tolist()
             assert distances[offsets[q]:offsets[q + 1]].tolist() == ref_d[keep].tolist()
+    exact = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "rm.h5", "--radius", "8",
+                    "--index", "mih")
+    assert exact.exit_code == 0, exact.output
+    with h5py.File(tmp_path / "r.h5") as f, h5py.File(tmp_path / "rm.h5") as e:
+        assert e.attrs["index"] == "mih" and e.attrs["exact"] and e.attrs["layout"] == "radius"
+        assert all(np.array_equal(f[name][:], e[name][:]) for name in ("offsets", "ids", "distances", "paths"))
     result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "m.h5", "--index", "multihash",
                      "-k", "3")
     assert result.exit_code == 0 and "approximate" in result.stdout

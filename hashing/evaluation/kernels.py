@@ -83,6 +83,29 @@ def empty_lists(queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((queries, k), NO_DISTANCE, np.int64), np.full((queries, k), -1, np.int64)
 
 
+@njit(nogil=True, boundscheck=False, inline="always")
+def smallest_distance(word, column, lo, hi):
+    """The smallest distance of one-word codes ``column[lo:hi]`` to ``word`` (2^30 when none): one
+    vectorised pass, without stores."""
+    smallest = np.int64(1 << 30)
+    for i in range(lo, hi):
+        smallest = min(smallest, np.int64(popcount(word ^ column[i])))
+    return smallest
+
+
+@njit(nogil=True, boundscheck=False, inline="always")
+def block_distances(columns, query, lo, hi, distances):
+    """The distances of rows ``lo``..``hi`` of ``columns`` (words, n) to ``query`` (words,), into
+    ``distances[:hi - lo]``: a vectorised pass per word."""
+    word, column = query[0], columns[0]
+    for i in range(lo, hi):
+        distances[i - lo] = np.int64(popcount(word ^ column[i]))
+    for w in range(1, columns.shape[0]):
+        word, column = query[w], columns[w]
+        for i in range(lo, hi):
+            distances[i - lo] += np.int64(popcount(word ^ column[i]))
+
+
 @njit(nogil=True, boundscheck=False, cache=True)
 def knn_update(columns, queries, first_row, best_d, best_i, q_start, q_stop):
     """Merge the rows of ``columns`` (words, n), numbered from ``first_row``, into the k-best lists
@@ -121,19 +144,60 @@ def knn_update(columns, queries, first_row, best_d, best_i, q_start, q_stop):
                         if distance < best_d[q, k - 1]:
                             offer(best_d, best_i, q, distance, first_row + np.int64(i))
                 continue
-            for i in range(lo, hi):
-                distances[i - lo] = np.int64(popcount(word ^ column[i]))
-            for w in range(1, words):
-                word = queries[q, w]
-                column = columns[w]
-                for i in range(lo, hi):
-                    distances[i - lo] += np.int64(popcount(word ^ column[i]))
+            block_distances(columns, queries[q], lo, hi, distances)
             for i in range(uint64(0), hi - lo):
                 smallest = min(smallest, distances[i])
             if smallest < kth:
                 for i in range(uint64(0), hi - lo):
                     if distances[i] < best_d[q, k - 1]:
                         offer(best_d, best_i, q, distances[i], first_row + np.int64(lo + i))
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def within_radius(columns, queries, first_row, radius, q_start, q_stop):
+    """Every (query, row, distance) with distance at most ``radius``, for queries ``q_start``..
+    ``q_stop`` (``queries``: (Q, words) uint64) and the rows of ``columns`` (words, n) numbered from
+    ``first_row``: three int64 arrays. For each block of rows and query, one vectorised pass finds
+    the smallest distance (codes of one word) or counts the rows within the radius; the rows are
+    looked at one by one only when there are some."""
+    words, n = columns.shape
+    found_q, found_i, found_d = np.empty(1024, np.int64), np.empty(1024, np.int64), np.empty(1024, np.int64)
+    count = 0
+    distances = np.empty(BLOCK, np.int64)
+    for start in range(0, n, BLOCK):
+        lo, hi = uint64(start), uint64(min(start + BLOCK, n))
+        for q in range(q_start, q_stop):
+            if words == 1 and smallest_distance(queries[q, 0], columns[0], lo, hi) > radius:
+                continue  # no stores: most blocks stop here
+            block_distances(columns, queries[q], lo, hi, distances)
+            found_q, found_i, found_d, count = collect_within(distances, hi - lo, radius, q, first_row + np.int64(lo),
+                                                              found_q, found_i, found_d, count)
+    return found_q[:count], found_i[:count], found_d[:count]
+
+
+@njit(nogil=True, boundscheck=False, inline="always")
+def collect_within(distances, n, radius, q, first_row, found_q, found_i, found_d, count):
+    """Append (q, row, distance) for each of ``distances[:n]`` (rows numbered from ``first_row``)
+    within ``radius`` to the first ``count`` places of ``found_*``, grown as needed; returns them
+    and the new count."""
+    within = 0
+    for i in range(uint64(0), uint64(n)):
+        within += distances[i] <= radius
+    if count + within > len(found_q):  # room for twice as many
+        size = 2 * (count + within)
+        found_q, found_i, found_d = _grown(found_q, size), _grown(found_i, size), _grown(found_d, size)
+    for i in range(uint64(0), uint64(n)):
+        if distances[i] <= radius:
+            found_q[count], found_i[count], found_d[count] = q, first_row + np.int64(i), distances[i]
+            count += 1
+    return found_q, found_i, found_d, count
+
+
+@njit(nogil=True, inline="always")
+def _grown(array, size):
+    grown = np.empty(size, array.dtype)
+    grown[:len(array)] = array
+    return grown
 
 
 @njit(nogil=True, boundscheck=False, cache=True)

@@ -42,8 +42,9 @@ import numpy as np
 from numba import njit, uint64
 
 from ..progress import progress
-from .kernels import BLOCK, NO_DISTANCE, as_words, empty_lists, offer, popcount, prefetch
-from .search import _ordered, cpu_cores, knn_scan
+from .kernels import (BLOCK, NO_DISTANCE, as_words, block_distances, collect_within, empty_lists, offer, prefetch,
+                      smallest_distance)
+from .search import _by_query, _ordered, cpu_cores, knn_scan, radius_search
 
 BUCKET_CODES = 128  # codes per bucket the substring length aims at
 MAX_SUBSTRING_BITS = 26  # a table's offsets: 2^26 entries, 512 MiB at most
@@ -192,13 +193,10 @@ class MultiIndex:
                 for j, pass_radii in passes:
                     if not len(open_queries):
                         break
-                    masks = np.concatenate([ring_masks(self.lengths[j], r) for r in pass_radii])
+                    masks = self.masks(j, pass_radii)
                     ring = (masks, self.offsets[j], self.rows[j], self.columns[j], query_words, best_d, best_i)
-                    count = max(min(threads, len(open_queries)), -(-len(open_queries) * len(masks) // RING_PAIRS),
-                                -(-len(open_queries) // PART_QUERIES))
-                    parts = [part[np.argsort(keys[j][part], kind="stable")]  # nearby keys: nearby buckets
-                             for part in np.array_split(open_queries, count)]
-                    stats.candidates += sum(pool.map(lambda part: _ring(part, keys[j][part], *ring), parts))
+                    stats.candidates += sum(pool.map(lambda part: _ring(part, keys[j][part], *ring),
+                                                     _parts(open_queries, keys[j], len(masks), threads)))
                     radii[j] = pass_radii[-1]
                     bound = sum(radii) + len(radii) - 1  # every code within this distance is seen
                     everything = radii[j] == self.lengths[j]  # a table probed to its last bucket: every code seen
@@ -228,6 +226,33 @@ class MultiIndex:
                 bar.update(len(scanned))
         distances, rows = _ordered(best_d, best_i, k)
         return distances, rows, stats
+
+    def radius_search(self, queries: np.ndarray, radius: int, threads: int | None = None,
+                      escalation_work: float = ESCALATION_WORK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every row within Hamming distance ``radius`` of each query, as ``search.radius_search``
+        gives them (offsets, distances, ids). The rings up to bound ``radius`` are probed in one pass
+        per table (a code within it matches some substring within its ring); when their work per
+        query would pass ``escalation_work`` x the rows, every query is scanned instead."""
+        rings, spent = self.rings()
+        threads = threads or cpu_cores()
+        if radius >= len(rings) or spent[radius + 1] > escalation_work * len(self.codes):
+            return radius_search([self.codes], queries, radius, threads)
+        query_words, everyone = as_words(queries), np.arange(len(queries))
+        found = []
+        with ThreadPoolExecutor(threads) as pool:
+            for j, pass_radii in merged_passes(rings[:radius + 1], radius):
+                keys, masks = substring_keys(query_words, self.starts[j], self.lengths[j]), self.masks(j, pass_radii)
+                ring = (masks, self.offsets[j], self.rows[j], self.columns[j], query_words, radius)
+                for query_of, at, distances in pool.map(lambda part: _ring_within(part, keys[part], *ring),
+                                                        _parts(everyone, keys, len(masks), threads)):
+                    found.append((query_of, self.rows[j][at].astype(np.int64), distances))
+        query_of, ids, distances = (np.concatenate([np.empty(0, np.int64), *arrays]) for arrays in zip(*found))
+        first = np.unique(query_of * len(self.codes) + ids, return_index=True)[1]  # a code met in several tables
+        return _by_query(len(queries), query_of[first], ids[first], distances[first])
+
+    def masks(self, table: int, radii: list[int]) -> np.ndarray:
+        """The masks of the rings of ``table`` at ``radii``."""
+        return np.concatenate([ring_masks(self.lengths[table], r) for r in radii])
 
     def rings(self) -> tuple[list[tuple[int, int]], np.ndarray]:
         """The rings in the order probed, (table, radius), each in the table with the smallest radius
@@ -300,21 +325,23 @@ def _offer_block(distances, n, rows, first, q, best_d, best_i, histogram):
                 offer(best_d, best_i, q, distances[i], np.int64(rows[first + i]))
 
 
-@njit(nogil=True, boundscheck=False, cache=True)
-def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, best_i):
-    """Probe one ring of one table for ``open_queries`` (their substring ``keys`` in this table):
-    the buckets ``key ^ mask`` for each of ``masks``. The (bucket, query) pairs are counting-sorted
-    by bucket; then each bucket's codes (``columns`` (words, N) in bucket order, ``offsets``,
-    ``rows``) are compared with its queries, whose k-best lists ``best_d`` / ``best_i`` take every
-    code at or within their k-th distance. Returns the number of codes compared."""
-    buckets = offsets.size - 1
-    words = columns.shape[0]
-    k = best_d.shape[1]
+def _parts(queries: np.ndarray, keys: np.ndarray, masks: int, threads: int) -> list[np.ndarray]:
+    """``queries`` in parts probed at once, one a thread at least, each in the order of its ``keys``
+    (nearby keys: nearby buckets), of at most PART_QUERIES queries and RING_PAIRS pairs with ``masks``."""
+    count = max(1, min(threads, len(queries)), -(-len(queries) * masks // RING_PAIRS), -(-len(queries) // PART_QUERIES))
+    return [part[np.argsort(keys[part], kind="stable")] for part in np.array_split(queries, count)]
+
+
+@njit(nogil=True, boundscheck=False, inline="always")
+def _join(keys, masks, buckets):
+    """The (bucket, query) pairs of a pass, by a counting sort on the bucket: the buckets with pairs
+    in order (``probed[:count]``), where each one's pairs end (``ends``, by bucket) and the pairs
+    (positions in ``keys``, uint16)."""
     ends = np.zeros(buckets, np.int32)  # pairs per bucket, then where each bucket's pairs end
     for key in keys:
         for mask in masks:
             ends[key ^ mask] += 1
-    probed = np.empty(min(buckets, len(keys) * len(masks)), np.int64)  # the buckets with pairs, in order
+    probed = np.empty(min(buckets, len(keys) * len(masks)), np.int64)
     count, total = 0, np.int32(0)
     for b in range(buckets):
         if ends[b]:
@@ -322,46 +349,79 @@ def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, be
             count += 1
         total += ends[b]
         ends[b] = total - ends[b]  # where the bucket's pairs start, until they are placed
-    pairs = np.empty(total, np.uint16)  # positions in open_queries
+    pairs = np.empty(total, np.uint16)
     for mask in masks:
         for p in range(len(keys)):
             b = keys[p] ^ mask
             pairs[ends[b]] = p
             ends[b] += 1
+    return probed, count, ends, pairs
+
+
+@njit(nogil=True, boundscheck=False, inline="always")
+def _fetch(bucket, offsets, rows, columns):
+    """Start bringing a bucket's codes, and its rows (read for codes offered), into the cache."""
+    first, last = uint64(offsets[bucket]), uint64(offsets[bucket + 1])
+    for w in range(columns.shape[0]):
+        column = columns[w]
+        for i in range(first, last, 8):
+            prefetch(column, i)
+    for i in range(first, last, 16):
+        prefetch(rows, i)
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, best_i):
+    """Probe one pass of one table (buckets ``key ^ mask`` for each of ``masks``) for
+    ``open_queries`` (their substring ``keys`` in this table): each bucket's codes (``columns``
+    (words, N) in bucket order, ``offsets``, ``rows``) are compared with its queries, whose k-best
+    lists ``best_d`` / ``best_i`` take every code at or within their k-th distance. Returns the
+    number of codes compared."""
+    probed, count, ends, pairs = _join(keys, masks, offsets.size - 1)
+    k = best_d.shape[1]
     distances = np.empty(BLOCK, np.int64)
-    histogram = np.empty(64 * words + 1, np.int64)  # rows at each distance
+    histogram = np.empty(64 * columns.shape[0] + 1, np.int64)  # rows at each distance
     compared, start = 0, 0
     for n in range(count):
         b = probed[n]
-        stop = ends[b]
-        first, last = uint64(offsets[b]), uint64(offsets[b + 1])
-        if n + FETCH_AHEAD < count:  # a bucket's codes (and its rows, read for codes offered), fetched early
-            ahead = probed[n + FETCH_AHEAD]
-            for w in range(words):
-                column = columns[w]
-                for i in range(uint64(offsets[ahead]), uint64(offsets[ahead + 1]), 8):
-                    prefetch(column, i)
-            for i in range(uint64(offsets[ahead]), uint64(offsets[ahead + 1]), 16):
-                prefetch(rows, i)
+        stop, first, last = ends[b], uint64(offsets[b]), uint64(offsets[b + 1])
+        if n + FETCH_AHEAD < count:
+            _fetch(probed[n + FETCH_AHEAD], offsets, rows, columns)
         for p in range(start, stop):
             q = open_queries[pairs[p]]
-            if words == 1:  # one vectorised pass for the smallest distance: most buckets stop there
-                word, column = queries[q, 0], columns[0]
-                smallest = np.int64(1 << 30)
-                for i in range(first, last):
-                    smallest = min(smallest, np.int64(popcount(word ^ column[i])))
-                if smallest > best_d[q, k - 1]:
-                    continue
+            if columns.shape[0] == 1 and smallest_distance(queries[q, 0], columns[0], first, last) > best_d[q, k - 1]:
+                continue  # one vectorised pass, without stores: most buckets stop there
             for lo in range(first, last, BLOCK):
                 hi = min(lo + BLOCK, last)
-                word, column = queries[q, 0], columns[0]
-                for i in range(lo, hi):
-                    distances[i - lo] = np.int64(popcount(word ^ column[i]))
-                for w in range(1, words):
-                    word, column = queries[q, w], columns[w]
-                    for i in range(lo, hi):
-                        distances[i - lo] += np.int64(popcount(word ^ column[i]))
+                block_distances(columns, queries[q], lo, hi, distances)
                 _offer_block(distances, hi - lo, rows, lo, q, best_d, best_i, histogram)
         compared += (stop - start) * np.int64(last - first)
         start = stop
     return compared
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _ring_within(open_queries, keys, masks, offsets, rows, columns, queries, radius):
+    """``_ring`` for a radius search: (query, table position, distance) of every code within
+    ``radius`` in the pass's buckets, as three int64 arrays."""
+    probed, count, ends, pairs = _join(keys, masks, offsets.size - 1)
+    found_q, found_at, found_d = np.empty(1024, np.int64), np.empty(1024, np.int64), np.empty(1024, np.int64)
+    found = 0
+    distances = np.empty(BLOCK, np.int64)
+    start = 0
+    for n in range(count):
+        b = probed[n]
+        stop, first, last = ends[b], uint64(offsets[b]), uint64(offsets[b + 1])
+        if n + FETCH_AHEAD < count:
+            _fetch(probed[n + FETCH_AHEAD], offsets, rows, columns)
+        for p in range(start, stop):
+            q = open_queries[pairs[p]]
+            if columns.shape[0] == 1 and smallest_distance(queries[q, 0], columns[0], first, last) > radius:
+                continue
+            for lo in range(first, last, BLOCK):
+                hi = min(lo + BLOCK, last)
+                block_distances(columns, queries[q], lo, hi, distances)
+                found_q, found_at, found_d, found = collect_within(distances, hi - lo, radius, q, np.int64(lo),
+                                                                   found_q, found_at, found_d, found)
+        start = stop
+    return found_q[:found], found_at[:found], found_d[:found]

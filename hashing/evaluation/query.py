@@ -85,8 +85,9 @@ def query(db_paths: Path | list[Path], queries_path: Path, k: int, output: Path,
         if radius is None and k > db.count:
             warnings.append(f"-k {k} is more than the {db.count} database codes: capped at {db.count}")
             k = db.count
-        if radius is None:
-            _check_search_memory(len(queries.paths), k, db.count, db.meta.bits, kind.name == "mih")
+        if radius is None or kind.name == "mih":  # a radius search's results: as many as there are
+            _check_search_memory(len(queries.paths), k if radius is None else 0, db.count, db.meta.bits,
+                                 kind.name == "mih")
         if ground_truth is None and _has_labels(queries) and db.has_labels():
             ground_truth = STORED
         self_rows = None  # each query's own row, found among its results (they are k + 1 for it)
@@ -148,7 +149,10 @@ def _search(db: StoreSet, queries: StoreContents, output: Path, kind: IndexKind,
         distances, ids = _drop_self(distances, ids, self_rows, k)
         _write_knn_results(output, distances, ids, queries.paths, paths, db, kind.name)
         return [row[row >= 0][:REPORT_RESULTS] for row in ids]
-    offsets, distances, ids = radius_search(chunks if built is None else built, queries.codes, radius)
+    if kind.name == "mih":  # every code within the radius matches a substring within its ring
+        offsets, distances, ids = MultiIndex(db.codes()).radius_search(queries.codes, radius)
+    else:
+        offsets, distances, ids = radius_search(chunks if built is None else built, queries.codes, radius)
     paths = _PathsOf(db, ids)
     if self_rows is None:
         self_rows = paths.own_rows(np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)), ids, queries.paths)
@@ -160,7 +164,8 @@ def _search(db: StoreSet, queries: StoreContents, output: Path, kind: IndexKind,
 
 def _check_search_memory(queries: int, k: int, db_rows: int, bits: int, multi_index: bool) -> None:
     """Refuse a k-nearest search whose results (and with ``multi_index``, the codes and their
-    multi-index tables) would not fit in the memory available."""
+    multi-index tables) would not fit in the memory available; ``k`` 0 for a radius search (its
+    results, as many as there are, not counted)."""
     results, available = queries * (k + 1) * RESULT_BYTES, available_memory()
     tables = table_bytes(db_rows, bits) + db_rows * bits // 8 if multi_index else 0
     if available is None or results + tables <= available:

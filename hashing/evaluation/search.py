@@ -164,35 +164,45 @@ def knn(index: faiss.IndexBinary, queries: np.ndarray, k: int) -> tuple[np.ndarr
 
 
 def radius_search(index_or_chunks: faiss.IndexBinary | Iterable[np.ndarray], queries: np.ndarray,
-                  radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  radius: int, threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every database row within Hamming distance ``radius`` (inclusive) of each query.
 
-    Accepts a built index, or chunks of codes for the exact scan. Returns ``offsets`` (Q + 1),
-    and ``distances`` and ``ids``: query q's results are ``[offsets[q]:offsets[q + 1]]``,
-    sorted by distance then row.
+    Accepts a built index, or chunks of codes for the exact scan (``kernels.within_radius`` on
+    ``threads`` threads, each on its share of the queries, or with fewer queries than threads, of
+    every chunk's rows). Returns ``offsets`` (Q + 1), and ``distances`` and ``ids``: query q's
+    results are ``[offsets[q]:offsets[q + 1]]``, sorted by distance then row.
     """
     queries = np.ascontiguousarray(queries)
     if isinstance(index_or_chunks, faiss.IndexBinary):
-        parts = [(0, index_or_chunks.range_search(queries, radius + 1))]  # FAISS: distance < its radius
-    else:
-        parts, offset = [], 0
+        limits, distances, ids = index_or_chunks.range_search(queries, radius + 1)  # FAISS: distance < its radius
+        query_of = np.repeat(np.arange(len(queries)), np.diff(limits.astype(np.int64)))
+        return _by_query(len(queries), query_of, ids, distances)
+    from .kernels import as_columns, as_words, within_radius  # numba: only for a scan
+
+    query_words, threads = as_words(queries), threads or cpu_cores()
+    found, offset = [], 0
+    with ThreadPoolExecutor(threads) as pool:  # the kernel releases the GIL
         for chunk in index_or_chunks:
-            parts.append((offset, build_index(INDEXES["flat"], chunk).range_search(queries, radius + 1)))
+            if len(queries) >= threads:
+                columns = as_columns(chunk)
+                found += pool.map(lambda part: within_radius(columns, query_words, offset, radius, *part),
+                                  even_parts(len(queries), threads))
+            else:
+                found += pool.map(lambda part: within_radius(as_columns(chunk[part[0]:part[1]]), query_words,
+                                                             offset + part[0], radius, 0, len(queries)),
+                                  even_parts(len(chunk), threads))
             offset += len(chunk)
-    per_query_d: list[list[np.ndarray]] = [[] for _ in queries]
-    per_query_i: list[list[np.ndarray]] = [[] for _ in queries]
-    for offset, (limits, distances, ids) in parts:
-        for q in range(len(queries)):
-            per_query_d[q].append(distances[limits[q]:limits[q + 1]])
-            per_query_i[q].append(ids[limits[q]:limits[q + 1]] + offset)
-    offsets, all_d, all_i = [0], [], []
-    for ds, ids in zip(per_query_d, per_query_i):
-        d, i = np.concatenate(ds).astype(np.int32), np.concatenate(ids).astype(np.int64)
-        order = np.argsort(_sort_key(d, i), kind="stable")
-        all_d.append(d[order])
-        all_i.append(i[order])
-        offsets.append(offsets[-1] + len(order))
-    return np.array(offsets, np.int64), np.concatenate(all_d), np.concatenate(all_i)
+    query_of, ids, distances = (np.concatenate([np.empty(0, np.int64), *arrays]) for arrays in zip(*found))
+    return _by_query(len(queries), query_of, ids, distances)
+
+
+def _by_query(count: int, query_of: np.ndarray, ids: np.ndarray,
+              distances: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Results (of queries ``query_of``) as ``radius_search`` returns them: offsets (count + 1), and
+    distances and ids ordered by query, distance, then row."""
+    order = np.lexsort((ids, distances, query_of))
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(query_of, minlength=count))])
+    return offsets.astype(np.int64), distances[order].astype(np.int32), ids[order].astype(np.int64)
 
 
 def even_parts(total: int, parts: int) -> list[tuple[int, int]]:
