@@ -17,13 +17,13 @@ neighbours, as real queries do). Everything runs on this machine's CPU cores.
    bytes scanned per second, against the memory bandwidth measured here (a large NumPy copy),
    and comparisons per second against the popcount ceiling (``popcount_ceiling``).
 2. Exact multi-index hashing (``mih.MultiIndex``) against the exact scan and FAISS at 10M codes,
-   random and clustered, 64 and 128 bits, k = 1 and 10 (``exact_multi_index``); and FAISS's
+   random and clustered, 64 and 128 bits, k = 1 and 10, and radius searches (``exact_multi_index``); and FAISS's
    approximate MIH (``--index multihash``) against the exact scan at 10M clustered 64-bit codes: k = 1,
    10, 100 and radius 2, with recall (share of the exact results found; for k-NN, ties at the
    k-th distance count as found).
 3. ``hashkit query`` itself (``query_cli``), as its own process, on code stores on disk with
    10M 64-bit codes and their paths and 10,000 queries: k = 10 (scan, and exact MIH: every code
-   read, tables built) and radius 2, wall time and peak resident memory.
+   read, tables built) and radius 2 (scan and exact MIH), wall time and peak resident memory.
 4. mAP over the whole database for 10,000 queries x 60,000 codes (64 bits, 10 classes):
    ``metrics.evaluate`` (on every core) against the straightforward NumPy implementation common
    in public hashing code (per query: distances from a float matrix product, argsort, cumulative
@@ -162,6 +162,9 @@ def knn_throughput(sizes: tuple[int, ...], bit_lengths: tuple[int, ...], queries
     return rows
 
 
+RADII = {64: (2, 8), 128: (4, 16)}  # radius searches timed in exact_multi_index
+
+
 def exact_multi_index(size: int, queries_count: int, rng: np.random.Generator) -> list[dict]:
     """Exact MIH (``mih.MultiIndex``) against the exact scan (``knn_scan``) and FAISS's exhaustive
     search, on random codes and on clustered codes with noisy queries (neighbours near, as real
@@ -194,6 +197,14 @@ def exact_multi_index(size: int, queries_count: int, rng: np.random.Generator) -
                              "certified_at_bound": {str(b): n for b, n in sorted(stats.stopped_at.items())},
                              "reprobed": stats.reprobed, "scanned": stats.scanned, "unprobed": stats.unprobed,
                              "codes_compared_per_query": round(stats.candidates / queries_count, 1)})
+                print(rows[-1], flush=True)
+            for radius in RADII[bits]:
+                scan_seconds, scanned = timed(radius_search, [database], queries, radius, repeat=3)
+                mih_seconds, found = timed(index.radius_search, queries, radius, repeat=3)
+                rows.append({"codes": codes, "size": size, "bits": bits, "radius": radius, "queries": queries_count,
+                             "scan_seconds": round(scan_seconds, 3), "mih_seconds": round(mih_seconds, 4),
+                             "speedup_over_scan": round(scan_seconds / mih_seconds, 1), "results": int(scanned[0][-1]),
+                             "identical": all(np.array_equal(a, b) for a, b in zip(found, scanned))})
                 print(rows[-1], flush=True)
             del index
     return rows
@@ -274,7 +285,8 @@ def query_cli_at_scale(size: int, queries_count: int, rng: np.random.Generator, 
     del database, paths
     rows = []
     for search, extra in (("k=10", ["-k", "10"]), ("k=10, --index mih", ["-k", "10", "--index", "mih"]),
-                          ("radius=2", ["--radius", "2"])):
+                          ("radius=2", ["--radius", "2"]),
+                          ("radius=2, --index mih", ["--radius", "2", "--index", "mih"])):
         output = folder / "results.h5"
         seconds, peak = run_measured([sys.executable, "-m", "hashkit.cli.main", "query", "--db", str(db_store),
                                       "--queries", str(query_store), "-o", str(output), "--overwrite", *extra])
@@ -405,7 +417,7 @@ def write_markdown(path: Path, report: dict) -> None:
                   "| identical | certified at bound (queries) | probed again | scanned | unprobed "
                   "| codes compared / query |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in report["exact_mih"]:
+        for r in (r for r in report["exact_mih"] if "k" in r):
             target = {1: 20, 10: 10}[r["k"]] if r["bits"] == 64 else None
             bounds = ", ".join(f"{b}: {n}" for b, n in r["certified_at_bound"].items()) or "-"
             substrings = "+".join(map(str, r["substrings"]))
@@ -417,6 +429,16 @@ def write_markdown(path: Path, report: dict) -> None:
                          f"| {r['identical']} | {bounds} | {r.get('reprobed', '-')} | {r['scanned']:,} "
                          f"| {r.get('unprobed', 0):,} "
                          f"| {r.get('codes_compared_per_query', '-')} |")
+        radius_rows = [r for r in report["exact_mih"] if "radius" in r]
+        if radius_rows:
+            lines += ["", "Radius searches (every code within the radius): the exact scan (`radius_search`) against "
+                      "`MultiIndex.radius_search` (the rings up to bound r, one pass per table), same queries and "
+                      "tables, best of 3 runs each.", "",
+                      "| codes | bits | radius | scan s | MIH s | x scan | results | identical |",
+                      "|---|---|---|---|---|---|---|---|"]
+            lines += [f"| {r['size']:,} {r['codes']} | {r['bits']} | {r['radius']} | {r['scan_seconds']} "
+                      f"| {r['mih_seconds']} | {r['speedup_over_scan']} | {r['results']:,} | {r['identical']} |"
+                      for r in radius_rows]
     if "mih" in report:
         lines += ["", "## `--index multihash` (FAISS's approximate multi-index hashing) against the exact scan "
                   f"(10M clustered codes, 64 bits){_at(report, 'mih')}", "",
