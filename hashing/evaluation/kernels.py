@@ -84,12 +84,21 @@ def empty_lists(queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(nogil=True, boundscheck=False, inline="always")
-def smallest_distance(word, column, lo, hi):
-    """The smallest distance of one-word codes ``column[lo:hi]`` to ``word`` (2^30 when none): one
-    vectorised pass, without stores."""
+def smallest_distance(columns, query, lo, hi):
+    """The smallest distance of rows ``lo``..``hi`` of ``columns`` (words, n) to ``query`` (words,)
+    for codes of one or two words (2^30 when there are no rows), in one vectorised pass without
+    stores; 0 for longer codes (not computed: a bound that lets every block through)."""
     smallest = np.int64(1 << 30)
-    for i in range(lo, hi):
-        smallest = min(smallest, np.int64(popcount(word ^ column[i])))
+    if columns.shape[0] == 1:
+        word, column = query[0], columns[0]
+        for i in range(lo, hi):
+            smallest = min(smallest, np.int64(popcount(word ^ column[i])))
+    elif columns.shape[0] == 2:
+        word, column, word_2, column_2 = query[0], columns[0], query[1], columns[1]
+        for i in range(lo, hi):
+            smallest = min(smallest, np.int64(popcount(word ^ column[i]) + popcount(word_2 ^ column_2[i])))
+    else:
+        smallest = np.int64(0)
     return smallest
 
 
@@ -158,16 +167,16 @@ def within_radius(columns, queries, first_row, radius, q_start, q_stop):
     """Every (query, row, distance) with distance at most ``radius``, for queries ``q_start``..
     ``q_stop`` (``queries``: (Q, words) uint64) and the rows of ``columns`` (words, n) numbered from
     ``first_row``: three int64 arrays. For each block of rows and query, one vectorised pass finds
-    the smallest distance (codes of one word) or counts the rows within the radius; the rows are
-    looked at one by one only when there are some."""
-    words, n = columns.shape
+    the smallest distance (codes of one or two words); the rows are looked at one by one only when
+    it is within the radius."""
+    n = columns.shape[1]
     found_q, found_i, found_d = np.empty(1024, np.int64), np.empty(1024, np.int64), np.empty(1024, np.int64)
     count = 0
     distances = np.empty(BLOCK, np.int64)
     for start in range(0, n, BLOCK):
         lo, hi = uint64(start), uint64(min(start + BLOCK, n))
         for q in range(q_start, q_stop):
-            if words == 1 and smallest_distance(queries[q, 0], columns[0], lo, hi) > radius:
+            if smallest_distance(columns, queries[q], lo, hi) > radius:
                 continue  # no stores: most blocks stop here
             block_distances(columns, queries[q], lo, hi, distances)
             found_q, found_i, found_d, count = collect_within(distances, hi - lo, radius, q, first_row + np.int64(lo),

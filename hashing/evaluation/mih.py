@@ -389,7 +389,7 @@ def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, be
             _fetch(probed[n + FETCH_AHEAD], offsets, rows, columns)
         for p in range(start, stop):
             q = open_queries[pairs[p]]
-            if columns.shape[0] == 1 and smallest_distance(queries[q, 0], columns[0], first, last) > best_d[q, k - 1]:
+            if smallest_distance(columns, queries[q], first, last) > best_d[q, k - 1]:
                 continue  # one vectorised pass, without stores: most buckets stop there
             for lo in range(first, last, BLOCK):
                 hi = min(lo + BLOCK, last)
@@ -416,7 +416,7 @@ def _ring_within(open_queries, keys, masks, offsets, rows, columns, queries, rad
             _fetch(probed[n + FETCH_AHEAD], offsets, rows, columns)
         for p in range(start, stop):
             q = open_queries[pairs[p]]
-            if columns.shape[0] == 1 and smallest_distance(queries[q, 0], columns[0], first, last) > radius:
+            if smallest_distance(columns, queries[q], first, last) > radius:
                 continue
             for lo in range(first, last, BLOCK):
                 hi = min(lo + BLOCK, last)
