@@ -26,6 +26,9 @@ it is probed again without that limit). The rings stop where their work per quer
 (``search.knn_scan``), all together; and when most of the pilot is, so are all the others,
 unprobed.
 
+A radius search needs no certificate: every code within distance r is in the rings up to bound r,
+probed in one pass per table, and collected (scanned instead when those rings would cost more).
+
 Tables are in memory: per table, bucket offsets (2^bits + 1) and the rows (4 bytes each, 8 from
 2^32 rows on) and codes sorted by bucket: 480 MB for 10M 64-bit codes (4 tables of 16 bits), 6
 times the codes' size. Each table is a counting sort of the rows by substring, the tables built in
@@ -325,10 +328,12 @@ def _offer_block(distances, n, rows, first, q, best_d, best_i, histogram):
                 offer(best_d, best_i, q, distances[i], np.int64(rows[first + i]))
 
 
-def _parts(queries: np.ndarray, keys: np.ndarray, masks: int, threads: int) -> list[np.ndarray]:
+def _parts(queries: np.ndarray, keys: np.ndarray, mask_count: int, threads: int) -> list[np.ndarray]:
     """``queries`` in parts probed at once, one a thread at least, each in the order of its ``keys``
-    (nearby keys: nearby buckets), of at most PART_QUERIES queries and RING_PAIRS pairs with ``masks``."""
-    count = max(1, min(threads, len(queries)), -(-len(queries) * masks // RING_PAIRS), -(-len(queries) // PART_QUERIES))
+    (nearby keys: nearby buckets), of at most PART_QUERIES queries and RING_PAIRS pairs with
+    ``mask_count`` masks."""
+    count = max(1, min(threads, len(queries)), -(-len(queries) * mask_count // RING_PAIRS),
+                -(-len(queries) // PART_QUERIES))
     return [part[np.argsort(keys[part], kind="stable")] for part in np.array_split(queries, count)]
 
 
