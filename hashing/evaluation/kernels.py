@@ -83,22 +83,35 @@ def empty_lists(queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((queries, k), NO_DISTANCE, np.int64), np.full((queries, k), -1, np.int64)
 
 
-@njit(nogil=True, boundscheck=False, inline="always")
-def smallest_distance(columns, query, lo, hi):
-    """The smallest distance of rows ``lo``..``hi`` of ``columns`` (words, n) to ``query`` (words,)
-    for codes of one or two words (2^30 when there are no rows), in one vectorised pass without
-    stores; 0 for longer codes (not computed: a bound that lets every block through)."""
-    smallest = np.int64(1 << 30)
+@njit(nogil=True, boundscheck=False)
+def all_beyond(columns, queries, q, lo, hi, threshold):
+    """Whether every row ``lo``..``hi`` of ``columns`` (words, n) is farther than ``threshold``
+    from query q of ``queries`` (Q, words): one vectorised pass for the smallest distance, without
+    stores, for codes of one or two words; False for longer codes (not looked at)."""
     if columns.shape[0] == 1:
-        word, column = query[0], columns[0]
-        for i in range(lo, hi):
-            smallest = min(smallest, np.int64(popcount(word ^ column[i])))
+        if smallest_one_word(queries[q, 0], columns[0], lo, hi) > threshold:
+            return True
     elif columns.shape[0] == 2:
-        word, column, word_2, column_2 = query[0], columns[0], query[1], columns[1]
-        for i in range(lo, hi):
-            smallest = min(smallest, np.int64(popcount(word ^ column[i]) + popcount(word_2 ^ column_2[i])))
-    else:
-        smallest = np.int64(0)
+        if smallest_two_words(queries[q, 0], columns[0], queries[q, 1], columns[1], lo, hi) > threshold:
+            return True
+    return False
+
+
+@njit(nogil=True, boundscheck=False, inline="always")
+def smallest_one_word(word, column, lo, hi):
+    """The smallest distance of one-word codes ``column[lo:hi]`` to ``word`` (2^30 when none)."""
+    smallest = np.int64(1 << 30)
+    for i in range(lo, hi):
+        smallest = min(smallest, np.int64(popcount(word ^ column[i])))
+    return smallest
+
+
+@njit(nogil=True, boundscheck=False, inline="always")
+def smallest_two_words(word, column, word_2, column_2, lo, hi):
+    """The smallest distance of two-word codes (``column``, ``column_2``) to (``word``, ``word_2``)."""
+    smallest = np.int64(1 << 30)
+    for i in range(lo, hi):
+        smallest = min(smallest, np.int64(popcount(word ^ column[i]) + popcount(word_2 ^ column_2[i])))
     return smallest
 
 
@@ -176,7 +189,7 @@ def within_radius(columns, queries, first_row, radius, q_start, q_stop):
     for start in range(0, n, BLOCK):
         lo, hi = uint64(start), uint64(min(start + BLOCK, n))
         for q in range(q_start, q_stop):
-            if smallest_distance(columns, queries[q], lo, hi) > radius:
+            if all_beyond(columns, queries, q, lo, hi, radius):
                 continue  # no stores: most blocks stop here
             block_distances(columns, queries[q], lo, hi, distances)
             found_q, found_i, found_d, count = collect_within(distances, hi - lo, radius, q, first_row + np.int64(lo),
