@@ -64,10 +64,10 @@ def _hnsw(bits: int, rows: int) -> faiss.IndexBinary:
 
 
 INDEXES = {kind.name: kind for kind in (
-    IndexKind("flat", True, "exact scan (compiled kernel, kernels.knn_update), streamed over the database",
-              lambda bits, rows: faiss.IndexBinaryFlat(bits)),
-    IndexKind("mih", True, "exact multi-index hashing (mih.MultiIndex), built in memory at query time; "
-              "radius searches scan", None),
+    IndexKind("flat", True, "exact scan (compiled kernels, kernels.knn_update and within_radius), streamed "
+              "over the database", lambda bits, rows: faiss.IndexBinaryFlat(bits)),
+    IndexKind("mih", True, "exact multi-index hashing (mih.MultiIndex), built in memory at query time, for "
+              "the k nearest and radius searches", None),
     IndexKind("multihash", False, "approximate multi-index hashing (FAISS IndexBinaryMultiHash): bits/16 "
               "substrings of 16 bits, buckets within nflip (1) flips probed", _multi_hash, ("nflip",)),
     IndexKind("hash", False, "hash of the first 24 bits (FAISS IndexBinaryHash), buckets within nflip (1) "
