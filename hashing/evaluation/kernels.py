@@ -144,13 +144,10 @@ def knn_update(columns, queries, first_row, best_d, best_i, q_start, q_stop):
         lo, hi = uint64(start), uint64(stop)
         for q in range(q_start, q_stop):
             kth = best_d[q, k - 1]
-            smallest = kth
             word = queries[q, 0]
             column = columns[0]
             if words == 1:
-                for i in range(lo, hi):
-                    smallest = min(smallest, np.int64(popcount(word ^ column[i])))
-                if smallest < kth:
+                if smallest_one_word(word, column, lo, hi) < kth:
                     for i in range(lo, hi):
                         distance = np.int64(popcount(word ^ column[i]))
                         if distance < best_d[q, k - 1]:
@@ -158,15 +155,14 @@ def knn_update(columns, queries, first_row, best_d, best_i, q_start, q_stop):
                 continue
             if words == 2:  # 128-bit codes: both words in one pass, 1.3x to 2x the general loop below
                 word_2, column_2 = queries[q, 1], columns[1]
-                for i in range(lo, hi):
-                    smallest = min(smallest, np.int64(popcount(word ^ column[i]) + popcount(word_2 ^ column_2[i])))
-                if smallest < kth:
+                if smallest_two_words(word, column, word_2, column_2, lo, hi) < kth:
                     for i in range(lo, hi):
                         distance = np.int64(popcount(word ^ column[i]) + popcount(word_2 ^ column_2[i]))
                         if distance < best_d[q, k - 1]:
                             offer(best_d, best_i, q, distance, first_row + np.int64(i))
                 continue
             block_distances(columns, queries[q], lo, hi, distances)
+            smallest = kth
             for i in range(uint64(0), hi - lo):
                 smallest = min(smallest, distances[i])
             if smallest < kth:
