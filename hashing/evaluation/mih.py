@@ -245,7 +245,7 @@ class MultiIndex:
         with ThreadPoolExecutor(threads) as pool:
             for j, pass_radii in merged_passes(rings[:radius + 1], radius):
                 keys, masks = substring_keys(query_words, self.starts[j], self.lengths[j]), self.masks(j, pass_radii)
-                ring = (masks, self.offsets[j], self.rows[j], self.columns[j], query_words, radius)
+                ring = (masks, self.offsets[j], self.columns[j], query_words, radius)
                 for query_of, at, distances in pool.map(lambda part: _ring_within(part, keys[part], *ring),
                                                         _parts(everyone, keys, len(masks), threads)):
                     found.append((query_of, self.rows[j][at].astype(np.int64), distances))
@@ -364,15 +364,16 @@ def _join(keys, masks, buckets):
 
 
 @njit(nogil=True, boundscheck=False, inline="always")
-def _fetch(bucket, offsets, rows, columns):
-    """Start bringing a bucket's codes, and its rows (read for codes offered), into the cache."""
+def _fetch(bucket, offsets, columns, rows):
+    """Start bringing a bucket's codes, and its ``rows`` unless None, into the cache."""
     first, last = uint64(offsets[bucket]), uint64(offsets[bucket + 1])
     for w in range(columns.shape[0]):
         column = columns[w]
         for i in range(first, last, 8):
             prefetch(column, i)
-    for i in range(first, last, 16):
-        prefetch(rows, i)
+    if rows is not None:
+        for i in range(first, last, 16):
+            prefetch(rows, i)
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
@@ -391,7 +392,7 @@ def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, be
         b = probed[n]
         stop, first, last = ends[b], uint64(offsets[b]), uint64(offsets[b + 1])
         if n + FETCH_AHEAD < count:
-            _fetch(probed[n + FETCH_AHEAD], offsets, rows, columns)
+            _fetch(probed[n + FETCH_AHEAD], offsets, columns, rows)  # rows: read for codes offered
         for p in range(start, stop):
             q = open_queries[pairs[p]]
             # most buckets stop here (all_beyond spelled out: as a call, 10-15% slower here, measured)
@@ -412,7 +413,7 @@ def _ring(open_queries, keys, masks, offsets, rows, columns, queries, best_d, be
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
-def _ring_within(open_queries, keys, masks, offsets, rows, columns, queries, radius):
+def _ring_within(open_queries, keys, masks, offsets, columns, queries, radius):
     """``_ring`` for a radius search: (query, table position, distance) of every code within
     ``radius`` in the pass's buckets, as three int64 arrays."""
     probed, count, ends, pairs = _join(keys, masks, offsets.size - 1)
@@ -424,7 +425,7 @@ def _ring_within(open_queries, keys, masks, offsets, rows, columns, queries, rad
         b = probed[n]
         stop, first, last = ends[b], uint64(offsets[b]), uint64(offsets[b + 1])
         if n + FETCH_AHEAD < count:
-            _fetch(probed[n + FETCH_AHEAD], offsets, rows, columns)
+            _fetch(probed[n + FETCH_AHEAD], offsets, columns, None)  # rows: looked up afterwards, for codes found
         for p in range(start, stop):
             q = open_queries[pairs[p]]
             if all_beyond(columns, queries, q, first, last, radius):
