@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test browser bench-quality bench-search bench-reconstruct bench-throughput clean
+.PHONY: venv demo test browser bench-real bench-quality bench-search bench-reconstruct bench-throughput clean
 
 venv: $(VENV)/.ready
 
@@ -29,6 +29,15 @@ browser:
 	command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; } \
 		|| { sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium; } \
 		|| echo "chromium could not be installed: the report rendering test will be skipped"
+
+# The headline quality benchmark: real photos (docs/real_photos.md), held-out scenes and the user's path, every
+# label-free method, 3 seeds (about 1 hour on 2 cores). SOURCES: a folder of clones of the repositories that
+# benchmarks/real_photos.tsv names (owner/name); the photos are assembled into $(REAL_PHOTOS) first.
+SOURCES ?= sources
+REAL_PHOTOS ?= benchmarks/data/real-photos
+bench-real: venv
+	$(BIN)/python benchmarks/real.py assemble --sources $(SOURCES) --out $(REAL_PHOTOS)
+	$(BIN)/python benchmarks/real.py run --photos $(REAL_PHOTOS) --max-image-size 1000
 
 # Retrieval quality of every method beside its peers (label-free, supervised, multi-label; about 70 minutes on 2
 # cores with the feature cache filled, about 30 more to fill it; `--only SECTION`, `--quick` for parts). Needs Debian's

@@ -171,8 +171,10 @@ def train(
     weights: Annotated[str, typer.Option(help="imagenet, none, or a state-dict file for the backbone.")] = "imagenet",
     image_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 224,
     hidden: Annotated[int, typer.Option(help="Width of a hidden layer before the hash layer (0: none).")] = 0,
-    freeze_backbone: Annotated[bool, typer.Option(
-        "--freeze-backbone", help="Train only the head, on cached backbone features (fast).")] = False,
+    freeze_backbone: Annotated[Optional[bool], typer.Option(
+        "--freeze-backbone/--train-backbone", show_default=False,
+        help="Train only the head, on cached backbone features (fast), or the backbone too (default: the "
+             "method's choice; frozen for bcdh).")] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs (deep methods).")] = 10,
     batch_size: Annotated[int, typer.Option(help="Pairs per step (bcdh) or images per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate of the head; a trained backbone uses lr/10.")] = 1e-3,
@@ -207,6 +209,9 @@ def train(
         + (f" ({len(summary.unreadable)} undecodable images skipped)" if summary.unreadable else "")
         + (f", resumed after epoch {summary.resumed_from_epoch}" if summary.resumed_from_epoch else ""),
         f"loss per epoch: {losses}",
+        f"training codes: {summary.collapse.distinct_codes} distinct for {summary.images} images"
+        + (f", {summary.collapse.cross_group_pairs} pairs of different groups on one code"
+           if summary.collapse.grouped_images else ""),
         f"model: {summary.model_path}",
     ] + [f"unreadable: {path}" for path in summary.unreadable])
     for warning in summary.warnings:

@@ -68,6 +68,20 @@ def test_train_writes_a_safe_checkpoint_and_loss_falls(bcdh_model):
     assert config["image_size"] == 64 and len(config["mean"]) == 3 and config["hashkit_version"]
 
 
+def test_bcdh_defaults_to_a_frozen_backbone_and_reports_its_training_codes(bcdh_model, work_dir, tmp_path):
+    import torch
+    model, summary = bcdh_model
+    config = json.loads(torch.load(model, weights_only=True)["config"])
+    assert config["frozen_backbone"] is True and config["backbone_output"] == "maps"  # GeM pools the maps
+    store = tmp_path / "training.h5"
+    photos = read_pairs(work_dir / "pairs.h5").photo_root
+    assert run_cli("encode", model, photos, "-o", store, "--workers", "0").exit_code == 0
+    codes = read_store(store).codes
+    assert summary["collapse"]["images"] == 24
+    assert summary["collapse"]["distinct_codes"] == len(np.unique(codes, axis=0)), "the codes encode makes"
+    assert summary["collapse"]["grouped_images"] > 0 and summary["collapse"]["cross_group_pairs"] == 0
+
+
 def test_encode_query_and_metrics(bcdh_model, scene_set, tmp_path):
     model, _ = bcdh_model
     photos = sorted((scene_set / "photos").glob("*.jpg"))

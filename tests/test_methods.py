@@ -140,3 +140,46 @@ def test_loss_warnings_flag_jumps_and_non_finite_losses():
     jumped = loss_warnings([0.3, 0.0, 1.9988, 1.5])
     assert len(jumped) == 1 and jumped[0].startswith("epoch 3: loss jumped from 0.0000 to 1.9988")
     assert loss_warnings([0.5, float("nan")])[0].startswith("epoch 2: loss is nan")
+
+
+def test_learned_whitening_whitens_positive_differences_and_orders_negative_ones():
+    from hashkit.hashing.training.methods.bcdh import learned_whitening
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 6)) @ rng.standard_normal((6, 6))
+    positives = rng.integers(0, 200, (300, 2))
+    negatives = rng.integers(0, 200, (400, 2))
+    projection = learned_whitening(x, positives, negatives, shrinkage=0.0)
+    within = (x[positives[:, 0]] - x[positives[:, 1]]) @ projection.T
+    assert np.allclose(within.T @ within / len(within), np.eye(6), atol=1e-8)
+    between = (x[negatives[:, 0]] - x[negatives[:, 1]]) @ projection.T
+    covariance = between.T @ between / len(between)
+    assert np.allclose(covariance, np.diag(np.diag(covariance)), atol=1e-8)
+    assert np.all(np.diff(np.diag(covariance)) <= 1e-12), "directions of most negative spread first"
+
+
+def test_bcdh_starts_from_the_closed_form_codes():
+    """The hash layer starts as a scaled rotation of the top closed-form directions of the head's
+    unit-length descriptors (principal ones for init itq), with outputs averaging +-1."""
+    from hashkit.hashing.training.methods.bcdh import learned_whitening, pooled_descriptors
+    rng = np.random.default_rng(1)
+    features = np.abs(rng.standard_normal((60, 32))).astype(np.float32)
+    model_id = np.repeat(np.arange(3), 20).astype(np.int32)
+    positives = np.array([(i, i + 1) for i in range(0, 59) if model_id[i] == model_id[i + 1]])
+    pairs = Pairs(photo_root=None, images=[f"{i}.jpg" for i in range(60)], model_id=model_id, positives=positives,
+                  shared_points=np.full(len(positives), 30), negatives=np.array([[0, 30], [5, 45], [25, 50]]))
+    data = TrainingData([None] * 60, features=features, pairs=pairs)
+    descriptors = pooled_descriptors(features, 1.0).astype(np.float64)
+    for init in ("itq", "whitened-itq"):
+        method = get_method("bcdh", init=init, pooling="average")
+        method.setup(data, 8, seed=0)
+        head = method.build_head(32, 8, 0, 0)
+        method.init_head(head, data)
+        outputs = head(torch.from_numpy(features)).detach().numpy()
+        assert abs(np.abs(outputs).mean() - 1) < 1e-4
+        top = (np.linalg.svd(descriptors - descriptors.mean(axis=0), full_matrices=False)[2][:8] if init == "itq"
+               else learned_whitening(descriptors, method.positives, method.random_negatives, method.shrinkage)[:8])
+        weight = head.hash_layer.weight.detach().numpy().astype(np.float64)
+        rotation = weight @ np.linalg.pinv(top)  # (8, 8): a multiple of an orthogonal matrix
+        assert np.allclose(weight, rotation @ top, atol=1e-4), "rows lie in the span of the top directions"
+        gram = rotation @ rotation.T
+        assert np.allclose(gram, gram[0, 0] * np.eye(8), atol=1e-3 * gram[0, 0])

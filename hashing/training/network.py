@@ -8,6 +8,7 @@ is a separate module, so a frozen backbone's output can be cached and fed to it 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -34,6 +35,35 @@ class MLPHead(Head):
         if features.dim() == 4:
             features = features.mean(dim=(2, 3))
         return {"codes": self.hash_layer(self.hidden_layer(features))}
+
+
+def gem(maps: torch.Tensor, power: float) -> torch.Tensor:
+    """Generalised-mean pooling over space (Radenovic et al., TPAMI 2018): (mean x^p)^(1/p) per
+    channel; power 1 is averaging, larger powers lean towards the strongest responses."""
+    return maps.clamp(min=1e-6).pow(power).mean(dim=(2, 3)).pow(1.0 / power)
+
+
+def descriptor(features: torch.Tensor, power: float) -> torch.Tensor:
+    """Unit-length descriptors of backbone maps (B, C, h, w), pooled by GeM, or of features (B, C)."""
+    if features.dim() == 4:
+        features = gem(features.float(), power)
+    return F.normalize(features.float(), dim=1)
+
+
+class PooledHead(MLPHead):
+    """Feature maps pooled by GeM of ``power`` (or features already pooled), L2-normalised, then
+    MLPHead's layers: the codes see the direction of the descriptor, as cosine ranking does."""
+
+    def __init__(self, in_features: int, bits: int, hidden: int = 0, power: float = 3.0):
+        super().__init__(in_features, bits, hidden)
+        self.power = power
+
+    def pooled(self, features: torch.Tensor) -> torch.Tensor:
+        """The unit-length descriptor the layers read."""
+        return descriptor(features, self.power)
+
+    def outputs(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"codes": self.hash_layer(self.hidden_layer(self.pooled(features)))}
 
 
 class HashNetwork(nn.Module):

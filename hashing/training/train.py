@@ -23,6 +23,7 @@ from ..storage.locking import exclusive_lock, output_file
 from ..user_cache import default_cache_dir
 from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
+from .collapse import Collapse, code_collapse
 from .features import cached_features, weights_digest
 from .images import find_images
 from .methods import DeepMethod, FeatureMethod, Method, TrainingData, get_method
@@ -39,7 +40,7 @@ class TrainOptions:
     weights: str = "imagenet"
     image_size: int = 224
     hidden: int = 0  # width of a hidden layer before the hash layer (0: none)
-    freeze_backbone: bool = False  # train the head only, on cached backbone features
+    freeze_backbone: bool | None = None  # train the head only, on cached backbone features (None: the method's choice)
     epochs: int = 10
     batch_size: int = 32  # pairs per step for pair methods, images per step otherwise
     lr: float = 1e-3  # head; a trained backbone uses lr / 10
@@ -68,6 +69,7 @@ class TrainSummary:
     classes: int = 0
     warnings: list[str] = field(default_factory=list)
     resumed_from_epoch: int = 0  # epochs done before this run, from a checkpoint
+    collapse: Collapse | None = None  # of the training images' codes
 
 
 def loss_warnings(losses: list[float]) -> list[str]:
@@ -93,7 +95,8 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
     generator = seed_everything(options.seed)
     device = resolve_device(options.device)
     keep_freed_memory()
-    frozen = isinstance(method, FeatureMethod) or options.freeze_backbone
+    frozen = isinstance(method, FeatureMethod) or (method.freezes_backbone if options.freeze_backbone is None
+                                                   else options.freeze_backbone)
     distributed.start(device)
     writer = distributed.main_process()  # under torchrun, rank 0 alone writes the model and checkpoints
     with exclusive_lock(output) if writer else nullcontext():
@@ -106,6 +109,8 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
         losses, seconds, state = [], [], None
         if isinstance(method, FeatureMethod):
             _fit_hash_layer(network, method, data.features, options)
+            with torch.no_grad():
+                outputs = network.head(torch.from_numpy(data.features).float()).numpy()
         else:
             checkpoint = resume.checkpoint_path(output)
             stamp = resume.fingerprint({k: v for k, v in dataclasses.asdict(options).items()
@@ -115,6 +120,8 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
                                   lr=options.lr, workers=options.workers, device=device, generator=generator)
             losses, seconds = trainer.fit(options.epochs, options.batch_size, options.bits, options.seed,
                                           checkpoint, stamp, state)
+            outputs = trainer.final_outputs
+        collapse = code_collapse(np.packbits(outputs > 0, axis=1), _groups(data))
         config = {
             "method": method.name, "params": options.params, "bits": options.bits,
             "backbone": options.backbone, "init_weights": options.weights, "hidden": options.hidden,
@@ -129,9 +136,20 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
             save_checkpoint(output, network, config)
             resume.checkpoint_path(output).unlink(missing_ok=True)
     distributed.stop()
+    warnings = loss_warnings(losses) + [line for line in [collapse.warning()] if line]
     return TrainSummary(str(output), method.name, options.bits, len(data.paths),
                         round(time.perf_counter() - started, 2), losses, seconds, unreadable, len(data.classes),
-                        loss_warnings(losses), state["epoch"] if state else 0)
+                        warnings, state["epoch"] if state else 0, collapse)
+
+
+def _groups(data: TrainingData) -> np.ndarray | None:
+    """What images codes should tell apart: the linked images of a pairs file, or classes of
+    one label per image; None otherwise."""
+    if data.pairs is not None:
+        return data.pairs.group
+    if data.labels is not None and (data.labels.sum(axis=1) == 1).all():
+        return data.labels.argmax(axis=1)
+    return None
 
 
 def _check_options(output: Path, options: TrainOptions, method: Method, pairs_path: Path | None,
@@ -142,7 +160,7 @@ def _check_options(output: Path, options: TrainOptions, method: Method, pairs_pa
         raise UserError("--epochs must be >= 1, --batch-size >= 2, --image-size >= 32 and --hidden >= 0")
     if isinstance(method, FeatureMethod) and options.hidden:
         raise UserError(f"method {method.name} fits a linear hash layer; --hidden must be 0")
-    if method.uses_maps and options.hidden:
+    if not method.takes_hidden() and options.hidden:
         raise UserError(f"method {method.name} sets its own layer widths (see --param); --hidden must be 0")
     output_file(output, options.overwrite)
     checkpoint = resume.checkpoint_path(output)

@@ -139,6 +139,8 @@ class DeepTrainer:
         last epoch and ends where the uninterrupted run would have ended."""
         rng = np.random.default_rng(seed)
         self.method.setup(self.data, bits, seed)
+        if resume_from is None:
+            self.method.init_head(self.network.head, self.data)
         to_device(self.network, self.device)
         rank, size = distributed.rank_and_size()
         step = TrainingStep(self.network, self.frozen)
@@ -181,5 +183,6 @@ class DeepTrainer:
                     "optimizer": self.optimizer.state_dict(), "method": resume.object_state(self.method),
                     "rng": resume.snapshot(rng), "loader_generator": resume.snapshot(self.generator),
                     "global_random": resume.global_random_state()})
+        self.final_outputs = self.outputs()  # the trained codes of the training images, for their collapse
         self.network.cpu().eval()
         return losses, seconds

@@ -61,10 +61,15 @@ class Method:
     name: ClassVar[str]
     supervision: ClassVar[str]  # "pairs" (from reconstruct), "none", "labels" or "multilabels"
     uses_maps: ClassVar[bool] = False  # the head reads feature maps rather than pooled features
+    freezes_backbone: ClassVar[bool] = False  # train the head alone unless told otherwise
 
     def build_head(self, in_features: int, bits: int, hidden: int, classes: int) -> Head:
         """The head for a backbone output of width ``in_features`` (features or map channels)."""
         return MLPHead(in_features, bits, hidden)
+
+    def takes_hidden(self) -> bool:
+        """Whether ``--hidden`` applies: heads on feature maps set their own widths."""
+        return not self.uses_maps
 
 
 class DeepMethod(Method):
@@ -79,6 +84,10 @@ class DeepMethod(Method):
     def start_epoch(self, epoch: int, epochs: int, outputs: Callable[[], np.ndarray]) -> None:
         """Alternating step before epoch ``epoch`` of ``epochs``; ``outputs()`` computes the
         current real-valued codes (N, bits) of all training images. Default: nothing."""
+
+    def init_head(self, head: Head, data: TrainingData) -> None:
+        """Set the head's starting weights after ``setup`` (not when a run resumes). Default: the
+        layers' own random initialisation."""
 
     def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:
         raise NotImplementedError

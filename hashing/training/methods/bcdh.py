@@ -17,8 +17,13 @@ import numpy as np
 import torch
 
 from ...errors import UserError
+from ..network import Head, PooledHead, descriptor
 from ..pair_mining import cosine_neighbours, hard_negatives, membership, mutual_pairs
 from .base import Batch, DeepMethod, TrainingData, register
+from .itq import itq_rotation
+
+GEM_POWER = 3.0  # Radenovic et al.'s starting value; fixed here
+ITQ_ITERATIONS = 50
 
 
 def pair_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -36,11 +41,19 @@ def constrained_pair_loss(distance: torch.Tensor, similar: torch.Tensor, weight:
 class BCDH(DeepMethod):
     name = "bcdh"
     supervision = "pairs"
+    freezes_backbone = True  # the closed-form start and a few hundred pairs: the head alone, in seconds
 
     def __init__(self, margin: float = 2.0, quantization_weight: float = 0.1, negatives: str = "auto",
-                 negatives_per_image: int = 5, binary_sweeps: int = 3, neighbours: int = 10):
+                 negatives_per_image: int = 5, binary_sweeps: int = 3, neighbours: int = 10,
+                 pooling: str = "gem", init: str = "whitened-itq", shrinkage: float = 1.0):
         if negatives not in ("auto", "hard", "random"):
             raise UserError("bcdh: negatives must be 'auto', 'hard' or 'random'")
+        if pooling not in ("gem", "average") or init not in ("whitened-itq", "itq", "random"):
+            raise UserError("bcdh: pooling must be 'gem' or 'average', init 'whitened-itq', 'itq' or 'random'")
+        self.pooling, self.init = pooling, init
+        self.uses_maps = pooling == "gem"  # GeM pools the backbone's maps in the head
+        self.power = GEM_POWER if self.uses_maps else 1.0
+        self.shrinkage = float(shrinkage)  # of the whitening's within-pair covariance, in units of its mean variance
         self.margin = float(margin)  # in units of ||b_i - b_j||^2 / K = 4 x normalised Hamming
         self.quantization_weight = float(quantization_weight)
         self.negatives_mode = negatives
@@ -48,12 +61,39 @@ class BCDH(DeepMethod):
         self.binary_sweeps = int(binary_sweeps)
         self.neighbours = int(neighbours)  # k of the mutual-kNN pairs used when no pairs.h5 is given
 
+    def build_head(self, in_features: int, bits: int, hidden: int, classes: int) -> Head:
+        return PooledHead(in_features, bits, hidden, self.power)
+
+    def takes_hidden(self) -> bool:
+        return True
+
     def wants_features(self, has_pairs: bool) -> bool:
-        return not has_pairs  # pairs then come from feature-space neighbours
+        # the closed-form start reads them; without a pairs file, pairs come from feature-space neighbours
+        return not has_pairs or self.init != "random"
+
+    def init_head(self, head: Head, data: TrainingData) -> None:
+        """Start the hash layer where the closed-form codes are (no hidden layer only): ITQ on the
+        head's descriptors, after the whitening learned from the positive and negative pairs
+        (``whitened-itq``) or after PCA (``itq``). Scaled so that outputs average +-1."""
+        if self.init == "random" or not isinstance(head.hidden_layer, torch.nn.Identity):
+            return
+        descriptors = self.descriptors.astype(np.float64)
+        bits = head.hash_layer.out_features
+        mean = descriptors.mean(axis=0)
+        if self.init == "whitened-itq":
+            projection = learned_whitening(descriptors, self.positives, self.random_negatives, self.shrinkage)[:bits]
+        else:
+            projection = np.linalg.svd(descriptors - mean, full_matrices=False)[2][:bits]
+        projected = (descriptors - mean) @ projection.T
+        rotation = itq_rotation(projected, ITQ_ITERATIONS, int(self.rng.integers(2**31)))
+        weight = (projection.T @ rotation).T / np.abs(projected @ rotation).mean()
+        head.hash_layer.weight.data = torch.from_numpy(weight).to(head.hash_layer.weight)
+        head.hash_layer.bias.data = torch.from_numpy(-weight @ mean).to(head.hash_layer.bias)
 
     def setup(self, data: TrainingData, bits: int, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
         n = len(data.paths)
+        self.descriptors = None if data.features is None else pooled_descriptors(data.features, self.power)
         if data.pairs is not None:
             self.positives = data.pairs.positives.astype(np.int64)
             self.weights = positive_weights(data.pairs.shared_points, data.pairs.inlier_matches)
@@ -64,7 +104,7 @@ class BCDH(DeepMethod):
         else:
             if data.features is None:
                 raise UserError("bcdh without --pairs needs backbone features of the training images")
-            ranked = cosine_neighbours(data.features, 3 * self.neighbours)  # one search serves both uses
+            ranked = cosine_neighbours(self.descriptors, 3 * self.neighbours)  # one search serves both uses
             self.positives = mutual_pairs(membership(ranked[:, :self.neighbours]))
             self.weights = np.ones(len(self.positives))
             self.groups = None
@@ -164,6 +204,29 @@ class BCDH(DeepMethod):
         codes = torch.as_tensor(self.codes[batch.indices], dtype=outputs.dtype, device=outputs.device)
         quantization = pair_distance(outputs, codes)
         return pair_term.mean() + self.quantization_weight * quantization.mean()
+
+
+def pooled_descriptors(features: np.ndarray, power: float) -> np.ndarray:
+    """The head's unit-length descriptors (N, C) of backbone features or maps, float32."""
+    with torch.no_grad():
+        return torch.cat([descriptor(torch.from_numpy(features[start:start + 256]), power)
+                          for start in range(0, len(features), 256)]).numpy()
+
+
+def learned_whitening(descriptors: np.ndarray, positives: np.ndarray, negatives: np.ndarray,
+                      shrinkage: float) -> np.ndarray:
+    """Rows of the linear map that whitens the differences of positive pairs and then turns to
+    the directions along which negative pairs differ most, in decreasing order (Radenovic et al.'s
+    learned whitening, TPAMI 2018). The within-pair covariance is shrunk towards ``shrinkage``
+    times its mean variance, since a few hundred pairs leave most of its directions unseen."""
+    within = descriptors[positives[:, 0]] - descriptors[positives[:, 1]]
+    covariance = within.T @ within / len(within)
+    covariance += shrinkage * np.trace(covariance) / len(covariance) * np.eye(len(covariance))
+    values, vectors = np.linalg.eigh(covariance)
+    whitening = vectors @ np.diag(values ** -0.5) @ vectors.T
+    between = (descriptors[negatives[:, 0]] - descriptors[negatives[:, 1]]) @ whitening.T
+    _, directions = np.linalg.eigh(between.T @ between / len(between))
+    return directions[:, ::-1].T @ whitening
 
 
 def positive_weights(shared_points: np.ndarray, inlier_matches: np.ndarray) -> np.ndarray:
