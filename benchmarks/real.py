@@ -16,7 +16,8 @@ real scene; distractor photos belong to no scene).
   the first half; the second half is encoded and queried, every photo against all others;
 - the user's path: reconstruct, train, encode and query the whole collection.
 
-Methods: BCDH from the mined pairs with ``hashkit train``'s defaults (what the README shows);
+Methods: BCDH from the mined pairs with ``hashkit train``'s defaults (what the README shows), and
+started from the whitening learned from the pairs instead of PCA (``--param init=whitened-itq``);
 the label-free peers DSAH, GreedyHash and Bi-half (frozen backbone, hidden layer of 1024, 20
 epochs, batch 128, Adam 1e-3, as in benchmarks/quality.py) trained on the same photos; ITQ and
 LSH fitted on them; and the float features of the same backbone ranked by cosine. Backbone:
@@ -65,6 +66,7 @@ IMAGE_SIZE = 224
 PEERS = dict(freeze_backbone=True, hidden=1024, epochs=20, batch_size=128, lr=1e-3)
 METHODS = {  # name: (train options, trained from the pairs file)
     "bcdh": ({"method": "bcdh"}, True),  # hashkit train's defaults
+    "bcdh-whitened": ({"method": "bcdh", "params": {"init": "whitened-itq"}}, True),  # started from learned whitening
     "dsah": ({"method": "dsah", **PEERS}, False),
     "greedyhash": ({"method": "greedyhash", **PEERS}, False),
     "bihalf": ({"method": "bihalf", **PEERS}, False),
@@ -301,7 +303,7 @@ def markdown(report: dict) -> str:
         lines += [f"## {section['name']}", "",
                   f"Training: {section['train_photos']} photos of {section['train_scenes']} scenes; evaluated: "
                   f"{section['test_photos']} photos of {section['test_scenes']} scenes. Reconstruction "
-                  f"(`hashkit reconstruct` defaults, {rec['seconds']} s): {rec['registered']} of {rec['photos']} "
+                  f"(`hashkit reconstruct` defaults, --max-image-size {report['max_image_size']}, {rec['seconds']} s): {rec['registered']} of {rec['photos']} "
                   f"registered in {rec['models']} models, {rec['positives']} positives ({rec['wrong_positives']} "
                   f"across scenes, recall {rec['positive_recall']} of same-scene pairs), {rec['negatives']} negatives "
                   f"({rec['same_scene_negatives']} within a scene).", "",
@@ -332,7 +334,8 @@ def run(photos: Path, work: Path, seeds: list[int], bits_list: list[int], method
               "distractors": sum(1 for s in truth.values() if s.startswith(DISTRACTOR)), "seeds": seeds,
               "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                                        text=True).stdout.strip(),
-              "command": "python benchmarks/real.py run " + " ".join(os.sys.argv[2:]), "sections": []}
+              "command": "python benchmarks/real.py run " + " ".join(os.sys.argv[2:]), "max_image_size": max_image_size,
+              "sections": []}
     if "held-out" in protocols:
         report["sections"].append(run_protocol(
             "held-out scenes", photos, truth, [n for n in everything if truth[n] in first],

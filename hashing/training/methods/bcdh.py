@@ -45,7 +45,7 @@ class BCDH(DeepMethod):
 
     def __init__(self, margin: float = 2.0, quantization_weight: float = 0.1, negatives: str = "auto",
                  negatives_per_image: int = 5, binary_sweeps: int = 3, neighbours: int = 10,
-                 pooling: str = "gem", init: str = "whitened-itq", shrinkage: float = 1.0):
+                 pooling: str = "gem", init: str = "itq", shrinkage: float = 1.0):
         if negatives not in ("auto", "hard", "random"):
             raise UserError("bcdh: negatives must be 'auto', 'hard' or 'random'")
         if pooling not in ("gem", "average") or init not in ("whitened-itq", "itq", "random"):
