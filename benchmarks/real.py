@@ -303,7 +303,8 @@ def markdown(report: dict) -> str:
         lines += [f"## {section['name']}", "",
                   f"Training: {section['train_photos']} photos of {section['train_scenes']} scenes; evaluated: "
                   f"{section['test_photos']} photos of {section['test_scenes']} scenes. Reconstruction "
-                  f"(`hashkit reconstruct` defaults, --max-image-size {report['max_image_size']}, {rec['seconds']} s): {rec['registered']} of {rec['photos']} "
+                  f"(`hashkit reconstruct` defaults, --max-image-size {report['max_image_size']}, {rec['seconds']} s): "
+                  f"{rec['registered']} of {rec['photos']} "
                   f"registered in {rec['models']} models, {rec['positives']} positives ({rec['wrong_positives']} "
                   f"across scenes, recall {rec['positive_recall']} of same-scene pairs), {rec['negatives']} negatives "
                   f"({rec['same_scene_negatives']} within a scene).", "",

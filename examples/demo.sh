@@ -18,8 +18,7 @@ step "hashkit reconstruct: COLMAP models and mined pairs, no labels"
 hashkit reconstruct "$OUT/set/photos" -o "$OUT/work"
 
 step "hashkit train: BCDH from the mined pairs, the peer Bi-half from the photos alone, and the LSH baseline"
-hashkit train --pairs "$OUT/work/pairs.h5" -o "$OUT/bcdh.pt" --method bcdh --bits $BITS \
-    --image-size $SIZE --epochs 3 --batch-size 64 --seed 0
+hashkit train --pairs "$OUT/work/pairs.h5" -o "$OUT/bcdh.pt" --bits $BITS --seed 0   # bcdh's defaults
 hashkit train --images "$OUT/set/photos" -o "$OUT/bihalf.pt" --method bihalf --bits $BITS \
     --image-size $SIZE --epochs 3 --batch-size 64 --seed 0
 hashkit train --pairs "$OUT/work/pairs.h5" -o "$OUT/lsh.pt" --method lsh --bits $BITS \

@@ -183,3 +183,17 @@ def test_bcdh_starts_from_the_closed_form_codes():
         assert np.allclose(weight, rotation @ top, atol=1e-4), "rows lie in the span of the top directions"
         gram = rotation @ rotation.T
         assert np.allclose(gram, gram[0, 0] * np.eye(8), atol=1e-3 * gram[0, 0])
+
+
+def test_bcdh_with_fewer_images_than_bits_keeps_its_random_start():
+    features = np.abs(np.random.default_rng(2).standard_normal((10, 32))).astype(np.float32)
+    pairs = Pairs(photo_root=None, images=[f"{i}.jpg" for i in range(10)],
+                  model_id=np.repeat([0, 1], 5).astype(np.int32), positives=np.array([[0, 1], [5, 6]]),
+                  shared_points=np.array([30, 30]), negatives=np.array([[0, 5]]))
+    data = TrainingData([None] * 10, features=features, pairs=pairs)
+    method = get_method("bcdh", pooling="average")
+    method.setup(data, 16, seed=0)
+    head = method.build_head(32, 16, 0, 0)
+    before = head.hash_layer.weight.detach().clone()
+    method.init_head(head, data)
+    assert torch.equal(head.hash_layer.weight, before), "no closed form from 10 images for 16 bits"

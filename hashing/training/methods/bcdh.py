@@ -74,11 +74,13 @@ class BCDH(DeepMethod):
     def init_head(self, head: Head, data: TrainingData) -> None:
         """Start the hash layer where the closed-form codes are (no hidden layer only): ITQ on the
         head's descriptors, after the whitening learned from the positive and negative pairs
-        (``whitened-itq``) or after PCA (``itq``). Scaled so that outputs average +-1."""
-        if self.init == "random" or not isinstance(head.hidden_layer, torch.nn.Identity):
+        (``whitened-itq``) or after PCA (``itq``; with at least bits + 1 images). Scaled so that
+        outputs average +-1."""
+        bits = head.hash_layer.out_features
+        if self.init == "random" or not isinstance(head.hidden_layer, torch.nn.Identity) \
+                or (self.init == "itq" and bits >= len(self.descriptors)):  # PCA has fewer directions: random start
             return
         descriptors = self.descriptors.astype(np.float64)
-        bits = head.hash_layer.out_features
         mean = descriptors.mean(axis=0)
         if self.init == "whitened-itq":
             projection = learned_whitening(descriptors, self.positives, self.random_negatives, self.shrinkage)[:bits]
@@ -87,8 +89,9 @@ class BCDH(DeepMethod):
         projected = (descriptors - mean) @ projection.T
         rotation = itq_rotation(projected, ITQ_ITERATIONS, int(self.rng.integers(2**31)))
         weight = (projection.T @ rotation).T / np.abs(projected @ rotation).mean()
-        head.hash_layer.weight.data = torch.from_numpy(weight).to(head.hash_layer.weight)
-        head.hash_layer.bias.data = torch.from_numpy(-weight @ mean).to(head.hash_layer.bias)
+        with torch.no_grad():  # copied into the layer's own (contiguous) tensors, as a resumed run loads them
+            head.hash_layer.weight.copy_(torch.from_numpy(weight))
+            head.hash_layer.bias.copy_(torch.from_numpy(-weight @ mean))
 
     def setup(self, data: TrainingData, bits: int, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
