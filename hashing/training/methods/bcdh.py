@@ -78,9 +78,9 @@ class BCDH(DeepMethod):
         outputs average +-1."""
         bits = head.hash_layer.out_features
         if self.init == "random" or not isinstance(head.hidden_layer, torch.nn.Identity) \
-                or (self.init == "itq" and bits >= len(self.descriptors)):  # PCA has fewer directions: random start
+                or (self.init == "itq" and bits >= len(data.features)):  # PCA has fewer directions: random start
             return
-        descriptors = self.descriptors.astype(np.float64)
+        descriptors = pooled_descriptors(data.features, self.power).astype(np.float64)
         mean = descriptors.mean(axis=0)
         if self.init == "whitened-itq":
             projection = learned_whitening(descriptors, self.positives, self.random_negatives, self.shrinkage)[:bits]
@@ -96,7 +96,6 @@ class BCDH(DeepMethod):
     def setup(self, data: TrainingData, bits: int, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
         n = len(data.paths)
-        self.descriptors = None if data.features is None else pooled_descriptors(data.features, self.power)
         if data.pairs is not None:
             self.positives = data.pairs.positives.astype(np.int64)
             self.weights = positive_weights(data.pairs.shared_points, data.pairs.inlier_matches)
@@ -107,7 +106,7 @@ class BCDH(DeepMethod):
         else:
             if data.features is None:
                 raise UserError("bcdh without --pairs needs backbone features of the training images")
-            ranked = cosine_neighbours(self.descriptors, 3 * self.neighbours)  # one search serves both uses
+            ranked = cosine_neighbours(pooled_descriptors(data.features, self.power), 3 * self.neighbours)
             self.positives = mutual_pairs(membership(ranked[:, :self.neighbours]))
             self.weights = np.ones(len(self.positives))
             self.groups = None
