@@ -39,6 +39,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -335,7 +336,7 @@ def run(photos: Path, work: Path, seeds: list[int], bits_list: list[int], method
               "distractors": sum(1 for s in truth.values() if s.startswith(DISTRACTOR)), "seeds": seeds,
               "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                                        text=True).stdout.strip(),
-              "command": "python benchmarks/real.py run " + " ".join(os.sys.argv[2:]), "max_image_size": max_image_size,
+              "command": "python benchmarks/real.py run " + " ".join(sys.argv[2:]), "max_image_size": max_image_size,
               "sections": []}
     if "held-out" in protocols:
         report["sections"].append(run_protocol(
