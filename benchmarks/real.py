@@ -43,13 +43,13 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from hashkit.hashing.evaluation.metrics import ranking_scores
 from hashkit.hashing.evaluation.query import query
 from hashkit.hashing.storage.encode import encode
+from hashkit.hashing.storage.store import read_store
 from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from hashkit.hashing.training.collapse import code_collapse
 from hashkit.hashing.training.features import cached_features, weights_digest
@@ -170,7 +170,7 @@ def reconstruction_record(pairs_path: Path, truth_of: dict[str, str], seconds: f
     distractor = np.char.startswith(scenes.astype(str), DISTRACTOR)
     same = scenes[pairs.positives[:, 0]] == scenes[pairs.positives[:, 1]]
     wrong_negatives = scenes[pairs.negatives[:, 0]] == scenes[pairs.negatives[:, 1]]
-    true_pairs = sum(n * (n - 1) // 2 for s, n in zip(*np.unique(scenes[~distractor], return_counts=True)))
+    true_pairs = sum(n * (n - 1) // 2 for n in np.unique(scenes[~distractor], return_counts=True)[1])
     return {"photos": len(scenes), "registered": int((pairs.model_id >= 0).sum()),
             "models": int(len(np.unique(pairs.model_id[pairs.model_id >= 0]))), "positives": len(pairs.positives),
             "wrong_positives": int((~same).sum()), "positive_recall": round(int(same.sum()) / max(true_pairs, 1), 4),
@@ -184,9 +184,8 @@ def scene_groups(paths: list[str], truth_of: dict[str, str]) -> np.ndarray:
 
 
 def code_record(store: Path, truth_of: dict[str, str]) -> dict:
-    with h5py.File(store, "r") as f:
-        codes, paths = f["codes"][:], [p.decode() for p in f["paths"][:]]
-    collapse = code_collapse(codes, scene_groups(paths, truth_of))
+    contents = read_store(store)
+    collapse = code_collapse(contents.codes, scene_groups(contents.paths, truth_of))
     return {"distinct_codes": collapse.distinct_codes, "cross_scene_pairs_on_one_code": collapse.cross_group_pairs}
 
 
