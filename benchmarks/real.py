@@ -9,12 +9,16 @@ files; docs/real_photos.md says why each) from local clones of those repositorie
 PHOTOS/photos in a seeded random order under neutral names, with PHOTOS/truth.csv (each photo's
 real scene; distractor photos belong to no scene).
 
-``run`` measures two protocols, every method in the same run on the same photos:
+``run`` measures three protocols (``--protocols``; a run keeps the other protocols' sections of
+the last results), every method in the same run on the same photos:
 
 - held-out scenes: the scenes are split in two halves (seeded, balanced by photo count; the
   distractors too); ``hashkit reconstruct`` (its defaults) and every method's training see only
   the first half; the second half is encoded and queried, every photo against all others;
-- the user's path: reconstruct, train, encode and query the whole collection.
+- the user's path: reconstruct, train, encode and query the whole collection;
+- validation: the held-out protocol's training scenes in two folds, each method trained on one
+  fold (its photos and the held-out reconstruction's pairs among them) and scored on the other.
+  Settings are chosen here, never on the held-out test scenes.
 
 Methods: BCDH from the mined pairs with ``hashkit train``'s defaults (what the README shows), and
 started from the whitening learned from the pairs instead of PCA (``--param init=whitened-itq``);
@@ -55,7 +59,7 @@ from hashkit.hashing.training.collapse import code_collapse
 from hashkit.hashing.training.features import cached_features, weights_digest
 from hashkit.hashing.training.images import find_images
 from hashkit.hashing.training.train import TrainOptions, train
-from hashkit.sfm_pairs.pairs_file import read_pairs
+from hashkit.sfm_pairs.pairs_file import read_pairs, write_pairs
 from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,6 +79,9 @@ METHODS = {  # name: (train options, trained from the pairs file)
     "lsh": ({"method": "lsh"}, False),
 }
 DISTRACTOR = "distractor"  # manifest scenes named so are single photos of no scene
+HELD_OUT, USER = "held-out scenes", "the user's path"
+VALIDATION = "validation (two folds of the held-out training scenes)"
+SECTIONS = (HELD_OUT, VALIDATION, USER)
 
 
 # ---- assembling the photo set ---------------------------------------------------------------
@@ -164,7 +171,7 @@ def linked_folder(photos: Path, names: list[str], folder: Path) -> Path:
     return folder
 
 
-def reconstruction_record(pairs_path: Path, truth_of: dict[str, str], seconds: float) -> dict:
+def reconstruction_record(pairs_path: Path, truth_of: dict[str, str], seconds: float | None) -> dict:
     pairs = read_pairs(pairs_path)
     scenes = np.array([truth_of[Path(name).name] for name in pairs.images])
     distractor = np.char.startswith(scenes.astype(str), DISTRACTOR)
@@ -175,7 +182,7 @@ def reconstruction_record(pairs_path: Path, truth_of: dict[str, str], seconds: f
             "models": int(len(np.unique(pairs.model_id[pairs.model_id >= 0]))), "positives": len(pairs.positives),
             "wrong_positives": int((~same).sum()), "positive_recall": round(int(same.sum()) / max(true_pairs, 1), 4),
             "negatives": len(pairs.negatives), "same_scene_negatives": int(wrong_negatives.sum()),
-            "seconds": round(seconds, 1)}
+            "seconds": None if seconds is None else round(seconds, 1)}
 
 
 def scene_groups(paths: list[str], truth_of: dict[str, str]) -> np.ndarray:
@@ -236,24 +243,30 @@ def method_record(name: str, bits: int, seed: int, source: dict, test_dir: Path,
 
 
 def run_protocol(name: str, photos: Path, truth: dict[str, str], train_names: list[str], test_names: list[str],
-                 work: Path, seeds: list[int], bits_list: list[int], methods: list[str], max_image_size: int) -> dict:
+                 work: Path, seeds: list[int], bits_list: list[int], methods: list[str], max_image_size: int,
+                 pairs_path: Path | None = None) -> dict:
+    """Reconstruct the training photos (or use ``pairs_path``), then train, encode and query every
+    method for every seed and bit length; the section's record."""
     truth_of = {Path(p).name: scene for p, scene in truth.items()}
     train_dir = linked_folder(photos, train_names, work / "train-photos")
     test_dir = linked_folder(photos, test_names, work / "test-photos")
     truth_csv = work / "truth.csv"
     truth_csv.write_text("path,label\n" + "".join(f"test-photos/{Path(n).name},{truth[n]}\n" for n in test_names))
     cache = work / "feature-cache"
-    sfm = work / "sfm"
     seconds_file = work / "reconstruct-seconds.json"  # a rerun resumes the finished reconstruction
-    if not (sfm / "pairs.h5").exists():
-        started = time.perf_counter()
-        reconstruct(train_dir, sfm, ReconstructOptions(feature_cache=cache, max_image_size=max_image_size))
-        seconds_file.write_text(json.dumps(time.perf_counter() - started))
+    if pairs_path is None:
+        pairs_path = work / "sfm" / "pairs.h5"
+        if not pairs_path.exists():
+            started = time.perf_counter()
+            reconstruct(train_dir, pairs_path.parent, ReconstructOptions(feature_cache=cache,
+                                                                         max_image_size=max_image_size))
+            seconds_file.write_text(json.dumps(time.perf_counter() - started))
+    else:
+        seconds_file.write_text(json.dumps(None))
     section = {"name": name, "train_photos": len(train_names), "test_photos": len(test_names),
                "train_scenes": len({truth[n] for n in train_names if not truth[n].startswith(DISTRACTOR)}),
                "test_scenes": len({truth[n] for n in test_names if not truth[n].startswith(DISTRACTOR)}),
-               "reconstruction": reconstruction_record(sfm / "pairs.h5", truth_of,
-                                                             json.loads(seconds_file.read_text())),
+               "reconstruction": reconstruction_record(pairs_path, truth_of, json.loads(seconds_file.read_text())),
                "runs": []}
     test_paths = find_images(test_dir)
     section["runs"].append({"method": "float features (cosine)", "bits": 1280 * 32, "seed": None,
@@ -261,11 +274,36 @@ def run_protocol(name: str, photos: Path, truth: dict[str, str], train_names: li
     for seed in seeds:
         for bits in bits_list:
             for method in methods:
-                source = {"pairs_path": sfm / "pairs.h5"} if METHODS[method][1] else {"images_dir": train_dir}
+                source = {"pairs_path": pairs_path} if METHODS[method][1] else {"images_dir": train_dir}
                 row = method_record(method, bits, seed, source, test_dir, truth_csv, truth_of, work / "models", cache)
                 section["runs"].append({"method": method, "bits": bits, "seed": seed, **row})
                 print(f"{name} {method} {bits} seed {seed}: mAP {row['mAP']}, distinct {row['distinct_codes']}, "
                       f"cross-scene pairs {row['cross_scene_pairs_on_one_code']}", flush=True)
+    return section
+
+
+def run_validation(photos: Path, truth: dict[str, str], train_names: list[str], held_out_pairs: Path, work: Path,
+                   seeds: list[int], bits_list: list[int], methods: list[str]) -> dict:
+    """Two scene-disjoint folds of the held-out protocol's training photos (``split_scenes``):
+    each method trains on one fold, from its photos and the held-out reconstruction's pairs among
+    them, and is scored on the other; runs of both folds together. Settings are chosen here, never
+    on the held-out test scenes."""
+    if not held_out_pairs.exists():
+        raise SystemExit(f"error: the validation folds need the held-out reconstruction ({held_out_pairs}): "
+                         "run the held-out protocol first")
+    pairs = read_pairs(held_out_pairs)
+    scene_of_image = np.array([truth[f"photos/{Path(name).name}"] for name in pairs.images])
+    folds = split_scenes({name: truth[name] for name in train_names})
+    section: dict = {"name": VALIDATION, "runs": []}
+    for fold, (mine, other) in enumerate((folds, folds[::-1])):
+        fold_pairs = work / str(fold) / "pairs.h5"
+        fold_pairs.parent.mkdir(parents=True, exist_ok=True)
+        write_pairs(fold_pairs, pairs.subset(np.isin(scene_of_image, list(mine))))
+        record = run_protocol(f"validation fold {fold}", photos, truth, [n for n in train_names if truth[n] in mine],
+                              [n for n in train_names if truth[n] in other], work / str(fold), seeds, bits_list,
+                              methods, 0, fold_pairs)
+        section["runs"] += record["runs"]
+        section[f"fold {fold}"] = {key: record[key] for key in record if key != "runs"}
     return section
 
 
@@ -286,11 +324,30 @@ def summarised(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def section_intro(section: dict, max_image_size: int) -> str:
+    """What a section trained and evaluated on, and its pairs."""
+    if "reconstruction" not in section:  # the validation folds
+        folds = [section[f"fold {fold}"] for fold in (0, 1)]
+        return ("The held-out protocol's training scenes in two folds; each method trains on one fold (its photos, "
+                "and the held-out reconstruction's pairs among them) and is scored on the other; values are mean ± "
+                "standard deviation over both folds (and the seeds). " + "; ".join(
+                    f"fold {fold}: {f['train_photos']} photos of {f['train_scenes']} scenes, "
+                    f"{f['reconstruction']['positives']} positives and {f['reconstruction']['negatives']} negatives"
+                    for fold, f in enumerate(folds)) + ".")
+    rec = section["reconstruction"]
+    return (f"Training: {section['train_photos']} photos of {section['train_scenes']} scenes; evaluated: "
+            f"{section['test_photos']} photos of {section['test_scenes']} scenes. Reconstruction "
+            f"(`hashkit reconstruct` defaults, --max-image-size {max_image_size}, {rec['seconds']} s): "
+            f"{rec['registered']} of {rec['photos']} registered in {rec['models']} models, {rec['positives']} "
+            f"positives ({rec['wrong_positives']} across scenes, recall {rec['positive_recall']} of same-scene pairs), "
+            f"{rec['negatives']} negatives ({rec['same_scene_negatives']} within a scene).")
+
+
 def markdown(report: dict) -> str:
     lines = ["# Real photographs: held-out scenes and the user's path", "",
              f"Machine: {report['machine']}. Photos: {report['photos']} of {report['scenes']} real scenes and "
              f"{report['distractors']} distractors (benchmarks/real_photos.tsv, docs/real_photos.md). "
-             f"Command: `{report['command']}` at commit {report['commit']}.", "",
+             "Each section names the command and commit it ran at.", "",
              "Protocol (benchmarks/real.py's docstring): ImageNet MobileNetV2 at 224 px for every method; BCDH with "
              "`hashkit train --pairs pairs.h5`'s defaults; peers DSAH, GreedyHash, Bi-half with a frozen backbone, "
              "hidden 1024, 20 epochs, batch 128, Adam 1e-3; ITQ and LSH fitted on the training photos. Every photo "
@@ -299,15 +356,8 @@ def markdown(report: dict) -> str:
              "(distractors included) on one code. Values: mean ± standard deviation over seeds "
              f"{report['seeds']} (training, encoding, querying per seed; reconstruction once, seconds of one run).", ""]
     for section in report["sections"]:
-        rec = section["reconstruction"]
-        lines += [f"## {section['name']}", "",
-                  f"Training: {section['train_photos']} photos of {section['train_scenes']} scenes; evaluated: "
-                  f"{section['test_photos']} photos of {section['test_scenes']} scenes. Reconstruction "
-                  f"(`hashkit reconstruct` defaults, --max-image-size {report['max_image_size']}, {rec['seconds']} s): "
-                  f"{rec['registered']} of {rec['photos']} "
-                  f"registered in {rec['models']} models, {rec['positives']} positives ({rec['wrong_positives']} "
-                  f"across scenes, recall {rec['positive_recall']} of same-scene pairs), {rec['negatives']} negatives "
-                  f"({rec['same_scene_negatives']} within a scene).", "",
+        lines += [f"## {section['name']}", "", f"`{section['command']}` at commit {section['commit']}.", "",
+                  section_intro(section, report["max_image_size"]), "",
                   f"| method | bits | mAP | mAP@{K} | P@{K} | distinct codes | cross-scene pairs on one code | "
                   "train s | encode + query s |", "|---|---|---|---|---|---|---|---|---|"]
         for row in summarised(section["runs"]):
@@ -333,18 +383,29 @@ def run(photos: Path, work: Path, seeds: list[int], bits_list: list[int], method
                          f"{'GPU' if torch.cuda.is_available() else 'no GPU'}",
               "photos": len(truth), "scenes": len({s for s in truth.values() if not s.startswith(DISTRACTOR)}),
               "distractors": sum(1 for s in truth.values() if s.startswith(DISTRACTOR)), "seeds": seeds,
-              "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+              "max_image_size": max_image_size, "sections": []}
+    run_by = {"commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                                        text=True).stdout.strip(),
-              "command": "python benchmarks/real.py run " + " ".join(sys.argv[2:]), "max_image_size": max_image_size,
-              "sections": []}
+              "command": "python benchmarks/real.py run " + " ".join(sys.argv[2:])}
     if "held-out" in protocols:
         report["sections"].append(run_protocol(
-            "held-out scenes", photos, truth, [n for n in everything if truth[n] in first],
+            HELD_OUT, photos, truth, [n for n in everything if truth[n] in first],
             [n for n in everything if truth[n] in second], work / "held-out", seeds, bits_list, methods,
             max_image_size))
+    if "validation" in protocols:
+        report["sections"].append(run_validation(photos, truth, [n for n in everything if truth[n] in first],
+                                                 work / "held-out" / "sfm" / "pairs.h5", work / "validation", seeds,
+                                                 bits_list, methods))
     if "user" in protocols:
-        report["sections"].append(run_protocol("the user's path", photos, truth, everything, everything, work / "user",
+        report["sections"].append(run_protocol(USER, photos, truth, everything, everything, work / "user",
                                                seeds, bits_list, methods, max_image_size))
+    for section in report["sections"]:
+        section.update(run_by)
+    measured = {section["name"] for section in report["sections"]}
+    if (RESULTS / "real.json").exists():  # the sections of other protocols are kept from the last run
+        earlier = json.loads((RESULTS / "real.json").read_text())["sections"]
+        report["sections"] += [section for section in earlier if section["name"] not in measured]
+    report["sections"].sort(key=lambda section: SECTIONS.index(section["name"]))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "real.json").write_text(json.dumps(report, indent=1) + "\n")
     (RESULTS / "real.md").write_text(markdown(report))
@@ -366,7 +427,8 @@ def main() -> None:
     measure.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     measure.add_argument("--max-image-size", type=int, default=ReconstructOptions.max_image_size,
                          help="hashkit reconstruct's --max-image-size (default: its own)")
-    measure.add_argument("--protocols", nargs="+", default=["held-out", "user"], choices=["held-out", "user"])
+    measure.add_argument("--protocols", nargs="+", default=["held-out", "validation", "user"],
+                         choices=["held-out", "validation", "user"])
     args = parser.parse_args()
     if args.command == "assemble":
         assemble(args.sources, args.out, args.manifest)

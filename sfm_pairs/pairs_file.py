@@ -42,6 +42,15 @@ class Pairs:
     def absolute_paths(self) -> list[Path]:
         return [self.photo_root / name for name in self.images]
 
+    def subset(self, keep: np.ndarray) -> Pairs:
+        """The images where ``keep`` (bool, N) is true and the pairs among them, re-indexed."""
+        index = np.full(len(self.images), -1)
+        index[keep] = np.arange(int(keep.sum()))
+        positive, negative = keep[self.positives].all(axis=1), keep[self.negatives].all(axis=1)
+        return Pairs(self.photo_root, [name for name, kept in zip(self.images, keep) if kept], self.model_id[keep],
+                     index[self.positives[positive]], self.shared_points[positive], index[self.negatives[negative]],
+                     self.group[keep], self.inlier_matches[positive], [], dict(self.settings))
+
 
 def write_pairs(path: Path, pairs: Pairs) -> None:
     """Write ``pairs`` to ``path``; the file appears under its name only once complete."""

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 
 from hashkit.sfm_pairs.mining import (covisible_pairs, cross_group_negatives, linked_groups, union_of_pairs,
@@ -66,3 +68,17 @@ def test_pair_lists_of_the_matchers():
     assert sequential_pairs(4, overlap=2).tolist() == [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]
     neighbours = np.array([[0, 2, 1], [1, 0, -1], [2, 0, 3], [3, 2, 2]])  # self, padding and repeats dropped
     assert neighbour_pairs(neighbours).tolist() == [[0, 1], [0, 2], [2, 3]]
+
+
+def test_subset_keeps_the_pairs_among_the_kept_images_reindexed():
+    from hashkit.sfm_pairs import Pairs
+    pairs = Pairs(photo_root=Path("/photos"), images=["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
+                  model_id=np.array([0, 0, 1, -1], np.int32), positives=np.array([[0, 1], [0, 3], [1, 2]]),
+                  shared_points=np.array([20, 0, 16]), negatives=np.array([[0, 2], [1, 3], [2, 3]]),
+                  inlier_matches=np.array([0, 40, 0]))
+    kept = pairs.subset(np.array([False, True, True, True]))
+    assert kept.images == ["b.jpg", "c.jpg", "d.jpg"] and kept.model_id.tolist() == [0, 1, -1]
+    assert kept.positives.tolist() == [[0, 1]] and kept.shared_points.tolist() == [16]
+    assert kept.inlier_matches.tolist() == [0]
+    assert kept.negatives.tolist() == [[0, 2], [1, 2]] and kept.group.tolist() == [0, 1, -1]
+    assert kept.absolute_paths()[0] == Path("/photos/b.jpg")
