@@ -1,5 +1,5 @@
-"""What the quality benchmark's sections share: the Fashion-MNIST export, train / encode / query
-through the library (the same functions as the CLI), and one record per run."""
+"""What the quality benchmarks share: the Fashion-MNIST export, train / encode / query through the
+library (the same functions as the CLI), one record per run, and the float-feature baseline."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+import torch
+
+from hashkit.hashing.evaluation.metrics import ranking_scores
 from hashkit.hashing.storage.encode import encode
 from hashkit.hashing.evaluation.query import query
+from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from hashkit.hashing.training.features import cached_features, weights_digest
 from hashkit.hashing.training.train import TrainOptions, TrainSummary, train
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -133,3 +138,25 @@ def record(dataset: str, method: str, bits: int, metrics: dict[int, dict], train
         row.update(values["collapse"])
         row["evaluated_queries"] = values["evaluated_queries"]
     return row
+
+
+def cosine_ranking_scores(photos: list[Path], labels: list[str], cache: Path, k: int) -> tuple[float, float, float]:
+    """Mean AP, AP@k and precision@k (hashkit query's definitions) of ranking, for each photo, all
+    the others by the cosine of the frozen ImageNet MobileNetV2's pooled features at 224 px (no
+    ties); photos with no other photo of their label are not evaluated as queries."""
+    backbone = build_backbone("mobilenet_v2")
+    features, ok = cached_features(backbone, "mobilenet_v2", weights_digest(backbone), photos, 224, IMAGENET_MEAN,
+                                   IMAGENET_STD, 64, None, torch.device("cpu"), cache)
+    if not ok.all():
+        raise SystemExit(f"error: cannot decode {photos[int(np.argmin(ok))]}")
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    labels_array = np.array(labels)
+    scores = []
+    for q in range(len(photos)):
+        others = np.delete(np.arange(len(photos)), q)
+        relevant = labels_array[others] == labels_array[q]
+        if relevant.any():
+            order = np.argsort(-(unit[others] @ unit[q]), kind="stable")
+            scores.append(ranking_scores(np.flatnonzero(relevant[order]) + 1, k)[:3])
+    mean = np.mean(scores, axis=0)
+    return float(mean[0]), float(mean[1]), float(mean[2])

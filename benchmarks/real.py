@@ -50,13 +50,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hashkit.hashing.evaluation.metrics import ranking_scores
+from common import cosine_ranking_scores
+
 from hashkit.hashing.evaluation.query import query
 from hashkit.hashing.storage.encode import encode
 from hashkit.hashing.storage.store import read_store
-from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from hashkit.hashing.training.collapse import code_collapse
-from hashkit.hashing.training.features import cached_features, weights_digest
 from hashkit.hashing.training.images import find_images
 from hashkit.hashing.training.train import TrainOptions, train
 from hashkit.sfm_pairs.pairs_file import read_pairs, write_pairs
@@ -196,31 +195,13 @@ def code_record(store: Path, truth_of: dict[str, str]) -> dict:
     return {"distinct_codes": collapse.distinct_codes, "cross_scene_pairs_on_one_code": collapse.cross_group_pairs}
 
 
-def float_features(paths: list[Path], cache: Path) -> np.ndarray:
-    backbone = build_backbone("mobilenet_v2")
-    features, ok = cached_features(backbone, "mobilenet_v2", weights_digest(backbone), paths, IMAGE_SIZE,
-                                   IMAGENET_MEAN, IMAGENET_STD, 64, None, torch.device("cpu"), cache)
-    if not ok.all():
-        raise SystemExit(f"error: cannot decode {paths[int(np.argmin(ok))]}")
-    return features / np.linalg.norm(features, axis=1, keepdims=True)
-
-
 def float_record(paths: list[Path], truth_of: dict[str, str], cache: Path) -> dict:
     """The backbone's float features ranked by cosine (no ties), scored like hashkit query."""
     started = time.perf_counter()
-    unit = float_features(paths, cache)
-    groups = scene_groups([str(p) for p in paths], truth_of)
-    scores = []
-    for q in range(len(paths)):
-        others = np.delete(np.arange(len(paths)), q)
-        relevant = groups[others] == groups[q]
-        if relevant.any():
-            order = np.argsort(-(unit[others] @ unit[q]), kind="stable")
-            scores.append(ranking_scores(np.flatnonzero(relevant[order]) + 1, K)[:3])
-    mean = np.mean(scores, axis=0)
-    return {"mAP": round(float(mean[0]), 4), f"mAP@{K}": round(float(mean[1]), 4),
-            f"P@{K}": round(float(mean[2]), 4), "distinct_codes": None, "cross_scene_pairs_on_one_code": None,
-            "train_seconds": 0.0, "query_seconds": round(time.perf_counter() - started, 2)}
+    scores = cosine_ranking_scores(paths, [truth_of[path.name] for path in paths], cache, K)
+    return {"mAP": round(scores[0], 4), f"mAP@{K}": round(scores[1], 4), f"P@{K}": round(scores[2], 4),
+            "distinct_codes": None, "cross_scene_pairs_on_one_code": None, "train_seconds": 0.0,
+            "query_seconds": round(time.perf_counter() - started, 2)}
 
 
 def method_record(name: str, bits: int, seed: int, source: dict, test_dir: Path, truth_csv: Path,

@@ -33,12 +33,11 @@ import numpy as np
 import pycolmap
 import torch
 
-from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from common import cosine_ranking_scores
+
 from hashkit.hashing.storage.encode import encode
-from hashkit.hashing.training.features import cached_features, weights_digest
 from hashkit.hashing.training.images import find_images
 from hashkit.hashing.evaluation.query import query
-from hashkit.hashing.runtime import default_workers
 from hashkit.hashing.training.train import TrainOptions, train
 from hashkit.sfm_pairs.pairs_file import read_pairs
 from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
@@ -202,27 +201,6 @@ def scale_section(name: str, photos: Path, truth: dict[str, str], work: Path, ex
     return section
 
 
-def float_feature_map(photos: list[Path], labels: list[str], cache: Path) -> float:
-    """mAP of cosine ranking on the frozen ImageNet MobileNetV2's pooled features (leave-self-out;
-    queries with no other photo of their scene are not evaluated)."""
-    backbone = build_backbone("mobilenet_v2")
-    features, _ = cached_features(backbone, "mobilenet_v2", weights_digest(backbone), photos, 224, IMAGENET_MEAN,
-                                  IMAGENET_STD, 32, default_workers(), torch.device("cpu"), cache)
-    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-    similarity = unit @ unit.T
-    labels_array = np.array(labels)
-    precisions = []
-    for q in range(len(photos)):
-        others = np.delete(np.arange(len(photos)), q)
-        relevant = labels_array[others] == labels_array[q]
-        if not relevant.any():
-            continue
-        order = np.argsort(-similarity[q, others], kind="stable")
-        hits = relevant[order]
-        precisions.append(float(np.mean(np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1))))
-    return float(np.mean(precisions))
-
-
 def user_path(photos: Path, truth: dict[str, str], pairs_path: Path, work: Path) -> dict:
     """BCDH from the mined pairs against ITQ, LSH and float features, all evaluated on the true scenes."""
     paths = find_images(photos)
@@ -247,7 +225,7 @@ def user_path(photos: Path, truth: dict[str, str], pairs_path: Path, work: Path)
                      "evaluated_queries": summary.metrics["evaluated_queries"]})
     labels = [truth[str(p.resolve())] for p in paths]
     rows.append({"method": "MobileNetV2 float features (cosine)", "bits": 1280 * 32,
-                 "mAP": round(float_feature_map(paths, labels, cache), 4), "evaluated_queries": None})
+                 "mAP": round(cosine_ranking_scores(paths, labels, cache, 10)[0], 4), "evaluated_queries": None})
     return {"rows": rows}
 
 

@@ -58,12 +58,8 @@ class PooledHead(MLPHead):
         super().__init__(in_features, bits, hidden)
         self.power = power
 
-    def pooled(self, features: torch.Tensor) -> torch.Tensor:
-        """The unit-length descriptor the layers read."""
-        return descriptor(features, self.power)
-
     def outputs(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"codes": self.hash_layer(self.hidden_layer(self.pooled(features)))}
+        return {"codes": self.hash_layer(self.hidden_layer(descriptor(features, self.power)))}
 
 
 class HashNetwork(nn.Module):
