@@ -36,11 +36,10 @@ def test_append_and_read(tmp_path):
     assert contents.labels == [None, None, None, ("x",), None], "rows appended without labels are unknown"
 
 
-@pytest.mark.parametrize("sparse_share", [0.0, 1.0])  # paths read as whole stretches, or row by row
-def test_reader_streams_codes_and_reads_only_the_paths_asked_for(tmp_path, monkeypatch, sparse_share):
+@pytest.mark.parametrize("run_gap", [0, 100])  # paths read row by row, or in one stretch per READ_ROWS rows
+def test_reader_streams_codes_and_reads_only_the_paths_asked_for(tmp_path, monkeypatch, run_gap):
     monkeypatch.setattr(store_module, "READ_ROWS", 4)  # several stretches of paths in a small store
-    monkeypatch.setattr(store_module, "SPARSE_SHARE", sparse_share)
-    monkeypatch.setattr(store_module, "SELECTED_ROWS", 1)
+    monkeypatch.setattr(store_module, "RUN_GAP", run_gap)
     path = tmp_path / "codes.h5"
     codes = np.random.default_rng(1).integers(0, 256, (11, 2), dtype=np.uint8)
     names = [f"img{i}.png" for i in range(11)]
@@ -67,30 +66,48 @@ def test_label_sets_round_trip_and_a_separator_inside_a_label_is_refused(tmp_pat
         label_cell(("a;b",))
 
 
-def test_store_without_labels_reads_as_unlabelled_and_gets_labels_when_appended_to(tmp_path):
-    path = tmp_path / "codes.h5"
-    with CodeStoreWriter(path, META) as store:
-        store.append(np.ones((2, 2), np.uint8), ["a", "b"])
-    with h5py.File(path, "r+") as f:  # as written before labels were stored
-        del f["labels"]
-    assert read_store(path).labels is None
-    with CodeStoreWriter(path, META) as store:
-        store.append(np.zeros((1, 2), np.uint8), ["c"], [label_cell(("x",))])
-    contents = read_store(path)
-    assert contents.paths == ["a", "b", "c"] and contents.labels == [None, None, ("x",)]
+def version_1_store(path, paths, labels=None):
+    """A store as hashkit wrote it before version 2: paths and labels as variable-length strings."""
+    text = h5py.string_dtype("utf-8")
+    with h5py.File(path, "w") as f:
+        f.attrs.update(schema="hashkit.codes", schema_version=1, count=len(paths), bits=16, method=META.method,
+                       model_digest=META.model_digest, backbone=META.backbone, hashkit_version="0.1")
+        f.create_dataset("codes", data=np.arange(2 * len(paths), dtype=np.uint8).reshape(-1, 2), maxshape=(None, 2))
+        f.create_dataset("paths", data=paths, dtype=text, maxshape=(None,))
+        if labels is not None:
+            f.create_dataset("labels", data=labels, dtype=text, maxshape=(None,))
+    return path
+
+
+@pytest.mark.parametrize("labels", [None, ["x;y", "", "z"]])
+def test_version_1_store_is_read_refused_for_appends_and_converted_by_merge(tmp_path, labels):
+    from .conftest import run_cli
+
+    old = version_1_store(tmp_path / "old.h5", ["a", "b", "c"], labels)
+    contents = read_store(old)
+    assert contents.paths == ["a", "b", "c"] and contents.codes.tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert contents.labels == (None if labels is None else [("x", "y"), None, ("z",)])
+    with StoreReader(old) as reader:
+        assert reader.paths_at(np.array([2, 0])) == ["c", "a"] and reader.has_labels() == (labels is not None)
+    with pytest.raises(UserError, match="version-1 code store.*hashkit merge"):
+        CodeStoreWriter(old, META)
+    result = run_cli("merge", old, "-o", tmp_path / "new.h5")
+    assert result.exit_code == 0, result.output
+    with CodeStoreWriter(tmp_path / "new.h5", META) as store:
+        store.append(np.zeros((1, 2), np.uint8), ["d"], [label_cell(("w",))])
+    converted = read_store(tmp_path / "new.h5")
+    assert converted.paths == ["a", "b", "c", "d"] and converted.codes[:3].tolist() == contents.codes.tolist()
+    assert converted.labels == (contents.labels or [None] * 3) + [("w",)]
 
 
 def test_rows_beyond_the_committed_count_are_ignored_then_overwritten(tmp_path):
     path = tmp_path / "codes.h5"
     with CodeStoreWriter(path, META) as store:
         store.append(np.ones((2, 2), np.uint8), ["a", "b"])
-    with h5py.File(path, "r+") as f:  # a crash after writing rows, before raising the count
-        f["codes"].resize(3, axis=0)
-        f["codes"][2] = [9, 9]
-        f["paths"].resize(3, axis=0)
-        f["paths"][2] = "half-written"
-        f["labels"].resize(3, axis=0)
-        f["labels"][2] = "half;written"
+    with CodeStoreWriter(path, META) as store:  # a crash after writing a row, before raising the count
+        store.append(np.full((1, 2), 9, np.uint8), ["half-written"], ["half;written"])
+    with h5py.File(path, "r+") as f:
+        f.attrs["count"] = 2
     assert read_store(path).paths == ["a", "b"] and read_store(path).labels == [None, None]
     with CodeStoreWriter(path, META) as store:
         store.append(np.zeros((1, 2), np.uint8), ["c"])
@@ -127,7 +144,8 @@ def test_wrong_files_are_refused(tmp_path):
     (lambda f: f.attrs.__setitem__("count", -1), "-1 committed rows"),
     (lambda f: f.attrs.__setitem__("bits", 24), "for 24-bit codes"),
     (lambda f: f.attrs.__delitem__("model_digest"), "not a complete hashkit code store"),
-    (lambda f: f.__delitem__("paths"), "not a complete hashkit code store"),
+    (lambda f: f.__delitem__("paths_ends"), "not a complete hashkit code store"),
+    (lambda f: f.__delitem__("paths_bytes"), "not a complete hashkit code store"),
     (lambda f: f.attrs.__setitem__("schema_version", 99), "newer hashkit"),
 ])
 def test_inconsistent_stores_are_refused_on_open(tmp_path, edit, fragment):

@@ -3,6 +3,10 @@
 Rows are appended in commits. Each commit writes the rows, flushes, then raises the
 ``count`` attribute and flushes again: a run killed mid-commit leaves rows beyond ``count``
 that readers ignore and the next append overwrites, so no half-written row is ever counted.
+Paths and labels are kept as one byte array and each row's end offset (``TextColumn``): an
+append writes past the committed bytes and never rewrites one. Version 1 kept them as HDF5
+variable-length strings, whose shared heap every append rewrote, so a killed append could leave
+committed rows unreadable; version 1 stores are still read, never appended to.
 """
 
 from __future__ import annotations
@@ -19,12 +23,11 @@ from ..evaluation.ground_truth import SEPARATOR, LabelSet
 from .locking import when_released
 
 SCHEMA = "hashkit.codes"
-SCHEMA_VERSION = 1
-_STR = h5py.string_dtype("utf-8")
-CHUNK_ROWS = 4096  # HDF5 chunk of every dataset
+SCHEMA_VERSION = 2  # 2: paths and labels as bytes and end offsets; version 1 (vlen strings) is read only
+CHUNK_ROWS = 4096  # HDF5 chunk of every per-row dataset
+CHUNK_BYTES = 1 << 18  # HDF5 chunk of the byte arrays of paths and labels
 READ_ROWS = 1 << 20  # rows of paths or labels read at a time
-SPARSE_SHARE = 1 / 16  # rows wanted from a stretch below which they are read one by one (about 16x slower a row)
-SELECTED_ROWS = 5000  # rows read one by one in one HDF5 selection
+RUN_GAP = 4096  # wanted rows closer than this are read together, with the rows between them
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,75 @@ def unpack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.unpackbits(codes, axis=1, count=bits)
 
 
+class TextColumn:
+    """One UTF-8 string a row: version 2's ``NAME_bytes`` (uint8, the strings end to end) and
+    ``NAME_ends`` (int64, where each row's string ends in them), or version 1's variable-length
+    strings ``NAME``. A store without the column (labels, before they were stored) has no rows."""
+
+    def __init__(self, file: h5py.File, name: str):
+        self.file, self.name = file, name
+        self.packed = f"{name}_ends" in file
+        if self.packed:
+            self.ends, self.bytes = file[f"{name}_ends"], file[f"{name}_bytes"]
+        self.rows = len(self.ends) if self.packed else len(file[name]) if name in file else 0
+
+    @staticmethod
+    def create(file: h5py.File, name: str) -> None:
+        file.create_dataset(f"{name}_bytes", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(CHUNK_BYTES,))
+        file.create_dataset(f"{name}_ends", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(CHUNK_ROWS,))
+
+    def _begin(self, row: int) -> int:
+        """Where row ``row``'s string begins in the byte array."""
+        return int(self.ends[row - 1]) if row > 0 else 0
+
+    def cells(self, start: int, stop: int) -> list[bytes]:
+        """The strings of rows ``start`` to ``stop`` (fewer where the column is shorter), as bytes."""
+        stop = min(stop, self.rows)
+        if start >= stop:
+            return []
+        if not self.packed:
+            return list(self.file[self.name][start:stop])
+        ends = self.ends[start:stop]
+        begin = self._begin(start)
+        blob = self.bytes[begin:int(ends[-1])].tobytes()
+        bounds = [0, *(ends - begin).tolist()]
+        return [blob[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def at(self, rows: np.ndarray) -> list[bytes]:
+        """The strings of ``rows`` (increasing, each once), reading each run of nearby rows in one
+        piece: a few rows of a large store cost a few small reads, not a pass over its paths."""
+        found: list[bytes] = []
+        apart = (np.diff(rows) > RUN_GAP) | (rows[1:] // READ_ROWS != rows[:-1] // READ_ROWS)
+        runs = np.split(rows, np.flatnonzero(apart) + 1) if len(rows) else []
+        for run in runs:
+            if not self.packed:
+                cells = self.cells(int(run[0]), int(run[-1]) + 1)
+                found += [cells[row - run[0]] for row in run.tolist()]
+                continue
+            first = max(int(run[0]) - 1, 0)  # the end offsets of the run's rows and of the row before it
+            ends = self.ends[first:int(run[-1]) + 1]
+            begins = np.concatenate([[0], ends[:-1]]) if run[0] == 0 else ends[:-1]
+            wanted = run - run[0]
+            ends, begins = ends[wanted + (run[0] > 0)], begins[wanted]
+            blob = self.bytes[int(begins[0]):int(ends[-1])].tobytes()
+            found += [blob[a - begins[0]:b - begins[0]] for a, b in zip(begins.tolist(), ends.tolist())]
+        return found
+
+    def write(self, row: int, values: list[str]) -> None:
+        """Rows from ``row`` on set to ``values``, written after row ``row - 1``'s bytes: no byte
+        of an earlier row is rewritten. The column ends with them."""
+        encoded = [value.encode() for value in values]
+        begin = self._begin(row)
+        ends = begin + np.cumsum([len(cell) for cell in encoded], dtype=np.int64)
+        end = int(ends[-1]) if len(ends) else begin
+        self.bytes.resize(end, axis=0)
+        if end > begin:
+            self.bytes[begin:end] = np.frombuffer(b"".join(encoded), np.uint8)
+        self.ends.resize(row + len(values), axis=0)
+        self.ends[row:] = ends
+        self.rows = row + len(values)
+
+
 def _meta(f: h5py.File, path: Path) -> StoreMeta:
     """The store's metadata, once its schema and layout are checked (a UserError names what is wrong)."""
     if f.attrs.get("schema") != SCHEMA:
@@ -77,15 +149,17 @@ def _meta(f: h5py.File, path: Path) -> StoreMeta:
         refuse_newer_schema(path, "code store", int(f.attrs.get("schema_version", 0)), SCHEMA_VERSION)
         meta = StoreMeta(int(f.attrs["bits"]), str(f.attrs["method"]), str(f.attrs["model_digest"]),
                          str(f.attrs["backbone"]), str(f.attrs["hashkit_version"]))
-        count, codes, paths = int(f.attrs["count"]), f["codes"], f["paths"]
+        if "paths" not in f and "paths_ends" not in f:
+            raise KeyError("no paths")
+        count, codes, paths = int(f.attrs["count"]), f["codes"], TextColumn(f, "paths")
     except (KeyError, ValueError, TypeError) as error:
         raise UserError(f"{path} is not a complete hashkit code store ({type(error).__name__}: {error})") from error
     if meta.bits <= 0 or meta.bits % 8 or codes.dtype != np.uint8 or codes.shape[1:] != (meta.bits // 8,):
         raise UserError(f"{path} is inconsistent: codes of shape {codes.shape} and type {codes.dtype} "
                         f"for {meta.bits}-bit codes")
-    if not 0 <= count <= min(len(codes), len(paths)):
+    if not 0 <= count <= min(len(codes), paths.rows):
         raise UserError(f"{path} is inconsistent: {count} committed rows, but {len(codes)} codes and "
-                        f"{len(paths)} paths")
+                        f"{paths.rows} paths")
     return meta
 
 
@@ -117,6 +191,7 @@ class StoreReader:
             self.file.close()
             raise
         self.count = int(self.file.attrs["count"])
+        self._paths, self._labels = TextColumn(self.file, "paths"), TextColumn(self.file, "labels")
 
     def code_chunks(self, rows: int) -> Iterator[np.ndarray]:
         """The codes, ``rows`` at a time, in row order."""
@@ -126,33 +201,23 @@ class StoreReader:
     def codes(self) -> np.ndarray:
         return self.file["codes"][:self.count]
 
-    def _cells(self, name: str, start: int, stop: int) -> np.ndarray:
-        return self.file[name][start:min(stop, self.count)]
-
     def paths(self) -> list[str]:
-        return [cell.decode() for cell in self._cells("paths", 0, self.count)]
+        return [cell.decode() for start in range(0, self.count, READ_ROWS)
+                for cell in self._paths.cells(start, min(start + READ_ROWS, self.count))]
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, list[str], list[str]]:
         """Codes, paths and stored label cells ("" unknown) of rows ``start`` to ``stop``."""
         stop = min(stop, self.count)
-        codes, paths = self.file["codes"][start:stop], [cell.decode() for cell in self._cells("paths", start, stop)]
-        cells = [cell.decode() for cell in self._cells("labels", start, stop)] if "labels" in self.file else []
+        codes, paths = self.file["codes"][start:stop], [cell.decode() for cell in self._paths.cells(start, stop)]
+        cells = [cell.decode() for cell in self._labels.cells(start, stop)]
         return codes, paths, cells + [""] * (len(paths) - len(cells))
 
     def paths_at(self, rows: np.ndarray) -> list[str]:
         """The paths of ``rows`` (any order, repeats allowed; -1 gives ""), reading only the
-        stretches of the store that hold them, or only the rows themselves where they are few."""
+        stretches of the store that hold them."""
         rows = np.asarray(rows, np.int64).ravel()
-        wanted = np.unique(rows[rows >= 0])
-        found: dict[int, str] = {}
-        for start in np.unique(wanted // READ_ROWS) * READ_ROWS:
-            here = wanted[(wanted >= start) & (wanted < start + READ_ROWS)]
-            if len(here) < READ_ROWS * SPARSE_SHARE:  # HDF5 selections grow slow past a few thousand rows
-                cells = [cell for part in range(0, len(here), SELECTED_ROWS)
-                         for cell in self.file["paths"][here[part:part + SELECTED_ROWS]]]
-            else:
-                cells = self._cells("paths", start, start + READ_ROWS)[here - start]
-            found.update(zip(here.tolist(), (cell.decode() for cell in cells)))
+        wanted = np.unique(rows[(rows >= 0) & (rows < self.count)])
+        found = dict(zip(wanted.tolist(), (cell.decode() for cell in self._paths.at(wanted))))
         return [found.get(row, "") for row in rows.tolist()]
 
     def rows_of(self, paths: list[str]) -> np.ndarray:
@@ -160,7 +225,7 @@ class StoreReader:
         wanted = {path.encode(): i for i, path in enumerate(paths)}
         rows = np.full(len(paths), -1, np.int64)
         for start in range(0, self.count, READ_ROWS):
-            for offset, cell in enumerate(self._cells("paths", start, start + READ_ROWS)):
+            for offset, cell in enumerate(self._paths.cells(start, min(start + READ_ROWS, self.count))):
                 i = wanted.get(cell)
                 if i is not None and rows[i] < 0:
                     rows[i] = start + offset
@@ -168,16 +233,14 @@ class StoreReader:
 
     def labels(self) -> list[LabelSet | None] | None:
         """Each row's label set (None where unknown); None when the store holds no labels."""
-        if "labels" not in self.file:  # stores written before labels were stored
+        if not self._labels.packed and "labels" not in self.file:  # version 1 stores written before labels
             return None
-        cells = self._cells("labels", 0, self.count)  # shorter when a hashkit without labels appended
+        cells = self._labels.cells(0, self.count)  # shorter when a hashkit without labels appended
         return [_label_set(cell) for cell in cells] + [None] * (self.count - len(cells))
 
     def has_labels(self) -> bool:
         """Whether any row has a known label."""
-        if "labels" not in self.file:
-            return False
-        return any(any(self._cells("labels", start, start + READ_ROWS))
+        return any(any(self._labels.cells(start, min(start + READ_ROWS, self.count)))
                    for start in range(0, self.count, READ_ROWS))
 
     def close(self) -> None:
@@ -199,6 +262,9 @@ class CodeStoreWriter:
             self.file = _open(self.path, "r+")
             try:
                 existing = _meta(self.file, self.path)
+                if int(self.file.attrs["schema_version"]) < SCHEMA_VERSION:
+                    raise UserError(f"{self.path} is a version-1 code store, which is read but no longer appended "
+                                    f"to; 'hashkit merge {self.path} -o NEW.h5' copies it into a current one")
             except UserError:
                 self.file.close()
                 raise
@@ -213,10 +279,11 @@ class CodeStoreWriter:
                                    backbone=meta.backbone, hashkit_version=meta.hashkit_version)
             self.file.create_dataset("codes", shape=(0, meta.bits // 8), maxshape=(None, meta.bits // 8),
                                      dtype=np.uint8, chunks=(CHUNK_ROWS, meta.bits // 8))
-            self._create_strings("paths")
-            self._create_strings("labels")
+            TextColumn.create(self.file, "paths")
+            TextColumn.create(self.file, "labels")
             self.file.flush()
         self.count = int(self.file.attrs["count"])
+        self._paths, self._labels = TextColumn(self.file, "paths"), TextColumn(self.file, "labels")
 
     def append(self, codes: np.ndarray, paths: list[str], labels: list[str] | None = None) -> None:
         """Write ``codes``, ``paths`` and ``labels`` (cells made by ``label_cell``; default all
@@ -227,18 +294,14 @@ class CodeStoreWriter:
         if not len(codes):
             return
         end = self.count + len(codes)
-        if "labels" not in self.file:  # a store written before labels were stored: earlier rows unknown
-            self._create_strings("labels")
-        for name, rows in (("codes", codes), ("paths", paths), ("labels", labels)):
-            self.file[name].resize(end, axis=0)
-            self.file[name][self.count:end] = rows
+        self.file["codes"].resize(end, axis=0)
+        self.file["codes"][self.count:end] = codes
+        self._paths.write(self.count, paths)
+        self._labels.write(self.count, labels)
         self.file.flush()
         self.file.attrs["count"] = end
         self.file.flush()
         self.count = end
-
-    def _create_strings(self, name: str) -> None:
-        self.file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=_STR, chunks=(CHUNK_ROWS,))
 
     def close(self) -> None:
         self.file.close()
