@@ -117,10 +117,13 @@ def manifest_files(repo_dir: Path, row: dict) -> list[str]:
 def assemble(sources: Path, out: Path, manifest: Path = MANIFEST) -> None:
     """PHOTOS/photos/photo_NNNN.ext in a seeded random order and PHOTOS/truth.csv (path,scene)."""
     photos = []
+    distractors = 0
     for row in read_manifest(manifest):
         repo_dir = repository_dir(sources, row["repo"])
-        for number, path in enumerate(manifest_files(repo_dir, row)):
-            scene = f"{row['scene']}-{number}" if row["scene"] == DISTRACTOR else row["scene"]
+        for path in manifest_files(repo_dir, row):
+            scene = row["scene"]
+            if scene == DISTRACTOR:  # each a scene of its own, so that no other photo is relevant to it
+                scene, distractors = f"{DISTRACTOR}-{distractors}", distractors + 1
             photos.append((repo_dir, row["commit"], path, scene))
     shutil.rmtree(out / "photos", ignore_errors=True)
     (out / "photos").mkdir(parents=True)
@@ -237,6 +240,9 @@ def run_protocol(name: str, photos: Path, truth: dict[str, str], train_names: li
     seconds_file = work / "reconstruct-seconds.json"  # a rerun resumes the finished reconstruction
     if pairs_path is None:
         pairs_path = work / "sfm" / "pairs.h5"
+        if pairs_path.exists() and sorted(Path(n).name for n in read_pairs(pairs_path).images) != \
+                sorted(Path(n).name for n in train_names):  # another split's reconstruction: made anew
+            shutil.rmtree(pairs_path.parent)
         if not pairs_path.exists():
             started = time.perf_counter()
             reconstruct(train_dir, pairs_path.parent, ReconstructOptions(feature_cache=cache,
