@@ -65,6 +65,15 @@ def test_shards_merge_to_the_whole_store_and_query_as_one(tmp_path, scene_set, l
     assert metrics[0]["mAP"] == metrics[1]["mAP"] and metrics[0]["database_store"] == [str(s) for s in shards]
 
 
+def test_merge_rerun_after_a_killed_one_starts_afresh(tmp_path, scene_set, lsh_models):
+    store = tmp_path / "codes.h5"
+    assert run_cli("encode", lsh_models[0], scene_set / "photos", "-o", store, "--workers", "0").exit_code == 0
+    merged = tmp_path / "merged.h5"
+    (tmp_path / "merged.h5.tmp").write_bytes(store.read_bytes())  # as a merge killed after copying it leaves it
+    assert run_cli("merge", store, "-o", merged).exit_code == 0
+    assert codes_by_path(merged) == codes_by_path(store) and len(read_store(merged).paths) == 24
+
+
 def test_stores_of_different_models_are_not_combined(tmp_path, scene_set, lsh_models):
     stores = [tmp_path / f"codes{i}.h5" for i in range(2)]
     for model, store in zip(lsh_models, stores):

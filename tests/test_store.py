@@ -80,24 +80,22 @@ def version_1_store(path, paths, labels=None):
 
 
 @pytest.mark.parametrize("labels", [None, ["x;y", "", "z"]])
-def test_version_1_store_is_read_refused_for_appends_and_converted_by_merge(tmp_path, labels):
-    from .conftest import run_cli
-
+def test_version_1_store_is_read_and_rewritten_as_version_2_by_the_first_append(tmp_path, labels):
     old = version_1_store(tmp_path / "old.h5", ["a", "b", "c"], labels)
     contents = read_store(old)
     assert contents.paths == ["a", "b", "c"] and contents.codes.tolist() == [[0, 1], [2, 3], [4, 5]]
     assert contents.labels == (None if labels is None else [("x", "y"), None, ("z",)])
     with StoreReader(old) as reader:
         assert reader.paths_at(np.array([2, 0])) == ["c", "a"] and reader.has_labels() == (labels is not None)
-    with pytest.raises(UserError, match="version-1 code store.*hashkit merge"):
-        CodeStoreWriter(old, META)
-    result = run_cli("merge", old, "-o", tmp_path / "new.h5")
-    assert result.exit_code == 0, result.output
-    with CodeStoreWriter(tmp_path / "new.h5", META) as store:
+    (tmp_path / "old.h5.tmp").write_bytes(b"a killed upgrade's leftover")
+    with CodeStoreWriter(old, META) as store:
         store.append(np.zeros((1, 2), np.uint8), ["d"], [label_cell(("w",))])
-    converted = read_store(tmp_path / "new.h5")
-    assert converted.paths == ["a", "b", "c", "d"] and converted.codes[:3].tolist() == contents.codes.tolist()
-    assert converted.labels == (contents.labels or [None] * 3) + [("w",)]
+    with h5py.File(old, "r") as f:
+        assert f.attrs["schema_version"] == 2 and "paths" not in f
+    upgraded = read_store(old)
+    assert upgraded.paths == ["a", "b", "c", "d"] and upgraded.codes[:3].tolist() == contents.codes.tolist()
+    assert upgraded.labels == (contents.labels or [None] * 3) + [("w",)]
+    assert not (tmp_path / "old.h5.tmp").exists()
 
 
 def test_rows_beyond_the_committed_count_are_ignored_then_overwritten(tmp_path):

@@ -92,11 +92,13 @@ def output_folder(path: Path) -> Path:
 
 @contextmanager
 def written_atomically(final_path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final_path`` to write; on success it replaces
-    ``final_path`` in one step, so a file under its final name is always complete. On failure
-    the temporary file is removed and ``final_path`` is left as it was."""
+    """Yield a temporary path beside ``final_path`` to write, new (a leftover of a killed run is
+    removed first); on success it replaces ``final_path`` in one step, so a file under its final
+    name is always complete. On failure the temporary file is removed and ``final_path`` is left
+    as it was. Callers hold ``final_path``'s lock."""
     final_path = Path(final_path)
     tmp_path = final_path.with_name(final_path.name + ".tmp")
+    tmp_path.unlink(missing_ok=True)  # a killed run's leftover: never continued
     try:
         yield tmp_path
         with open(tmp_path, "rb") as f:

@@ -6,7 +6,8 @@ that readers ignore and the next append overwrites, so no half-written row is ev
 Paths and labels are kept as one byte array and each row's end offset (``TextColumn``): an
 append writes past the committed bytes and never rewrites one. Version 1 kept them as HDF5
 variable-length strings, whose shared heap every append rewrote, so a killed append could leave
-committed rows unreadable; version 1 stores are still read, never appended to.
+committed rows unreadable; version 1 stores are still read, and rewritten as version 2 before
+the first append.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..errors import UserError, existing_file, refuse_newer_schema
 from ..evaluation.ground_truth import SEPARATOR, LabelSet
-from .locking import when_released
+from .locking import when_released, written_atomically
 
 SCHEMA = "hashkit.codes"
 SCHEMA_VERSION = 2  # 2: paths and labels as bytes and end offsets; version 1 (vlen strings) is read only
@@ -262,12 +263,13 @@ class CodeStoreWriter:
             self.file = _open(self.path, "r+")
             try:
                 existing = _meta(self.file, self.path)
-                if int(self.file.attrs["schema_version"]) < SCHEMA_VERSION:
-                    raise UserError(f"{self.path} is a version-1 code store, which is read but no longer appended "
-                                    f"to; 'hashkit merge {self.path} -o NEW.h5' copies it into a current one")
             except UserError:
                 self.file.close()
                 raise
+            if int(self.file.attrs["schema_version"]) < SCHEMA_VERSION:
+                self.file.close()
+                _upgrade(self.path)
+                self.file = _open(self.path, "r+")
             if (existing.bits, existing.model_digest) != (meta.bits, meta.model_digest):
                 self.file.close()
                 raise UserError(f"{self.path} holds codes of another model ({existing.describe()}); "
@@ -311,6 +313,15 @@ class CodeStoreWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _upgrade(path: Path) -> None:
+    """Rewrite the version 1 store at ``path`` as a version 2 store of the same rows: a copy,
+    renamed over it once complete (the caller holds the store's lock)."""
+    with StoreReader(path) as old, written_atomically(path) as tmp:
+        with CodeStoreWriter(tmp, old.meta) as new:
+            for start in range(0, old.count, READ_ROWS):
+                new.append(*old.rows(start, start + READ_ROWS))
 
 
 class StoreSet:
