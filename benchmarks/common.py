@@ -141,19 +141,24 @@ def record(dataset: str, method: str, bits: int, metrics: dict[int, dict], train
 
 
 def cosine_ranking_scores(photos: list[Path], labels: list[str], cache: Path, k: int) -> tuple[float, float, float]:
-    """Mean AP, AP@k and precision@k (hashkit query's definitions) of ranking, for each photo, all
-    the others by the cosine of the frozen ImageNet MobileNetV2's pooled features at 224 px (no
-    ties); photos with no other photo of their label are not evaluated as queries."""
+    """``descriptor_ranking_scores`` of the frozen ImageNet MobileNetV2's pooled features at 224 px."""
     backbone = build_backbone("mobilenet_v2")
     features, ok = cached_features(backbone, "mobilenet_v2", weights_digest(backbone), photos, 224, IMAGENET_MEAN,
                                    IMAGENET_STD, 64, None, torch.device("cpu"), cache)
     if not ok.all():
         raise SystemExit(f"error: cannot decode {photos[int(np.argmin(ok))]}")
+    return descriptor_ranking_scores(features, labels, k)
+
+
+def descriptor_ranking_scores(features: np.ndarray, labels: list[str], k: int) -> tuple[float, float, float]:
+    """Mean AP, AP@k and precision@k (hashkit query's definitions) of ranking, for each image, all
+    the others by the cosine of their ``features`` (no ties); images with no other image of their
+    label are not evaluated as queries."""
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
     labels_array = np.array(labels)
     scores = []
-    for q in range(len(photos)):
-        others = np.delete(np.arange(len(photos)), q)
+    for q in range(len(unit)):
+        others = np.delete(np.arange(len(unit)), q)
         relevant = labels_array[others] == labels_array[q]
         if relevant.any():
             order = np.argsort(-(unit[others] @ unit[q]), kind="stable")
