@@ -46,6 +46,7 @@ from torchvision.transforms import v2
 from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD
 from hashkit.hashing.storage.checkpoint import load_checkpoint
 from hashkit.hashing.storage.encode import encode
+from hashkit.hashing.storage.text_column import TextColumn
 from hashkit.hashing.training.images import find_images
 from hashkit.hashing.memory import keep_freed_memory
 from hashkit.hashing.runtime import decoding_plan, default_workers
@@ -233,7 +234,7 @@ def main() -> None:
         encode(model_path, [photos], store, batch_size=BATCH, overwrite=True, feature_cache=None, workers=workers)
 
     with h5py.File(next(cache.glob("*.h5")), "r") as f:  # the initial backbone's features, as GreedyHash keeps them
-        order = {path.decode(): row for row, path in enumerate(f["paths"][:])}
+        order = {path.decode(): row for row, path in enumerate(TextColumn(f, "paths").cells(0, f.attrs["count"]))}
         features = torch.from_numpy(np.asarray(f["features"][:], np.float32)[[order[str(p)] for p in paths]])
     plain_epoch = plain_training_epoch(load_checkpoint(model_path).network, paths, features, default_workers())
     plain_in_process = plain_training_epoch(load_checkpoint(model_path).network, paths, features, 0)

@@ -90,3 +90,42 @@ def test_feature_cache_computes_each_image_once_and_again_when_it_changes(tmp_pa
     computed.clear()
     changed, _ = cache.features(images, compute)
     assert images[1] in computed and changed[1, 0] == 8
+
+
+def _noted_features(computed: list[Path]):
+    def compute(paths):
+        computed.extend(paths)
+        return np.array([[float(len(p.name)), 1.0] for p in paths], np.float32), np.ones(len(paths), bool)
+    return compute
+
+
+@pytest.mark.parametrize("damage", ["truncated", "older", "uncommitted"])
+def test_an_unreadable_or_older_cache_file_is_replaced_and_uncommitted_rows_ignored(tmp_path, capfd, damage):
+    import h5py
+
+    images = [tmp_path / f"{i}.png" for i in range(3)]
+    for image in images:
+        image.write_bytes(b"x")
+    computed: list[Path] = []
+    cache = FeatureCache(tmp_path / "cache", "resnet18", "ab" * 32, 64)
+    cache.features(images[:2], _noted_features(computed))
+    if damage == "truncated":  # as a disk that filled, or a copy cut short, leaves it
+        cache.path.write_bytes(cache.path.read_bytes()[:1000])
+    elif damage == "older":
+        with h5py.File(cache.path, "r+") as f:
+            f.attrs["schema_version"] = 1
+    else:  # a run killed after writing a row, before committing it
+        with h5py.File(cache.path, "r+") as f:
+            f.attrs["count"] = 1
+    computed.clear()
+    features, ok = FeatureCache(tmp_path / "cache", "resnet18", "ab" * 32, 64).features(images,
+                                                                                      _noted_features(computed))
+    assert ok.all() and features[:, 1].tolist() == [1.0, 1.0, 1.0]
+    again = {"truncated": images, "older": images, "uncommitted": images[1:]}[damage]
+    assert computed == again, "committed rows are read, everything else computed again"
+    warning = capfd.readouterr().err
+    assert ("moved to" in warning and (tmp_path / "cache" / (cache.path.name + ".damaged")).exists()) \
+        if damage == "truncated" else ("older hashkit" in warning) if damage == "older" else warning == ""
+    computed.clear()
+    FeatureCache(tmp_path / "cache", "resnet18", "ab" * 32, 64).features(images, _noted_features(computed))
+    assert computed == [], "the rebuilt cache holds them all"

@@ -6,6 +6,7 @@ import pytest
 
 from hashkit.hashing.errors import UserError
 from hashkit.hashing.storage import store as store_module
+from hashkit.hashing.storage import text_column
 from hashkit.hashing.storage.store import (CodeStoreWriter, StoreMeta, StoreReader, label_cell, pack_codes,
                                           read_store, unpack_codes)
 
@@ -38,8 +39,9 @@ def test_append_and_read(tmp_path):
 
 @pytest.mark.parametrize("run_gap", [0, 100])  # paths read row by row, or in one stretch per READ_ROWS rows
 def test_reader_streams_codes_and_reads_only_the_paths_asked_for(tmp_path, monkeypatch, run_gap):
-    monkeypatch.setattr(store_module, "READ_ROWS", 4)  # several stretches of paths in a small store
-    monkeypatch.setattr(store_module, "RUN_GAP", run_gap)
+    for module in (store_module, text_column):
+        monkeypatch.setattr(module, "READ_ROWS", 4)  # several stretches of paths in a small store
+    monkeypatch.setattr(text_column, "RUN_GAP", run_gap)
     path = tmp_path / "codes.h5"
     codes = np.random.default_rng(1).integers(0, 256, (11, 2), dtype=np.uint8)
     names = [f"img{i}.png" for i in range(11)]

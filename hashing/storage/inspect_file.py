@@ -117,16 +117,21 @@ def _results(path: Path) -> dict:
 
 
 def _features(path: Path) -> dict:
+    from .text_column import TextColumn
+
     with h5py.File(path, "r") as f:
         try:
-            rows = [len(f[name]) for name in ("features", "paths", "stamps")]
+            count = int(f.attrs["count"])
+            rows = [len(f["features"]), TextColumn(f, "paths").rows, len(f["stamps"])]
             summary = {"kind": "feature-cache", "backbone": str(f.attrs["backbone"]),
-                       "image_size": int(f.attrs["image_size"]), "rows": min(rows),
+                       "image_size": int(f.attrs["image_size"]), "rows": count,
                        "feature_shape": list(f["features"].shape[1:]), "dtype": str(f["features"].dtype)}
         except KeyError as error:
-            raise UserError(f"{path} is not a complete hashkit feature cache ({error})") from error
-    if len(set(rows)) != 1:
-        summary["incomplete_rows"] = max(rows) - min(rows)  # a run killed during an append; ignored on read
+            raise UserError(f"{path} is not a complete hashkit feature cache of this version ({error})") from error
+    if min(rows) < count:
+        raise UserError(f"{path} is inconsistent: {count} committed rows, but {rows} features, paths and stamps")
+    if max(rows) > count:
+        summary["incomplete_rows"] = max(rows) - count  # a run killed during an append; ignored on read
     return summary
 
 

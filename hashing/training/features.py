@@ -5,12 +5,17 @@ weights and the input size. Rows are keyed by absolute image path and stamped wi
 size and modification time, so an edited image is computed again. Methods that keep the
 backbone frozen (LSH, ITQ, ``--freeze-backbone``) train and encode from these features.
 Feature vectors are stored as float32, feature maps (N, C, h, w) as float16 (half the disk,
-well within the precision the heads need).
+well within the precision the heads need). Rows are appended in commits, as in the code store:
+the rows, then the ``count`` attribute. A cache file that cannot be read (damaged, or foreign)
+is moved aside as ``NAME.damaged`` with a warning and built again; one of an older hashkit is
+deleted and built again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 from pathlib import Path
 
 import h5py
@@ -21,11 +26,12 @@ from torch import nn
 from ..progress import progress
 from ..runtime import to_device
 from ..storage.locking import exclusive_lock
+from ..storage.text_column import TextColumn
 from .data import Normalizer, eval_loader
 
 SCHEMA = "hashkit.features"
-SCHEMA_VERSION = 1
-_STR = h5py.string_dtype("utf-8")
+SCHEMA_VERSION = 2  # 2: paths as a TextColumn and a committed row count
+UNREADABLE = (OSError, KeyError, ValueError, TypeError, RuntimeError)  # what h5py raises on a damaged file
 DECODING = "dct"  # JPEGs decoded at a DCT scale (``images.read_rgb``); caches of full-size decoding are not read
 COMPUTE_CHUNK = 512  # images computed and committed to the cache (and by encode, to the store) at a time
 
@@ -66,18 +72,28 @@ class FeatureCache:
         return stat.st_mtime_ns, stat.st_size
 
     def _index(self) -> dict[str, tuple[int, tuple[int, int]]]:
-        """Path -> (row, stamp) of every cached row; the paths are read again only when the file
-        changed since (another process added rows), not on every call."""
+        """Path -> (row, stamp) of every committed row; the paths are read again only when the
+        file changed since (another process added rows), not on every call."""
         state = self._file_state()
         if state is None:
             return {}
         if state != self._read_as:
             with h5py.File(self.path, "r") as f:
-                paths = [p.decode() for p in f["paths"][:]]
-                stamps = f["stamps"][:]
+                count = self._checked_count(f)
+                paths = [p.decode() for p in TextColumn(f, "paths").cells(0, count)]
+                stamps = f["stamps"][:count]
+                if len(paths) != count or len(stamps) != count or len(f["features"]) < count:
+                    raise ValueError(f"{count} committed rows, but {len(paths)} paths and {len(stamps)} stamps")
             self._rows = {p: (row, (int(s[0]), int(s[1]))) for row, (p, s) in enumerate(zip(paths, stamps))}
             self._read_as = state
         return self._rows
+
+    def _checked_count(self, f: h5py.File) -> int:
+        """The committed row count of a cache file of this configuration (ValueError otherwise)."""
+        found = {key: f.attrs.get(key) for key in self.attrs}
+        if found != self.attrs:
+            raise ValueError(f"its attributes are {found}")
+        return int(f.attrs["count"])
 
     def features(self, paths: list[Path], compute) -> tuple[np.ndarray, np.ndarray]:
         """Features of ``paths`` (float32) and a mask of the decodable ones.
@@ -87,7 +103,11 @@ class FeatureCache:
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(self.path, wait=True):  # a second run waits, then finds the rows cached
-            index = self._index()
+            try:
+                index = self._index()
+            except UNREADABLE as error:
+                self._discard(error)
+                index = {}
             stamps = [_stamp(p) for p in paths]
             rows = [index.get(str(p)) for p in paths]
             fresh = [i for i, (row, stamp) in enumerate(zip(rows, stamps)) if row is None or row[1] != stamp]
@@ -110,24 +130,46 @@ class FeatureCache:
                     out[np.flatnonzero(found)[order]] = values
         return out, found
 
+    def _discard(self, error: Exception) -> None:
+        """Set an unreadable cache file aside (one of an older hashkit is deleted), with a warning."""
+        self._rows, self._read_as = {}, None
+        try:
+            with h5py.File(self.path, "r") as f:
+                older = f.attrs.get("schema") == SCHEMA and int(f.attrs.get("schema_version", 0)) < SCHEMA_VERSION
+        except UNREADABLE:
+            older = False
+        if older:
+            self.path.unlink()
+            print(f"warning: {self.path} was written by an older hashkit: deleted, its features are computed again",
+                  file=sys.stderr)
+            return
+        aside = self.path.with_name(self.path.name + ".damaged")
+        os.replace(self.path, aside)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"warning: {self.path} cannot be read ({reason}): moved to {aside}, its features are computed again",
+              file=sys.stderr)
+
     def _append(self, paths: list[str], stamps: list[tuple[int, int]], features: np.ndarray) -> None:
         if not paths:
             return
         before = self._file_state()
         with h5py.File(self.path, "a") as f:
             if "features" not in f:
-                f.attrs.update(self.attrs)
+                f.attrs.update(self.attrs, count=0)
                 shape = features.shape[1:]
                 maps = len(shape) > 1
                 f.create_dataset("features", shape=(0, *shape), maxshape=(None, *shape),
                                  dtype=np.float16 if maps else np.float32, chunks=(64 if maps else 1024, *shape))
-                f.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+                TextColumn.create(f, "paths")
                 f.create_dataset("stamps", shape=(0, 2), maxshape=(None, 2), dtype=np.int64, chunks=(1024, 2))
-            start = f["paths"].shape[0]
+            start = int(f.attrs["count"])
             end = start + len(paths)
-            for name, values in (("features", features), ("paths", paths), ("stamps", stamps)):
+            for name, values in (("features", features), ("stamps", stamps)):
                 f[name].resize(end, axis=0)
                 f[name][start:end] = values
+            TextColumn(f, "paths").write(start, paths)
+            f.flush()
+            f.attrs["count"] = end
         if self._read_as == before:  # the index in memory was current: extend it rather than read it again
             self._rows.update((p, (start + i, tuple(s))) for i, (p, s) in enumerate(zip(paths, stamps)))
             self._read_as = self._file_state()
