@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -22,8 +23,13 @@ from hashkit.hashing.training.features import cached_features, weights_digest
 from hashkit.hashing.training.train import TrainOptions, TrainSummary, train
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+COMMIT = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"], capture_output=True,
+                        text=True).stdout.strip()  # of the code that runs, recorded in each result row
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
-SEED = 0
+SEED = 0  # of the data: splits, exports, row orders
+SEEDS = (0, 1, 2)  # of training: every tuned section's rows are means over these
+LR_GRID = (1e-4, 3e-4, 1e-3)  # every deep method's learning rate is chosen from it on the validation split
+VALIDATION_PER_CLASS = 100  # training images per class set aside to choose the learning rate
 BITS = (16, 32, 64)
 IMAGE_SIZE = 128  # every section's input size: MobileNetV2 then gives 4 x 4 feature maps
 EPOCHS = 20
@@ -106,13 +112,61 @@ def evaluate(model: Path, db_inputs: list[Path], query_inputs: list[Path], work:
 def run_method(dataset: str, name: str, bits: int, settings: dict, common: dict, work: Path, train_source: dict,
                db: list[Path], queries: list[Path], ground_truth: str, ks: tuple[int, ...]) -> dict:
     """Train one method, evaluate it at every k of ``ks``, print and return its record."""
-    model = work / f"{name}-{bits}.pt"
+    model = work / f"{name}-{bits}-{common['seed']}.pt"
     summary = timed_train(model, TrainOptions(bits=bits, **common, **settings), **train_source)
     metrics = {k: evaluate(model, db, queries, work, k, ground_truth, common["feature_cache"]) for k in ks}
-    row = record(dataset, name, bits, metrics, summary, settings)
-    print(f"{dataset} {name} {bits}: " + ", ".join(f"{key} {value}" for key, value in row.items()
-                                                    if key.startswith(("tie-aware", "NDCG", "distinct"))), flush=True)
+    row = record(dataset, name, bits, metrics, summary, settings, common["seed"])
+    row["commit"] = COMMIT
+    print(f"{dataset} {name} {bits} seed {common['seed']}: " + ", ".join(
+        f"{key} {value}" for key, value in row.items() if key.startswith(("tie-aware", "NDCG", "distinct"))),
+        flush=True)
     return row
+
+
+def validation_split(train_dir: Path, out: Path, per_class: int = VALIDATION_PER_CLASS) -> tuple[Path, Path]:
+    """Of each class folder of ``train_dir``, the first ``per_class`` images (by name) as
+    validation queries and the others as the validation training set and database (links, made
+    anew): (training folder, query folder), both in class folders (``--labels folders``)."""
+    shutil.rmtree(out, ignore_errors=True)
+    for folder in sorted(p for p in train_dir.iterdir() if p.is_dir()):
+        for position, image in enumerate(sorted(folder.glob("*.png"))):
+            target = out / ("queries" if position < per_class else "train") / folder.name / image.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(image, target)
+    return out / "train", out / "queries"
+
+
+def tuned_settings(name: str, bits: int, settings: dict, common: dict, work: Path, train_source: dict,
+                   split: tuple[Path, Path]) -> tuple[dict, dict]:
+    """``settings`` with the learning rate of LR_GRID whose model, trained (seed SEED) on the
+    validation training set, gives the validation queries the best tie-aware mAP against it,
+    and every grid point's score. Methods without a learning rate (LSH, ITQ) are not tuned."""
+    if "lr" not in settings:
+        return settings, {}
+    source = dict(train_source, images_dir=split[0])
+    work.mkdir(parents=True, exist_ok=True)
+    grid = {}
+    for lr in LR_GRID:
+        model = work / f"{name}-{bits}-lr{lr:g}.pt"
+        timed_train(model, TrainOptions(bits=bits, **dict(common, seed=SEED), **dict(settings, lr=lr)), **source)
+        metrics = evaluate(model, [split[0]], [split[1]], work, 1000, "folders", common["feature_cache"])
+        grid[f"{lr:g}"] = round(metrics["tie_aware"]["mAP"], 4)
+    best = max(LR_GRID, key=lambda lr: grid[f"{lr:g}"])
+    print(f"{name} {bits}: validation grid {grid}, lr {best:g}", flush=True)
+    return dict(settings, lr=best), grid
+
+
+def run_seeds(dataset: str, name: str, bits: int, settings: dict, common: dict, work: Path, train_source: dict,
+              db: list[Path], queries: list[Path], ground_truth: str, ks: tuple[int, ...],
+              split: tuple[Path, Path]) -> list[dict]:
+    """The method's learning rate chosen on the validation split, then a record per seed of SEEDS."""
+    work.mkdir(parents=True, exist_ok=True)
+    chosen, grid = tuned_settings(name, bits, settings, common, work / "validation", train_source, split)
+    rows = [run_method(dataset, name, bits, chosen, dict(common, seed=seed), work, train_source, db, queries,
+                       ground_truth, ks) for seed in SEEDS]
+    for row in rows:
+        row["validation_grid"] = grid
+    return rows
 
 
 def timed_train(model: Path, options: TrainOptions, **sources) -> tuple[float, TrainSummary]:
@@ -126,10 +180,10 @@ METRIC_PREFIXES = ("mAP", "precision@", "NDCG@", "ACG@", "wmAP")
 
 
 def record(dataset: str, method: str, bits: int, metrics: dict[int, dict], trained: tuple[float, TrainSummary],
-           settings: dict) -> dict:
+           settings: dict, seed: int = SEED) -> dict:
     """One result row: the metrics of every evaluated k, training time, mean seconds per epoch."""
     seconds, summary = trained
-    row = {"dataset": dataset, "method": method, "bits": bits, "seed": SEED, "train_seconds": seconds,
+    row = {"dataset": dataset, "method": method, "bits": bits, "seed": seed, "train_seconds": seconds,
            "epoch_seconds": round(float(np.mean(summary.epoch_seconds)), 3) if summary.epoch_seconds else None,
            "training_images": summary.images, "settings": settings}
     for values in metrics.values():

@@ -9,11 +9,14 @@ method and bit length: the metrics, collapse diagnostics, training time, seconds
 seed). Every step goes through the same library functions as the CLI (train, encode, query).
 Work files go to benchmarks/data/.
 
-Protocol, the same for every method of a section: one split, one seed, the same frozen
-MobileNetV2 (ImageNet) at the same input size (IMAGE_SIZE), the same epoch budget, batch size
-and optimiser for every deep method. Database and query rows are in a seeded random order
-(never grouped by class); the headline columns are tie-aware (expected over every order of
-the items at equal Hamming distance), the row-order values are secondary.
+Protocol, the same for every method of a section: one data split, the same frozen MobileNetV2
+(ImageNet) at the same input size (IMAGE_SIZE), the same epoch budget, batch size and optimiser
+for every deep method. In the supervised sections every deep method's learning rate is chosen
+from one grid (common.LR_GRID) on a validation split carved from the training images, and each
+row is the mean over 3 training seeds; the other sections train once, at seed 0 and lr 1e-3.
+Database and query rows are in a seeded random order (never grouped by class); the headline
+columns are tie-aware (expected over every order of the items at equal Hamming distance), the
+row-order values are secondary.
 
 Fashion-MNIST (Debian package dataset-fashion-mnist; `make bench-quality` installs it):
 1,000 queries (100 per class) from the test split; the database is every other image (69,000);
@@ -36,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import BITS, DEEP, EPOCHS, FASHION_MNIST, HIDDEN, IMAGE_SIZE, SEED, common_options, export_fashion_mnist, \
-    record, run_method, timed_train
+from common import BITS, DEEP, EPOCHS, FASHION_MNIST, HIDDEN, IMAGE_SIZE, LR_GRID, SEED, SEEDS, \
+    VALIDATION_PER_CLASS, common_options, export_fashion_mnist, record, run_method, timed_train
 from supervised import fashion_mnist_mosaics, fashion_mnist_supervised
 
 from hashkit.hashing.training.train import TrainOptions
@@ -114,12 +117,14 @@ TABLES = {  # dataset: (note, metric columns)
         "Supervised (class labels of the 5,000 training images). ATH, RV-SSDH and ExchNet read the backbone's "
         f"last feature maps ({IMAGE_SIZE // 32} x {IMAGE_SIZE // 32} x 1280) through their own heads; the peers "
         f"CSQ, DPSH and HashNet read its pooled features through a hidden layer of {HIDDEN} and the hash layer. "
-        "LSH and ITQ hash the pooled features: the floor. Every deep method trains with Adam at lr 1e-3; "
-        "`dpsh-lr-1e-4` is DPSH at lr 1e-4 (it oscillates at 1e-3), the one learning rate tried besides.",
+        "LSH and ITQ hash the pooled features: the floor. Every deep method trains with Adam at the learning rate "
+        f"of {{{', '.join(f'{lr:g}' for lr in LR_GRID)}}} that a validation split chooses (the first "
+        f"{VALIDATION_PER_CLASS} training images of each class as queries against the other 400 per class, "
+        "never the test queries); rows are means over 3 training seeds (± standard deviation).",
         RANKED + COLLAPSE),
     "fashion-mnist-small": (
         "Small-sample regime: 20 training images per class (200 in all; deep methods 40 epochs, batch 64), "
-        "same queries and database, 32 bits.",
+        "same queries and database, 32 bits; the learning rate chosen likewise on 5 of the 20 per class.",
         RANKED + COLLAPSE),
     "fashion-mnist-mosaics": (
         "Multi-label: 2 x 2 mosaics of Fashion-MNIST images (56 px, read at the section's input size), label "
@@ -141,20 +146,43 @@ def protocol() -> dict:
     """What every section shares, for the results files."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
-    return {"seed": SEED, "input_size": IMAGE_SIZE, "backbone": "torchvision MobileNetV2, ImageNet weights, frozen "
+    return {"seed": f"{SEED} for the data (splits, row orders); training seed {SEED}, or {', '.join(map(str, SEEDS))} "
+                    "where the seeds column says so", "input_size": IMAGE_SIZE,
+            "backbone": "torchvision MobileNetV2, ImageNet weights, frozen "
             "(except the rendered scenes' end-to-end runs)", "epochs": EPOCHS,
-            "deep_training": f"Adam, lr {DEEP['lr']:g}, batch {DEEP['batch_size']} images (BCDH: 256 pairs), "
-                             "head only on cached features",
+            "deep_training": f"Adam, lr {DEEP['lr']:g} or the one chosen on a validation split (the lr column), "
+                             f"batch {DEEP['batch_size']} images (BCDH: 256 pairs), head only on cached features",
             "row_order": "database and query rows in a seeded random order, never grouped by label",
             "ks": "mAP@1000 and precision@10 (mosaics: @100; scenes: @10)",
             "headline": "tie-aware values: expected over every order of the items at equal Hamming distance",
             "machine": f"{os.cpu_count()} cores of {cpu}, torch {torch.__version__}, no GPU"}
 
 
-def _cell(record: dict, column: str) -> str:
-    """A table cell: counts (collapse diagnostics; a median may end in .5) as they are, metrics to 4 decimals."""
-    value = record.get(column)
-    return "" if value is None else f"{value:g}" if column in COLLAPSE else f"{value:.4f}"
+def _cell(rows: list[dict], column: str) -> str:
+    """A table cell over the seeds' records: counts (collapse diagnostics) as their mean, metrics to
+    4 decimals, with the standard deviation over seeds where there are several."""
+    values = [r[column] for r in rows if r.get(column) is not None]
+    if not values:
+        return ""
+    if column in COLLAPSE:
+        return f"{np.mean(values):g}"
+    return f"{np.mean(values):.4f}" + (f" ± {np.std(values):.4f}" if len(values) > 1 else "")
+
+
+def _groups(records: list[dict]) -> list[list[dict]]:
+    """The records of each (method, bits), in the order first met, by bits."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["method"], r["bits"]), []).append(r)
+    return sorted(groups.values(), key=lambda rows: rows[0]["bits"])
+
+
+def _row(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """A table row of one method and length: its seeds, learning rate, metrics and training seconds."""
+    lr = rows[0].get("settings", {}).get("lr")
+    return (f"| {rows[0]['method']} | {rows[0]['bits']} | {len(rows)} | {'-' if lr is None else f'{lr:g}'} | "
+            + " | ".join(_cell(rows, column) for column in columns)
+            + f" | {np.mean([r['train_seconds'] for r in rows]):.2f} |")
 
 
 def write_markdown(path: Path, records: list[dict], setup: dict) -> None:
@@ -167,13 +195,23 @@ def write_markdown(path: Path, records: list[dict], setup: dict) -> None:
               "columns (`mAP@k`, `precision@10`) break ties by database row and are secondary. `train s` is a whole "
               "training run (features from the cache); some were measured while other work shared the CPU.", ""]
     for dataset, (note, columns) in TABLES.items():
-        rows = sorted((r for r in records if r["dataset"] == dataset), key=lambda r: r["bits"])
-        if rows:
-            lines += [f"## {dataset}", "", note, "",
-                      "| method | bits | " + " | ".join(columns) + " | train s |",
-                      "|---|---|" + "---|" * (len(columns) + 1)]
-            lines += [f"| {r['method']} | {r['bits']} | " + " | ".join(_cell(r, c) for c in columns)
-                      + f" | {r['train_seconds']} |" for r in rows]
+        groups = _groups([r for r in records if r["dataset"] == dataset])
+        if groups:
+            commits = sorted({r["commit"] for rows in groups for r in rows if r.get("commit")})
+            ran_at = f" Ran at commit {', '.join(commits)}." if commits else ""
+            lines += [f"## {dataset}", "", note + ran_at, "",
+                      "| method | bits | seeds | lr | " + " | ".join(columns) + " | train s |",
+                      "|---|---|---|---|" + "---|" * (len(columns) + 1)]
+            lines += [_row(rows, columns) for rows in groups]
+            tuned = [rows for rows in groups if rows[0].get("validation_grid")]
+            if tuned:
+                lines += ["", f"Learning rate chosen per method and length on the validation split (tie-aware mAP "
+                          f"of its queries against its training images, seed {SEED}):", "",
+                          "| method | bits | " + " | ".join(f"lr {lr:g}" for lr in LR_GRID) + " |",
+                          "|---|---|" + "---|" * len(LR_GRID)]
+                lines += [f"| {rows[0]['method']} | {rows[0]['bits']} | "
+                          + " | ".join(f"{rows[0]['validation_grid'].get(f'{lr:g}', '')}" for lr in LR_GRID) + " |"
+                          for rows in tuned]
             lines.append("")
     epochs = [r for r in records if r["dataset"] == "epoch-timing"]
     if epochs:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import CLASSES, DEEP, HIDDEN, SEED, common_options, export_fashion_mnist, fashion_mnist_arrays, run_method
+from common import CLASSES, DEEP, HIDDEN, SEED, common_options, export_fashion_mnist, fashion_mnist_arrays, \
+    run_method, run_seeds, validation_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from labelled_sets import write_labels_csv, write_mosaics  # noqa: E402
@@ -27,7 +28,6 @@ from labelled_sets import write_labels_csv, write_mosaics  # noqa: E402
 PEERS = {  # supervised peers, on pooled features through a hidden layer (multi-label capable)
     "csq": dict(method="csq", hidden=HIDDEN, **DEEP),
     "dpsh": dict(method="dpsh", hidden=HIDDEN, **DEEP),
-    "dpsh-lr-1e-4": dict(method="dpsh", hidden=HIDDEN, **dict(DEEP, lr=1e-4)),  # DPSH is sensitive to the lr
     "hashnet": dict(method="hashnet", hidden=HIDDEN, **DEEP),
 }
 SUPERVISED = {
@@ -41,23 +41,26 @@ SUPERVISED = {
 
 
 def fashion_mnist_supervised(root: Path, cache: Path, bits_list: tuple[int, ...]) -> list[dict]:
-    """Full training set at each of ``bits_list``, then 20 images per class at 32 bits."""
+    """Full training set at each of ``bits_list``, then 20 images per class at 32 bits; every deep
+    method at the learning rate its validation split chooses (``common.run_seeds``), 3 seeds."""
     query_dir, db_dir, train_dir, labels = export_fashion_mnist(root)
     work = root.parent / "supervised-work"
     work.mkdir(exist_ok=True)
     common = common_options(cache)
 
-    def run(dataset: str, name: str, bits: int, settings: dict, images: Path) -> dict:
+    def run(dataset: str, name: str, bits: int, settings: dict, images: Path, split: tuple[Path, Path]) -> list:
         source = dict(images_dir=images, labels=None if settings["method"] in ("lsh", "itq") else "folders")
-        return run_method(dataset, name, bits, settings, common, work, source, [db_dir], [query_dir], str(labels),
-                          (1000, 10))
+        return run_seeds(dataset, name, bits, settings, common, work / dataset, source, [db_dir], [query_dir],
+                         str(labels), (1000, 10), split)
 
-    records = [run("fashion-mnist-supervised", name, bits, settings, train_dir)
-               for bits in bits_list for name, settings in SUPERVISED.items()]
+    split = validation_split(train_dir, root.parent / "supervised-validation")
+    records = [row for bits in bits_list for name, settings in SUPERVISED.items()
+               for row in run("fashion-mnist-supervised", name, bits, settings, train_dir, split)]
     small = _small_training_set(train_dir, root.parent / "fashion-mnist-small", 20)
+    small_split = validation_split(small, root.parent / "small-validation", 5)
     for name, settings in SUPERVISED.items():
         settings = dict(settings, batch_size=64, epochs=40) if "epochs" in settings else settings
-        records.append(run("fashion-mnist-small", name, 32, settings, small))
+        records += run("fashion-mnist-small", name, 32, settings, small, small_split)
     return records
 
 
