@@ -195,14 +195,14 @@ class CodeStoreWriter:
             except UserError:
                 self.file.close()
                 raise
-            if int(self.file.attrs["schema_version"]) < SCHEMA_VERSION:
-                self.file.close()
-                _upgrade(self.path)
-                self.file = _open(self.path, "r+")
             if (existing.bits, existing.model_digest) != (meta.bits, meta.model_digest):
                 self.file.close()
                 raise UserError(f"{self.path} holds codes of another model ({existing.describe()}); "
                                 f"this model is {meta.describe()}: use another store or --overwrite")
+            if int(self.file.attrs.get("schema_version", 0)) < SCHEMA_VERSION:
+                self.file.close()
+                _upgrade(self.path)
+                self.file = _open(self.path, "r+")
         else:
             self.file = h5py.File(self.path, "w")
             self.file.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, count=0,
