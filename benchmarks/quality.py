@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from common import BITS, DEEP, EPOCHS, FASHION_MNIST, HIDDEN, IMAGE_SIZE, LR_GRID, SEED, SEEDS, \
     VALIDATION_PER_CLASS, common_options, export_fashion_mnist, record, run_method, timed_train
-from supervised import fashion_mnist_mosaics, fashion_mnist_supervised
+from supervised import fashion_mnist_mosaics, fashion_mnist_small, fashion_mnist_supervised
 
 from hashkit.hashing.training.train import TrainOptions
 from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
@@ -270,8 +270,10 @@ def cache_speedup(data: Path, cache: Path, bits_list: tuple[int, ...]) -> list[d
 
 SECTIONS = {  # name: (datasets its records carry, function)
     "fashion-mnist": (("fashion-mnist",), fashion_mnist),
-    "supervised": (("fashion-mnist-supervised", "fashion-mnist-small"),
+    "supervised": (("fashion-mnist-supervised",),
                    lambda data, cache, bits: fashion_mnist_supervised(data / "fashion-mnist-shuffled", cache, bits)),
+    "small": (("fashion-mnist-small",),
+              lambda data, cache, bits: fashion_mnist_small(data / "fashion-mnist-shuffled", cache, bits)),
     "mosaics": (("fashion-mnist-mosaics",), fashion_mnist_mosaics),
     "scenes": (("rendered-scenes",), scenes),
     "epoch-timing": (("epoch-timing",), epoch_timing),
