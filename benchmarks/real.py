@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import cosine_ranking_scores
+from common import COMMIT, cosine_ranking_scores
 
 from hashkit.hashing.evaluation.query import query
 from hashkit.hashing.storage.encode import encode
@@ -375,8 +375,7 @@ def run(photos: Path, work: Path, seeds: list[int], bits_list: list[int], method
               "photos": len(truth), "scenes": len({s for s in truth.values() if not s.startswith(DISTRACTOR)}),
               "distractors": sum(1 for s in truth.values() if s.startswith(DISTRACTOR)), "seeds": seeds,
               "max_image_size": max_image_size, "sections": []}
-    run_by = {"commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                       text=True).stdout.strip(),
+    run_by = {"commit": COMMIT,
               "command": "python benchmarks/real.py run " + " ".join(sys.argv[2:])}
     if "held-out" in protocols:
         report["sections"].append(run_protocol(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import descriptor_ranking_scores
+from common import COMMIT, descriptor_ranking_scores
 from real import read_truth, split_scenes
 
 from hashkit.hashing.evaluation.ground_truth import label_matrix
@@ -209,9 +208,7 @@ def main() -> None:
     torch.set_num_threads(2)
     section = finetune_section(args.photos, args.split, args.epochs, args.seeds) if args.probe == "finetune" \
         else descriptors_section(args.photos, args.seeds)
-    section.update(command="python benchmarks/real_probes.py " + " ".join(sys.argv[1:]),
-                   commit=subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                         capture_output=True, text=True).stdout.strip())
+    section.update(command="python benchmarks/real_probes.py " + " ".join(sys.argv[1:]), commit=COMMIT)
     record = RESULTS / "real_probes.json"
     report = json.loads(record.read_text()) if record.exists() else {}
     report[args.probe] = section
