@@ -28,13 +28,15 @@ COMMIT = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "
 CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 SEED = 0  # of the data: splits, exports, row orders
 SEEDS = (0, 1, 2)  # of training: every tuned section's rows are means over these
-LR_GRID = (1e-4, 3e-4, 1e-3)  # every deep method's learning rate is chosen from it on the validation split
+LR_GRID = (1e-4, 3e-4, 1e-3)  # every deep method's optimiser and learning rate are chosen from
+OPTIMIZER_GRID = ("adam", "rmsprop")  # these on the validation split (rmsprop: DeepHash-pytorch's choice)
+GRID = [(optimizer, lr) for optimizer in OPTIMIZER_GRID for lr in LR_GRID]
 VALIDATION_PER_CLASS = 100  # training images per class set aside to choose the learning rate
 BITS = (16, 32, 64)
 IMAGE_SIZE = 128  # every section's input size: MobileNetV2 then gives 4 x 4 feature maps
 EPOCHS = 20
 HIDDEN = 1024  # hidden layer of the heads on pooled features (label-free methods and the supervised peers)
-DEEP = dict(freeze_backbone=True, epochs=EPOCHS, batch_size=128, lr=1e-3)  # every deep method of a section
+DEEP = dict(freeze_backbone=True, epochs=EPOCHS, batch_size=128, optimizer="adam", lr=1e-3)  # every deep method
 
 
 def common_options(cache: Path) -> dict:
@@ -138,28 +140,35 @@ def validation_split(train_dir: Path, out: Path, per_class: int = VALIDATION_PER
 
 def tuned_settings(name: str, bits: int, settings: dict, common: dict, work: Path, train_source: dict,
                    split: tuple[Path, Path]) -> tuple[dict, dict]:
-    """``settings`` with the learning rate of LR_GRID whose model, trained (seed SEED) on the
-    validation training set, gives the validation queries the best tie-aware mAP against it,
-    and every grid point's score. Methods without a learning rate (LSH, ITQ) are not tuned."""
+    """``settings`` with the optimiser and learning rate of GRID whose model, trained (seed SEED)
+    on the validation training set, gives the validation queries the best tie-aware mAP against
+    it, and every grid point's score. Methods without a learning rate (LSH, ITQ) are not tuned."""
     if "lr" not in settings:
         return settings, {}
     source = dict(train_source, images_dir=split[0])
     work.mkdir(parents=True, exist_ok=True)
     grid = {}
-    for lr in LR_GRID:
-        model = work / f"{name}-{bits}-lr{lr:g}.pt"
-        timed_train(model, TrainOptions(bits=bits, **dict(common, seed=SEED), **dict(settings, lr=lr)), **source)
+    for optimizer, lr in GRID:
+        model = work / f"{name}-{bits}-{optimizer}-lr{lr:g}.pt"
+        chosen = dict(settings, optimizer=optimizer, lr=lr)
+        timed_train(model, TrainOptions(bits=bits, **dict(common, seed=SEED), **chosen), **source)
         metrics = evaluate(model, [split[0]], [split[1]], work, 1000, "folders", common["feature_cache"])
-        grid[f"{lr:g}"] = round(metrics["tie_aware"]["mAP"], 4)
-    best = max(LR_GRID, key=lambda lr: grid[f"{lr:g}"])
-    print(f"{name} {bits}: validation grid {grid}, lr {best:g}", flush=True)
-    return dict(settings, lr=best), grid
+        grid[grid_key(optimizer, lr)] = round(metrics["tie_aware"]["mAP"], 4)
+    optimizer, lr = max(GRID, key=lambda point: grid[grid_key(*point)])
+    print(f"{name} {bits}: validation grid {grid}, {grid_key(optimizer, lr)}", flush=True)
+    return dict(settings, optimizer=optimizer, lr=lr), grid
+
+
+def grid_key(optimizer: str, lr: float) -> str:
+    """A grid point's name in the results: ``adam 0.001``."""
+    return f"{optimizer} {lr:g}"
 
 
 def run_seeds(dataset: str, name: str, bits: int, settings: dict, common: dict, work: Path, train_source: dict,
               db: list[Path], queries: list[Path], ground_truth: str, ks: tuple[int, ...],
               split: tuple[Path, Path]) -> list[dict]:
-    """The method's learning rate chosen on the validation split, then a record per seed of SEEDS."""
+    """The method's optimiser and learning rate chosen on the validation split, then a record per
+    seed of SEEDS."""
     work.mkdir(parents=True, exist_ok=True)
     chosen, grid = tuned_settings(name, bits, settings, common, work / "validation", train_source, split)
     rows = [run_method(dataset, name, bits, chosen, dict(common, seed=seed), work, train_source, db, queries,

@@ -178,6 +178,9 @@ def train(
     epochs: Annotated[int, typer.Option(help="Training epochs (deep methods).")] = 10,
     batch_size: Annotated[int, typer.Option(help="Pairs per step (bcdh) or images per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate of the head; a trained backbone uses lr/10.")] = 1e-3,
+    optimizer: Annotated[str, typer.Option(
+        help="adam, or rmsprop (DeepHash-pytorch's choice for its methods; DPSH trains far better with it).")]
+        = "adam",
     workers: Annotated[Optional[int], typer.Option(
         help="Processes decoding images (default: none on a CPU, cores - 1 up to 4 beside a GPU).")] = None,
     feature_cache: FeatureCacheOption = None,
@@ -196,6 +199,7 @@ def train(
     options = TrainOptions(method=method, params=parse_params(param or []), bits=bits, backbone=backbone,
                            weights=weights, image_size=image_size, hidden=hidden,
                            freeze_backbone=freeze_backbone, epochs=epochs, batch_size=batch_size, lr=lr,
+                           optimizer=optimizer,
                            seed=seed, device=device, feature_cache=cache_dir(feature_cache, no_feature_cache),
                            overwrite=overwrite, resume=resume, **({} if workers is None else {"workers": workers}))
     summary = run(output, options, pairs_path=pairs, images_dir=images, labels=labels)

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from hashkit.hashing.training.methods import Batch, TrainingData, get_method
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.training.methods import Batch, TrainingData, get_method, saved_method
 from hashkit.hashing.training.methods.bihalf import bi_half
 from hashkit.hashing.training.methods.csq import hash_centres
 from hashkit.hashing.training.methods.greedyhash import straight_through_sign
@@ -106,7 +107,7 @@ def test_greedyhash_sign_passes_the_gradient_straight_through():
     assert torch.equal(h.grad, weights)
 
 
-def train_on_clusters(name: str, multi_label: bool = False, epochs: int = 15, **params):
+def train_on_clusters(name: str, multi_label: bool = False, epochs: int = 15, optimizer: str = "adam", **params):
     """Train ``name`` on 4 well-separated Gaussian clusters of 32-d features (head only); the
     method, the epoch losses, the cluster of each point and the codes."""
     rng = np.random.default_rng(0)
@@ -119,7 +120,7 @@ def train_on_clusters(name: str, multi_label: bool = False, epochs: int = 15, **
     method = get_method(name, **params)
     network = HashNetwork(nn.Identity(), MLPHead(32, 16, 32))
     data = TrainingData([None] * 160, features=features, labels=labels, classes=list("abcd"))
-    trainer = DeepTrainer(network, method, data, frozen=True, image_size=32, lr=1e-3, workers=0,
+    trainer = DeepTrainer(network, method, data, frozen=True, image_size=32, lr=1e-3, optimizer=optimizer, workers=0,
                           device=torch.device("cpu"), generator=torch.Generator())
     losses, _ = trainer.fit(epochs, 32, 16, seed=0)
     codes = np.sign(network.head(torch.from_numpy(features)).detach().numpy())
@@ -143,14 +144,40 @@ def test_supervised_peer_learns_overlapping_label_sets(name):
     assert losses[-1] < losses[0] and sharing < apart, (losses, sharing, apart)
 
 
-def test_hashnet_continuation_grows_with_steps():
-    method, _, _, _ = train_on_clusters("hashnet", epochs=3)
-    assert method.steps == 3 * 5  # 160 images in batches of 32
-    assert method.beta == pytest.approx((1 + 0.005 * 15) ** 0.5)
+def test_hashnet_continuation_raises_beta_every_few_epochs():
+    assert train_on_clusters("hashnet", epochs=3)[0].beta == 1, "the default raises beta after 20 epochs"
+    method = train_on_clusters("hashnet", epochs=5, continuation=2)[0]
+    assert method.beta == pytest.approx(3 ** 0.5)  # epochs 0-1: 1, 2-3: sqrt(2), 4: sqrt(3)
     z = torch.tensor([[0.4, -0.5]])
-    assert torch.allclose(method.relax(z), torch.tanh(method.beta * z))
-    method.steps = 10_000
-    assert method.beta == pytest.approx(51 ** 0.5) and torch.all(method.relax(z).abs() > 0.99)
+    assert torch.allclose(method.relax(z), torch.tanh(3 ** 0.5 * z))
+
+
+def test_hashnet_loss_by_hand():
+    labels = np.array([[1, 0], [0, 1], [1, 1]], dtype=bool)
+    method = get_method("hashnet", alpha=0.5)
+    method.setup(TrainingData([None] * 3, labels=labels, classes=["a", "b"]), 2, seed=0)
+    method.start_epoch(0, 1, lambda: np.array([[9.0, 9.0], [9.0, 9.0], [1.0, -2.0]], dtype=np.float32))
+    z = torch.tensor([[0.5, 1.0], [-1.5, 0.2]])
+    loss = method.loss({"codes": z}, Batch(np.array([1, 0])))
+    u = np.tanh(z.numpy())
+    theta = 0.5 * u @ np.vstack([u[1], u[0], np.tanh([1.0, -2.0])]).T
+    s = np.array([[0, 1, 1], [1, 0, 1]], dtype=bool)
+    likelihood = np.log1p(np.exp(theta)) - s * theta
+    assert loss.item() == pytest.approx(likelihood[s].mean() + likelihood[~s].mean(), rel=1e-5)
+
+
+def test_model_files_with_retired_hashnet_parameters_still_load():
+    with pytest.raises(UserError, match="gamma"):
+        get_method("hashnet", gamma=0.005)
+    method = saved_method("hashnet", {"alpha": 10.0, "gamma": 0.005, "power": 0.5})  # written before 0.1 / epochs
+    assert method.alpha == 10.0 and method.continuation == 20
+
+
+def test_rmsprop_trains_a_peer():
+    _, losses, cluster, codes = train_on_clusters("dpsh", optimizer="rmsprop")
+    assert losses[-1] < 0.95 * losses[0], losses
+    distances, same = hamming(codes, codes), cluster[:, None] == cluster[None, :]
+    assert distances[same].mean() < distances[~same].mean()
 
 
 @pytest.fixture(scope="module")

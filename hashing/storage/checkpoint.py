@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError, existing_file, refuse_newer_schema
-from ..training.methods import Method, get_method
+from ..training.methods import Method, saved_method
 from ..training.network import HashNetwork
 from .locking import file_digest, written_atomically
 
@@ -65,7 +65,7 @@ def read_checkpoint(path: Path) -> tuple[dict, dict]:
 
 def network_from_state(config: dict, state: dict, path: Path) -> HashNetwork:
     """The network of a model file (``path``, for errors) from its config and weights, in eval mode."""
-    method = get_method(config["method"], **config.get("params", {}))
+    method = saved_method(config["method"], config.get("params", {}))
     network = build_network(method, config["backbone"], "none", config["bits"], config.get("hidden", 0),
                             len(config.get("classes", [])))
     if config.get("schema_version") == 1:  # the hash layer and hidden layer sat on the network itself

@@ -28,7 +28,7 @@ from .features import cached_features, weights_digest
 from .images import find_images
 from .methods import DeepMethod, FeatureMethod, Method, TrainingData, get_method
 from .network import HashNetwork
-from .trainer import DeepTrainer
+from .trainer import OPTIMIZERS, DeepTrainer
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class TrainOptions:
     epochs: int = 10
     batch_size: int = 32  # pairs per step for pair methods, images per step otherwise
     lr: float = 1e-3  # head; a trained backbone uses lr / 10
+    optimizer: str = "adam"  # a key of trainer.OPTIMIZERS
     seed: int = 0
     device: str = "auto"
     workers: int | None = None  # DataLoader worker processes; None: runtime.worker_processes / decoding_plan
@@ -117,7 +118,8 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
                                         if k not in RUN_ONLY_OPTIONS}, data.paths)
             state = resume.load(checkpoint, stamp) if options.resume and checkpoint.exists() else None
             trainer = DeepTrainer(network, method, data, frozen=frozen, image_size=options.image_size,
-                                  lr=options.lr, workers=options.workers, device=device, generator=generator)
+                                  lr=options.lr, optimizer=options.optimizer, workers=options.workers,
+                                  device=device, generator=generator)
             losses, seconds = trainer.fit(options.epochs, options.batch_size, options.bits, options.seed,
                                           checkpoint, stamp, state)
             outputs = trainer.final_outputs
@@ -158,6 +160,8 @@ def _check_options(output: Path, options: TrainOptions, method: Method, pairs_pa
         raise UserError(f"--bits must be a positive multiple of 8, got {options.bits}")
     if options.epochs < 1 or options.batch_size < 2 or options.image_size < 32 or options.hidden < 0:
         raise UserError("--epochs must be >= 1, --batch-size >= 2, --image-size >= 32 and --hidden >= 0")
+    if options.optimizer not in OPTIMIZERS:
+        raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {options.optimizer!r}")
     if isinstance(method, FeatureMethod) and options.hidden:
         raise UserError(f"method {method.name} fits a linear hash layer; --hidden must be 0")
     if not method.takes_hidden() and options.hidden:

@@ -68,6 +68,9 @@ def own_batches(batches: list[Batch], rank: int, size: int) -> list[Batch]:
     return batches[:len(batches) - len(batches) % size][rank::size]
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}  # torch's defaults otherwise
+
+
 class DeepTrainer:
     """Runs ``method`` for ``epochs``: its alternating step before each epoch, then one
     optimiser step per batch. With ``frozen``, only the head trains, on ``data.features``.
@@ -75,7 +78,8 @@ class DeepTrainer:
     the gradients of the processes' batches in each step (see ``distributed``)."""
 
     def __init__(self, network: HashNetwork, method: DeepMethod, data: TrainingData, *, frozen: bool,
-                 image_size: int, lr: float, workers: int | None, device: torch.device, generator: torch.Generator):
+                 image_size: int, lr: float, optimizer: str, workers: int | None, device: torch.device,
+                 generator: torch.Generator):
         self.network, self.method, self.data, self.frozen = network, method, data, frozen
         self.image_size, self.workers, self.device, self.generator = image_size, workers, device, generator
         groups = [{"params": network.head.parameters(), "lr": lr}]
@@ -84,7 +88,7 @@ class DeepTrainer:
             self.features = torch.from_numpy(np.ascontiguousarray(data.features))  # float16 for maps
         else:
             groups.append({"params": network.backbone.parameters(), "lr": lr / 10})
-        self.optimizer = torch.optim.Adam(groups)
+        self.optimizer = OPTIMIZERS[optimizer](groups)
 
     @torch.no_grad()
     def outputs(self) -> np.ndarray:

@@ -16,6 +16,8 @@ head's output.
 
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,3 +156,11 @@ def get_method(name: str, **params: Any) -> Method:
         return METHODS[name](**params)
     except TypeError as error:
         raise UserError(f"method {name}: {error}") from error
+
+
+def saved_method(name: str, params: dict[str, Any]) -> Method:
+    """``get_method`` for a model file's network: hyperparameters the method no longer takes (renamed
+    or retired since the file was written; e.g. HashNet's ``gamma``) are left out, so older model
+    files still encode."""
+    known = inspect.signature(METHODS[name]).parameters if name in METHODS else params
+    return get_method(name, **{key: value for key, value in params.items() if key in known})

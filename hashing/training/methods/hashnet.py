@@ -1,18 +1,22 @@
 """HashNet: deep learning to hash by continuation (Cao et al., ICCV 2017).
 
-The code is relaxed as u = tanh(beta_t z), z the head's output, with beta_t = (1 + gamma t)^power
-growing with the optimisation step t, so u approaches sign(z) during training. The loss is a
-weighted maximum likelihood of the pairwise label similarities with theta_ij = (alpha / K)
-u_i . u_j, similar and dissimilar pairs weighted by |S| / |S1| and |S| / |S0| so both kinds
-count equally. Pairs: every batch image against every training image (codes from a memory).
-Equations and defaults: docs/methods.md.
+The code is relaxed as u = tanh(beta z), z the head's output, with beta = sqrt(1 + floor(e / c))
+raised every c epochs (e the epoch), so u approaches sign(z) in long runs. The loss is a weighted
+maximum likelihood of the pairwise label similarities with theta_ij = alpha u_i . u_j, similar and
+dissimilar pairs weighted by |S| / |S1| and |S| / |S0| so both kinds count equally. Pairs: every
+batch image against every training image (codes from a memory). Scale and schedule as
+DeepHash-pytorch has them; equations, defaults and departures: docs/methods.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import torch
 
-from .base import Batch, TrainingData, register
+from ...errors import UserError
+from .base import Batch, register
 from .similarity import PairwiseMemoryMethod, pairwise_likelihood
 
 
@@ -28,19 +32,16 @@ def balanced_mean(values: torch.Tensor, similar: torch.Tensor) -> torch.Tensor:
 class HashNet(PairwiseMemoryMethod):
     name = "hashnet"
 
-    def __init__(self, alpha: float = 10.0, gamma: float = 0.005, power: float = 0.5):
-        self.alpha = float(alpha)  # theta = alpha / K * u_i . u_j
-        self.gamma = float(gamma)
-        self.power = float(power)
+    def __init__(self, alpha: float = 0.1, continuation: int = 20):
+        if int(continuation) < 1:
+            raise UserError("hashnet: continuation (epochs between raises of beta) must be at least 1")
+        self.alpha = float(alpha)  # theta = alpha u_i . u_j
+        self.continuation = int(continuation)
+        self.beta = 1.0
 
-    def setup(self, data: TrainingData, bits: int, seed: int) -> None:
-        super().setup(data, bits, seed)
-        self.steps = 0
-
-    @property
-    def beta(self) -> float:
-        """The continuation scale (1 + gamma t)^power after t optimisation steps."""
-        return (1 + self.gamma * self.steps) ** self.power
+    def start_epoch(self, epoch: int, epochs: int, outputs: Callable[[], np.ndarray]) -> None:
+        self.beta = (1 + epoch // self.continuation) ** 0.5
+        super().start_epoch(epoch, epochs, outputs)
 
     def relax(self, outputs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.beta * outputs)
@@ -48,9 +49,4 @@ class HashNet(PairwiseMemoryMethod):
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         codes = self.relax(outputs["codes"])
         inner, similar = self.against_memory(codes, batch)
-        theta = self.alpha / codes.shape[1] * inner
-        return balanced_mean(pairwise_likelihood(theta, similar), similar)
-
-    def after_step(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> None:
-        super().after_step(batch, outputs)
-        self.steps += 1
+        return balanced_mean(pairwise_likelihood(self.alpha * inner, similar), similar)
