@@ -55,8 +55,10 @@ LABEL_FREE = {  # the label-free section's methods: seeds (bcdh, dsah), peers (g
     "dsah": dict(method="dsah", hidden=HIDDEN, **DEEP),
     "dsah-no-refinement": dict(method="dsah", params={"rounds": 0}, hidden=HIDDEN, **DEEP),
     "greedyhash": dict(method="greedyhash", hidden=HIDDEN, **DEEP),
+    "greedyhash-no-dropout": dict(method="greedyhash", params={"dropout": 0}, hidden=HIDDEN, **DEEP),
     "greedyhash-linear": dict(method="greedyhash", **DEEP),  # the authors' layout: the hash layer alone
     "bihalf": dict(method="bihalf", hidden=HIDDEN, **DEEP),
+    "bihalf-linear": dict(method="bihalf", **DEEP),
 }
 
 
@@ -111,8 +113,10 @@ TABLES = {  # dataset: (note, metric columns)
         "Label-free: the labels only score. Deep heads: a hidden layer of "
         f"{HIDDEN} + the hash layer on the frozen backbone's pooled features. BCDH's pairs are mutual "
         "10-nearest neighbours in the backbone's feature space (no labels); dsah-no-refinement is DSAH with "
-        "its AND refinement switched off (`--param rounds=0`). Peers: GreedyHash (also as `greedyhash-linear`, "
-        "the authors' layout: the hash layer alone on the features), Bi-half; baselines: LSH, ITQ.",
+        "its AND refinement switched off (`--param rounds=0`). Peers: GreedyHash and Bi-half, each also as "
+        "`-linear`, the authors' layout (the hash layer alone on the features), both with their authors' dropout "
+        "on the features in training; `greedyhash-no-dropout` (`--param dropout=0`) shows why it is needed. "
+        "Baselines: LSH, ITQ.",
         RANKED + COLLAPSE),
     "fashion-mnist-supervised": (
         "Supervised (class labels of the 5,000 training images). ATH, RV-SSDH and ExchNet read the backbone's "

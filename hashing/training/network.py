@@ -37,6 +37,23 @@ class MLPHead(Head):
         return {"codes": self.hash_layer(self.hidden_layer(features))}
 
 
+class DropoutHead(MLPHead):
+    """MLPHead whose (pooled) input passes dropout of rate ``p`` in training, as GreedyHash's and
+    Bi-half's authors leave the dropout after fc7 on; the outputs also give the mask as ``kept``
+    (0, or 1 / (1 - p)), so the loss can compare the codes with the same noisy features. In
+    evaluation the mask is all ones. No weights of its own: the model file is MLPHead's."""
+
+    def __init__(self, in_features: int, bits: int, hidden: int = 0, p: float = 0.5):
+        super().__init__(in_features, bits, hidden)
+        self.p = p
+
+    def outputs(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        if features.dim() == 4:
+            features = features.mean(dim=(2, 3))
+        kept = F.dropout(torch.ones_like(features), self.p, self.training)
+        return {"codes": self.hash_layer(self.hidden_layer(features * kept)), "kept": kept}
+
+
 def gem(maps: torch.Tensor, power: float) -> torch.Tensor:
     """Generalised-mean pooling over space (Radenovic et al., TPAMI 2018): (mean x^p)^(1/p) per
     channel; power 1 is averaging, larger powers lean towards the strongest responses."""

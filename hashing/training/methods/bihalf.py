@@ -4,7 +4,8 @@ The bi-half layer codes a batch so that every bit is +1 on exactly half of it: p
 half of the images with the largest outputs get +1, the rest -1 (the optimal transport of the
 outputs onto a half/half distribution). Backward, the gradient passes straight through plus
 gamma (h - b) / (B K), which pulls the outputs towards their codes. The loss keeps the
-backbone features' cosine similarities in the codes'. Equations and defaults: docs/methods.md.
+backbone features' cosine similarities in the codes' (under the head's dropout in training).
+Equations and defaults: docs/methods.md.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def bi_half(outputs: torch.Tensor, gamma: float) -> torch.Tensor:
 class BiHalf(CosinePreservingMethod):
     name = "bihalf"
 
-    def __init__(self, gamma: float = 6.0):
+    def __init__(self, gamma: float = 6.0, dropout: float = 0.5):
         self.gamma = float(gamma)
+        self.dropout = float(dropout)
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
-        outputs = outputs["codes"]
-        return cosine_preservation(self.batch_features(batch, outputs.device), bi_half(outputs, self.gamma))
+        return cosine_preservation(self.batch_features(batch, outputs), bi_half(outputs["codes"], self.gamma))

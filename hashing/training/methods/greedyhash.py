@@ -2,8 +2,9 @@
 
 The code is b = sign(h) in the forward pass, h the head's output, and the gradient passes
 through the sign unchanged (straight-through: the greedy update of the paper). The loss keeps
-the backbone features' cosine similarities in the codes' and pulls |h| towards 1 with a cubic
-penalty. Equations and defaults: docs/methods.md.
+the backbone features' cosine similarities in the codes' (under the dropout that the head, as the
+authors', applies to its input in training) and pulls |h| towards 1 with a cubic penalty.
+Equations and defaults: docs/methods.md.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ def straight_through_sign(outputs: torch.Tensor) -> torch.Tensor:
 class GreedyHash(CosinePreservingMethod):
     name = "greedyhash"
 
-    def __init__(self, quantization_weight: float = 0.1):
+    def __init__(self, quantization_weight: float = 0.1, dropout: float = 0.5):
         self.quantization_weight = float(quantization_weight)
+        self.dropout = float(dropout)
 
     def loss(self, outputs: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
-        outputs = outputs["codes"]
-        preservation = cosine_preservation(self.batch_features(batch, outputs.device), straight_through_sign(outputs))
-        return preservation + self.quantization_weight * (outputs.abs() - 1).abs().pow(3).mean()
+        codes = outputs["codes"]
+        preservation = cosine_preservation(self.batch_features(batch, outputs), straight_through_sign(codes))
+        return preservation + self.quantization_weight * (codes.abs() - 1).abs().pow(3).mean()

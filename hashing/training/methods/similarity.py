@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..network import DropoutHead, Head
 from .base import Batch, DeepMethod, TrainingData, image_batches
 
 
@@ -74,9 +75,14 @@ def cosine_preservation(features: torch.Tensor, codes: torch.Tensor) -> torch.Te
 
 class CosinePreservingMethod(DeepMethod):
     """Label-free: the codes of a batch keep the pairwise cosine similarities of the images'
-    backbone features (pooled; those of the initial backbone when the backbone trains)."""
+    backbone features (pooled; those of the initial backbone when the backbone trains), under the
+    dropout (rate ``self.dropout``) that the head applies to its input in training."""
 
     supervision = "none"
+    dropout: float
+
+    def build_head(self, in_features: int, bits: int, hidden: int, classes: int) -> Head:
+        return DropoutHead(in_features, bits, hidden, self.dropout)
 
     def wants_features(self, has_pairs: bool) -> bool:
         return True
@@ -90,5 +96,7 @@ class CosinePreservingMethod(DeepMethod):
     def batches(self, epoch: int, batch_size: int, rng: np.random.Generator) -> list[Batch]:
         return image_batches(len(self.features), batch_size, rng)
 
-    def batch_features(self, batch: Batch, device: torch.device) -> torch.Tensor:
-        return self.features[batch.indices].to(device)
+    def batch_features(self, batch: Batch, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's features under the dropout mask of the head's input."""
+        kept = outputs["kept"]
+        return self.features[batch.indices].to(kept.device) * kept
