@@ -125,34 +125,34 @@ def run_method(dataset: str, name: str, bits: int, settings: dict, common: dict,
     return row
 
 
-def validation_split(train_dir: Path, out: Path, per_class: int = VALIDATION_PER_CLASS) -> tuple[Path, Path]:
+def validation_split(train_dir: Path, out: Path, per_class: int = VALIDATION_PER_CLASS) -> tuple[Path, Path, str]:
     """Of each class folder of ``train_dir``, the first ``per_class`` images (by name) as
     validation queries and the others as the validation training set and database (links, made
-    anew): (training folder, query folder), both in class folders (``--labels folders``)."""
+    anew): (training folder, query folder, their labels: "folders"), both in class folders."""
     shutil.rmtree(out, ignore_errors=True)
     for folder in sorted(p for p in train_dir.iterdir() if p.is_dir()):
         for position, image in enumerate(sorted(folder.glob("*.png"))):
             target = out / ("queries" if position < per_class else "train") / folder.name / image.name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(image, target)
-    return out / "train", out / "queries"
+    return out / "train", out / "queries", "folders"
 
 
 def tuned_settings(name: str, bits: int, settings: dict, common: dict, work: Path, train_source: dict,
-                   split: tuple[Path, Path]) -> tuple[dict, dict]:
+                   split: tuple[Path, Path, str]) -> tuple[dict, dict]:
     """``settings`` with the optimiser and learning rate of GRID whose model, trained (seed SEED)
     on the validation training set, gives the validation queries the best tie-aware mAP against
     it, and every grid point's score. Methods without a learning rate (LSH, ITQ) are not tuned."""
     if "lr" not in settings:
         return settings, {}
-    source = dict(train_source, images_dir=split[0])
+    source = dict(train_source, images_dir=split[0], **({"labels": split[2]} if train_source.get("labels") else {}))
     work.mkdir(parents=True, exist_ok=True)
     grid = {}
     for optimizer, lr in GRID:
         model = work / f"{name}-{bits}-{optimizer}-lr{lr:g}.pt"
         chosen = dict(settings, optimizer=optimizer, lr=lr)
         timed_train(model, TrainOptions(bits=bits, **dict(common, seed=SEED), **chosen), **source)
-        metrics = evaluate(model, [split[0]], [split[1]], work, 1000, "folders", common["feature_cache"])
+        metrics = evaluate(model, [split[0]], [split[1]], work, 1000, split[2], common["feature_cache"])
         grid[grid_key(optimizer, lr)] = round(metrics["tie_aware"]["mAP"], 4)
     optimizer, lr = max(GRID, key=lambda point: grid[grid_key(*point)])
     print(f"{name} {bits}: validation grid {grid}, {grid_key(optimizer, lr)}", flush=True)
@@ -166,7 +166,7 @@ def grid_key(optimizer: str, lr: float) -> str:
 
 def run_seeds(dataset: str, name: str, bits: int, settings: dict, common: dict, work: Path, train_source: dict,
               db: list[Path], queries: list[Path], ground_truth: str, ks: tuple[int, ...],
-              split: tuple[Path, Path]) -> list[dict]:
+              split: tuple[Path, Path, str]) -> list[dict]:
     """The method's optimiser and learning rate chosen on the validation split, then a record per
     seed of SEEDS."""
     work.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,8 @@ Every model sees the same frozen MobileNetV2 (ImageNet) at the same input size.
 
 from __future__ import annotations
 
+import csv
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from common import CLASSES, DEEP, HIDDEN, SEED, common_options, export_fashion_mnist, fashion_mnist_arrays, \
-    run_method, run_seeds, validation_split
+    run_seeds, validation_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from labelled_sets import write_labels_csv, write_mosaics  # noqa: E402
@@ -63,7 +65,7 @@ def fashion_mnist_small(root: Path, cache: Path, bits_list: tuple[int, ...]) -> 
 
 
 def _run_supervised(dataset: str, name: str, bits: int, settings: dict, root: Path, cache: Path, images: Path,
-                    split: tuple[Path, Path]) -> list[dict]:
+                    split: tuple[Path, Path, str]) -> list[dict]:
     query_dir, db_dir, _, labels = export_fashion_mnist(root)
     source = dict(images_dir=images, labels=None if settings["method"] in ("lsh", "itq") else "folders")
     return run_seeds(dataset, name, bits, settings, common_options(cache), root.parent / "supervised-work" / dataset,
@@ -86,11 +88,28 @@ def fashion_mnist_mosaics(data: Path, cache: Path, bits_list: tuple[int, ...]) -
     labels = export_mosaics(root)
     work = root / "work"
     work.mkdir(exist_ok=True)
+    split = mosaics_validation_split(root, labels)
     settings = {"itq": dict(method="itq"), "dsrh": dict(method="dsrh", **DEEP), **PEERS}
-    return [run_method("fashion-mnist-mosaics", name, bits, options, common_options(cache), work,
-                       dict(images_dir=root / "train", labels=None if name == "itq" else str(labels)),
-                       [root / "db"], [root / "queries"], str(labels), (100,))
-            for bits in bits_list for name, options in settings.items()]
+    return [row for bits in bits_list for name, options in settings.items()
+            for row in run_seeds("fashion-mnist-mosaics", name, bits, options, common_options(cache), work,
+                                 dict(images_dir=root / "train", labels=None if name == "itq" else str(labels)),
+                                 [root / "db"], [root / "queries"], str(labels), (100,), split)]
+
+
+def mosaics_validation_split(root: Path, labels: Path, queries: int = 500) -> tuple[Path, Path, str]:
+    """The first ``queries`` training mosaics (by name) as validation queries, the others as the
+    validation training set and database (links, made anew), and a labels CSV of both."""
+    out = root / "validation"
+    shutil.rmtree(out, ignore_errors=True)
+    label_sets = {row["path"]: row["labels"].split(";") for row in csv.DictReader(labels.open())}
+    rows = []
+    for position, image in enumerate(sorted((root / "train").glob("*.png"))):
+        target = out / ("queries" if position < queries else "train") / image.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(image, target)
+        rows.append((f"{target.parent.name}/{image.name}", label_sets[f"train/{image.name}"]))
+    write_labels_csv(out / "labels.csv", rows)
+    return out / "train", out / "queries", str(out / "labels.csv")
 
 
 def export_mosaics(root: Path) -> Path:
