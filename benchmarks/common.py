@@ -164,11 +164,20 @@ def grid_key(optimizer: str, lr: float) -> str:
     return f"{optimizer} {lr:g}"
 
 
+SELECTED: set[str] | None = None  # run only these methods (quality.py --methods); None: every method
+
+
+def selected(name: str) -> bool:
+    return SELECTED is None or name in SELECTED
+
+
 def run_seeds(dataset: str, name: str, bits: int, settings: dict, common: dict, work: Path, train_source: dict,
               db: list[Path], queries: list[Path], ground_truth: str, ks: tuple[int, ...],
               split: tuple[Path, Path, str]) -> list[dict]:
     """The method's optimiser and learning rate chosen on the validation split, then a record per
-    seed of SEEDS."""
+    seed of SEEDS; nothing for a method left out by ``SELECTED``."""
+    if not selected(name):
+        return []
     work.mkdir(parents=True, exist_ok=True)
     chosen, grid = tuned_settings(name, bits, settings, common, work / "validation", train_source, split)
     rows = [run_method(dataset, name, bits, chosen, dict(common, seed=seed), work, train_source, db, queries,

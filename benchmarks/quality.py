@@ -40,9 +40,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+import common
 from common import BITS, DEEP, EPOCHS, FASHION_MNIST, GRID, HIDDEN, IMAGE_SIZE, LR_GRID, OPTIMIZER_GRID, SEED, \
     SEEDS, VALIDATION_PER_CLASS, common_options, export_fashion_mnist, grid_key, record, run_method, run_seeds, \
-    timed_train, validation_split
+    selected, timed_train, validation_split
 from supervised import fashion_mnist_mosaics, fashion_mnist_small, fashion_mnist_supervised
 
 from hashkit.hashing.training.train import TrainOptions
@@ -105,7 +107,7 @@ def scenes(data: Path, cache: Path, bits_list: tuple[int, ...]) -> list[dict]:
     return [run_method("rendered-scenes", name, bits, extra, dict(common, seed=seed), work, source, [root / "db"],
                        [root / "queries"], str(truth), (10,))
             for bits in bits_list for name, (extra, source) in settings.items() for seed in SEEDS
-            if not (name == "itq" and bits > len(photos) - len(held_out))]
+            if selected(name) and not (name == "itq" and bits > len(photos) - len(held_out))]
 
 
 RANKED = ("tie-aware mAP", "tie-aware mAP@1000", "tie-aware precision@10", "mAP@1000", "precision@10")
@@ -299,17 +301,39 @@ SECTIONS = {  # name: (datasets its records carry, function)
 }
 
 
+def merged(records: list[dict], fresh: list[dict], key: tuple[str, ...]) -> list[dict]:
+    """``records`` with those that share a ``key`` value with a fresh record replaced by the fresh
+    ones, in the place of the first replaced (new keys at the end)."""
+    def value(r: dict) -> tuple:
+        return tuple(r.get(k) for k in key)
+
+    incoming: dict[tuple, list[dict]] = {}
+    for r in fresh:
+        incoming.setdefault(value(r), []).append(r)
+    result = []
+    for r in records:
+        if value(r) not in incoming:
+            result.append(r)
+        elif incoming[value(r)]:
+            result += incoming[value(r)]
+            incoming[value(r)] = []
+    return result + [r for rows in incoming.values() for r in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO / "benchmarks" / "data")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS),
                         help="run these sections; the others' results in quality.json are kept")
+    parser.add_argument("--methods", nargs="+", help="run only these methods of the sections (row names, e.g. "
+                        "exchnet greedyhash-linear); the other methods' results are kept")
     parser.add_argument("--markdown-only", action="store_true", help="rewrite quality.md from quality.json")
     parser.add_argument("--quick", action="store_true", help="32-bit codes only (same as --bits 32)")
     parser.add_argument("--bits", type=int, nargs="+", default=list(BITS),
                         help="code lengths to run (default: 16 32 64); records of other lengths are kept")
     args = parser.parse_args()
+    common.SELECTED = set(args.methods) if args.methods else None
     saved = args.results / "quality.json"
     stored = json.loads(saved.read_text()) if saved.exists() else {}
     records = stored.get("records", [])
@@ -324,8 +348,7 @@ def main() -> None:
             datasets, run = SECTIONS[section]
             bits = (32,) if args.quick else tuple(args.bits)
             fresh = run(args.data, args.data / "feature-cache", bits)
-            rerun = {(r["dataset"], r.get("bits")) for r in fresh}
-            records = [r for r in records if (r["dataset"], r.get("bits")) not in rerun] + fresh
+            records = merged(records, fresh, ("dataset", "bits") + (("method",) if args.methods else ()))
             saved.write_text(json.dumps({"protocol": setup, "records": records}, indent=2))  # kept per section
     write_markdown(args.results / "quality.md", records, setup)
     print((args.results / "quality.md").read_text())

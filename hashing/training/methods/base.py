@@ -17,7 +17,6 @@ head's output.
 from __future__ import annotations
 
 import inspect
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
