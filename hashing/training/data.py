@@ -135,9 +135,11 @@ def die_with_parent(parent_pid: int, worker_id: int) -> None:
 def eval_loader(paths: Sequence[Path], image_size: int, batch_size: int, workers: int | None,
                 device: torch.device) -> DataLoader:
     """uint8 batches of ``ImageFiles`` for encoding or backbone features, decoded as
-    ``decoding_plan`` says for ``device`` (``workers``: None picks)."""
+    ``decoding_plan`` says for ``device`` (``workers``: None picks). The loader draws its seed from
+    a generator of its own, never from torch's global one, so a training run's random draws (e.g.
+    dropout masks) do not depend on whether its features came from the cache."""
     processes, threads = decoding_plan(workers, device, math.ceil(len(paths) / batch_size))
-    return image_loader(ImageFiles(paths, image_size, threads), batch_size, processes)
+    return image_loader(ImageFiles(paths, image_size, threads), batch_size, processes, generator=torch.Generator())
 
 
 def image_loader(dataset: Dataset, batch_size: int | None, workers: int, **kwargs) -> DataLoader:
