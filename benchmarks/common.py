@@ -106,8 +106,10 @@ def evaluate(model: Path, db_inputs: list[Path], query_inputs: list[Path], work:
     if any(not f.exists() or f.stat().st_mtime < model.stat().st_mtime for f in (db, queries)):
         encode(model, db_inputs, db, overwrite=True, feature_cache=cache)
         encode(model, query_inputs, queries, overwrite=True, feature_cache=cache)
-    summary = query(db, queries, k, work / f"{model.stem}-results-{k}.h5", ground_truth=ground_truth,
+    results = work / f"{model.stem}-results-{k}.h5"
+    summary = query(db, queries, k, results, ground_truth=ground_truth,
                     metrics_path=work / f"{model.stem}-metrics-{k}.json", overwrite=True)
+    results.unlink()  # up to 120 MB each, and only the metrics are kept: a full run filled the disk
     return summary.metrics
 
 
