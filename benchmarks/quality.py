@@ -222,6 +222,12 @@ def write_markdown(path: Path, records: list[dict], setup: dict) -> None:
                       "| method | bits | seeds | optimiser, lr | " + " | ".join(columns) + " | train s |",
                       "|---|---|---|---|" + "---|" * (len(columns) + 1)]
             lines += [_row(rows, columns) for rows in groups]
+            older = sorted({rows[0]["bits"] for rows in groups if not rows[0].get("commit")})
+            if older:
+                lines += ["", f"The rows at {', '.join(map(str, older))} bits come from a run before commits were "
+                          "recorded: one seed, Adam at lr 1e-3 or as named, and the methods as they were then "
+                          "(before the peers' reference settings and ExchNet's gamma). They are kept until rerun; "
+                          "do not compare them with the other rows."]
             tuned = [rows for rows in groups if rows[0].get("validation_grid")]
             if tuned:
                 lines += ["", f"Optimiser and learning rate chosen per method and length on the validation split "
