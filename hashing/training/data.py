@@ -135,15 +135,17 @@ def die_with_parent(parent_pid: int, worker_id: int) -> None:
 def eval_loader(paths: Sequence[Path], image_size: int, batch_size: int, workers: int | None,
                 device: torch.device) -> DataLoader:
     """uint8 batches of ``ImageFiles`` for encoding or backbone features, decoded as
-    ``decoding_plan`` says for ``device`` (``workers``: None picks). The loader draws its seed from
-    a generator of its own, never from torch's global one, so a training run's random draws (e.g.
-    dropout masks) do not depend on whether its features came from the cache."""
+    ``decoding_plan`` says for ``device`` (``workers``: None picks)."""
     processes, threads = decoding_plan(workers, device, math.ceil(len(paths) / batch_size))
-    return image_loader(ImageFiles(paths, image_size, threads), batch_size, processes, generator=torch.Generator())
+    return image_loader(ImageFiles(paths, image_size, threads), batch_size, processes)
 
 
 def image_loader(dataset: Dataset, batch_size: int | None, workers: int, **kwargs) -> DataLoader:
     """A DataLoader over ``dataset`` whose worker processes never outlive this process: killed
-    with it, they can neither keep an output lock nor hold a caller's stdout open."""
+    with it, they can neither keep an output lock nor hold a caller's stdout open. Its seed comes
+    from ``generator`` (a fresh one unless given), never from torch's global generator, so a
+    training run's random draws (e.g. dropout masks) do not depend on whether its features came
+    from the cache."""
+    kwargs.setdefault("generator", torch.Generator())
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                       worker_init_fn=functools.partial(die_with_parent, os.getpid()) if workers else None, **kwargs)
