@@ -31,10 +31,13 @@ class MLPHead(Head):
         self.hidden_layer = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU()) if hidden else nn.Identity()
         self.hash_layer = nn.Linear(hidden or in_features, bits)
 
+    @staticmethod
+    def pooled(features: torch.Tensor) -> torch.Tensor:
+        """Features as they are, or feature maps averaged over space."""
+        return features.mean(dim=(2, 3)) if features.dim() == 4 else features
+
     def outputs(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        if features.dim() == 4:
-            features = features.mean(dim=(2, 3))
-        return {"codes": self.hash_layer(self.hidden_layer(features))}
+        return {"codes": self.hash_layer(self.hidden_layer(self.pooled(features)))}
 
 
 class DropoutHead(MLPHead):
@@ -48,8 +51,7 @@ class DropoutHead(MLPHead):
         self.p = p
 
     def outputs(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        if features.dim() == 4:
-            features = features.mean(dim=(2, 3))
+        features = self.pooled(features)
         kept = F.dropout(torch.ones_like(features), self.p, self.training)
         return {"codes": self.hash_layer(self.hidden_layer(features * kept)), "kept": kept}
 
