@@ -161,5 +161,7 @@ def saved_method(name: str, params: dict[str, Any]) -> Method:
     """``get_method`` for a model file's network: hyperparameters the method no longer takes (renamed
     or retired since the file was written; e.g. HashNet's ``gamma``) are left out, so older model
     files still encode."""
-    known = inspect.signature(METHODS[name]).parameters if name in METHODS else params
+    if name not in METHODS:
+        return get_method(name)  # the one-line error for an unknown method
+    known = inspect.signature(METHODS[name]).parameters
     return get_method(name, **{key: value for key, value in params.items() if key in known})
