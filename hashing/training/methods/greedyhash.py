@@ -2,8 +2,9 @@
 
 The code is b = sign(h) in the forward pass, h the head's output, and the gradient passes
 through the sign unchanged (straight-through: the greedy update of the paper). The loss keeps
-the backbone features' cosine similarities in the codes' (under the dropout that the head, as the
-authors', applies to its input in training) and pulls |h| towards 1 with a cubic penalty.
+the backbone features' cosine similarities in the codes' and pulls |h| towards 1 with a cubic
+penalty. ``dropout`` > 0 applies the authors' dropout to the head's input (and so to the cosine
+targets) in training; it is off by default, as it lowers the authors' layout (the hash layer alone).
 Equations and defaults: docs/methods.md.
 """
 
@@ -24,7 +25,7 @@ def straight_through_sign(outputs: torch.Tensor) -> torch.Tensor:
 class GreedyHash(CosinePreservingMethod):
     name = "greedyhash"
 
-    def __init__(self, quantization_weight: float = 0.1, dropout: float = 0.5):
+    def __init__(self, quantization_weight: float = 0.1, dropout: float = 0.0):
         self.quantization_weight = float(quantization_weight)
         self.dropout = float(dropout)
 
