@@ -1,9 +1,11 @@
 """DSAH: deep self-adaptive hashing (Lin et al., CIKM 2021), trained from images alone.
 
 - Adaptive Neighbour Discovery (AND): an initial similarity matrix S in {+1, -1} from the
-  shared k-nearest-neighbour structure of backbone features, refined during training from the
-  learned codes: confident new neighbours are added (threshold from the statistics of the
-  currently similar pairs); none are removed.
+  shared k-nearest-neighbour structure of backbone features. ``rounds`` > 0 refines it during
+  training from the learned codes: confident new neighbours are added (threshold from the
+  statistics of the currently similar pairs); none are removed. Off by default: it lowered
+  retrieval in every measurement (docs/methods.md), and the authors' released scripts train
+  on the initial matrix too.
 - Pairwise Information Content (PIC): per-pair weights -log p from a softmax over pair
   similarities, so more dissimilar (less probable) pairs weigh more.
 - Loss: PIC-weighted, similar/dissimilar-balanced similarity reconstruction plus quantization.
@@ -66,7 +68,7 @@ class DSAH(DeepMethod):
     name = "dsah"
     supervision = "none"
 
-    def __init__(self, neighbours: int = 20, shared_fraction: float = 0.5, rounds: int = 2,
+    def __init__(self, neighbours: int = 20, shared_fraction: float = 0.5, rounds: int = 0,
                  spread: float = -0.5, pic: str = "row", temperature: float = 0.5,
                  quantization_weight: float = 0.1, balance: bool = True):
         if pic not in PIC_VARIANTS:
