@@ -76,7 +76,7 @@ class RVSSDH(SingleLabelMethod):
     name = "rvssdh"
 
     def __init__(self, centres: str = "random", clusters: int = 16, alpha: float = 10.0, descriptors: int = 256,
-                 transform: int = 512, binary_weight: float = 1.0, balance_weight: float = 1.0):
+                 transform: int = 512, binary_weight: float = 0.1, balance_weight: float = 1.0):
         if centres not in ("random", "learned"):
             raise UserError("rvssdh: centres must be 'random' or 'learned'")
         self.centres = centres
