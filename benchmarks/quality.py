@@ -120,8 +120,8 @@ TABLES = {  # dataset: (note, metric columns)
         "Label-free: the labels only score. Deep heads: a hidden layer of "
         f"{HIDDEN} + the hash layer on the frozen backbone's pooled features. BCDH's pairs are mutual "
         "10-nearest neighbours in the backbone's feature space (no labels); dsah-refined is DSAH with "
-        "its AND refinement switched on (`--param rounds=2`; off by default). Peers: GreedyHash and Bi-half, each also as "
-        "`-linear`, the authors' layout (the hash layer alone on the features). Bi-half applies its authors' "
+        "its AND refinement switched on (`--param rounds=2`; off by default). Peers: GreedyHash and Bi-half, "
+        "each also as `-linear`, the authors' layout (the hash layer alone on the features). Bi-half applies its authors' "
         "dropout (0.5) to the features in training; GreedyHash's is off by default (it lowers `greedyhash-linear`, "
         "measured on the validation split), and with the hidden layer `greedyhash` (`--param dropout=0.5`) "
         "against `greedyhash-no-dropout` shows that the hidden layer needs it. "
@@ -150,9 +150,10 @@ TABLES = {  # dataset: (note, metric columns)
         "centres), DPSH and HashNet (similar when a label is shared).",
         ("NDCG@100", "ACG@100", "wmAP", "tie-aware mAP", "tie-aware mAP@100", "mAP@100") + COLLAPSE),
     "rendered-scenes": (
-        "Label-free. 14 held-out photos as queries, 56 as database (photos in a seeded random order); BCDH, "
-        "GreedyHash and Bi-half are trained end to end (backbone fine-tuned, 3 epochs, batch 64): BCDH on the "
-        "pairs COLMAP mined from the 56, the peers on the 56 images; Adam at lr 1e-3 (too few photos for a "
+        "Label-free. 14 held-out photos as queries, 56 as database (photos in a seeded random order); "
+        "GreedyHash and Bi-half are trained end to end (backbone fine-tuned, 3 epochs, batch 64) on the 56 "
+        "images, BCDH as it trains by default, its head alone on the frozen backbone (3 epochs, batch 64 "
+        "pairs), on the pairs COLMAP mined from the 56; Adam at lr 1e-3 (too few photos for a "
         "validation split). GreedyHash collapses end to end; greedyhash-frozen is its authors' layout, the "
         "hash layer alone on the frozen backbone (50 epochs, batch 16). ITQ needs at most as many bits as "
         "training images, so it has no 64-bit row here.",
