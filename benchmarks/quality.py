@@ -120,13 +120,13 @@ TABLES = {  # dataset: (note, metric columns)
         "Label-free: the labels only score. Deep heads: a hidden layer of "
         f"{HIDDEN} + the hash layer on the frozen backbone's pooled features. BCDH's pairs are mutual "
         "10-nearest neighbours in the backbone's feature space (no labels); dsah-refined is DSAH with "
-        "its AND refinement switched on (`--param rounds=2`; off by default). Peers: GreedyHash and Bi-half, "
-        "each also as `-linear`, the authors' layout (the hash layer alone on the features). Bi-half applies "
-        "its authors' dropout (0.5) to the features in training; GreedyHash's is off by default (it lowers `greedyhash-linear`, "
-        "measured on the validation split), and with the hidden layer `greedyhash` (`--param dropout=0.5`) "
-        "against `greedyhash-no-dropout` shows that the hidden layer needs it. "
-        "Baselines: LSH, ITQ. Every deep method's optimiser and learning rate are chosen as in the supervised "
-        "section, on the same validation split (its labels only score).",
+        "its AND refinement switched on (`--param rounds=2`; off by default). Peers: GreedyHash and "
+        "Bi-half, each also as `-linear`, the authors' layout (the hash layer alone on the features). "
+        "Bi-half applies its authors' dropout (0.5) to the features in training; GreedyHash's is off by "
+        "default (it lowers `greedyhash-linear`, measured on the validation split), and with the hidden "
+        "layer `greedyhash` (`--param dropout=0.5`) against `greedyhash-no-dropout` shows that the hidden "
+        "layer needs it. Baselines: LSH, ITQ. Every deep method's optimiser and learning rate are chosen "
+        "as in the supervised section, on the same validation split (its labels only score).",
         RANKED + COLLAPSE),
     "fashion-mnist-supervised": (
         "Supervised (class labels of the 5,000 training images). ATH, RV-SSDH and ExchNet read the backbone's "
