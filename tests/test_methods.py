@@ -185,7 +185,9 @@ def test_bcdh_starts_from_the_closed_form_codes():
         assert np.allclose(gram, gram[0, 0] * np.eye(8), atol=1e-3 * gram[0, 0])
 
 
-def test_bcdh_with_fewer_images_than_bits_keeps_its_random_start():
+def test_bcdh_with_fewer_images_than_bits_starts_what_pca_allows():
+    """10 images have 9 principal directions: 9 of 16 bits start from ITQ, the other 7 stay random."""
+    from hashkit.hashing.training.methods.bcdh import pooled_descriptors
     features = np.abs(np.random.default_rng(2).standard_normal((10, 32))).astype(np.float32)
     pairs = Pairs(photo_root=None, images=[f"{i}.jpg" for i in range(10)],
                   model_id=np.repeat([0, 1], 5).astype(np.int32), positives=np.array([[0, 1], [5, 6]]),
@@ -196,4 +198,11 @@ def test_bcdh_with_fewer_images_than_bits_keeps_its_random_start():
     head = method.build_head(32, 16, 0, 0)
     before = head.hash_layer.weight.detach().clone()
     method.init_head(head, data)
-    assert torch.equal(head.hash_layer.weight, before), "no closed form from 10 images for 16 bits"
+    weight = head.hash_layer.weight.detach()
+    assert torch.equal(weight[9:], before[9:]), "bits beyond the principal directions keep their random start"
+    descriptors = pooled_descriptors(features, 1.0).astype(np.float64)
+    top = np.linalg.svd(descriptors - descriptors.mean(axis=0), full_matrices=False)[2][:9]
+    fitted = weight[:9].numpy().astype(np.float64)
+    assert np.allclose(fitted, fitted @ np.linalg.pinv(top) @ top, atol=1e-4), "ITQ rows in the principal span"
+    outputs = head(torch.from_numpy(features)).detach().numpy()[:, :9]
+    assert abs(np.abs(outputs).mean() - 1) < 1e-4

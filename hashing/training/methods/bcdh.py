@@ -74,24 +74,25 @@ class BCDH(DeepMethod):
     def init_head(self, head: Head, data: TrainingData) -> None:
         """Start the hash layer where the closed-form codes are (no hidden layer only): ITQ on the
         head's descriptors, after the whitening learned from the positive and negative pairs
-        (``whitened-itq``) or after PCA (``itq``; with at least bits + 1 images). Scaled so that
-        outputs average +-1."""
+        (``whitened-itq``) or after PCA (``itq``). Scaled so that outputs average +-1. PCA of n
+        images has n - 1 directions: with fewer images than bits + 1, the other bits keep their
+        random start."""
         bits = head.hash_layer.out_features
-        if self.init == "random" or not isinstance(head.hidden_layer, torch.nn.Identity) \
-                or (self.init == "itq" and bits >= len(data.features)):  # PCA has fewer directions: random start
+        if self.init == "random" or not isinstance(head.hidden_layer, torch.nn.Identity):
             return
         descriptors = pooled_descriptors(data.features, self.power).astype(np.float64)
         mean = descriptors.mean(axis=0)
         if self.init == "whitened-itq":
             projection = learned_whitening(descriptors, self.positives, self.random_negatives, self.shrinkage)[:bits]
         else:
-            projection = np.linalg.svd(descriptors - mean, full_matrices=False)[2][:bits]
+            projection = np.linalg.svd(descriptors - mean, full_matrices=False)[2][:min(bits, len(descriptors) - 1)]
         projected = (descriptors - mean) @ projection.T
         rotation = itq_rotation(projected, ITQ_ITERATIONS, int(self.rng.integers(2**31)))
         weight = (projection.T @ rotation).T / np.abs(projected @ rotation).mean()
+        fitted = len(weight)
         with torch.no_grad():  # copied into the layer's own (contiguous) tensors, as a resumed run loads them
-            head.hash_layer.weight.copy_(torch.from_numpy(weight))
-            head.hash_layer.bias.copy_(torch.from_numpy(-weight @ mean))
+            head.hash_layer.weight[:fitted].copy_(torch.from_numpy(weight))
+            head.hash_layer.bias[:fitted].copy_(torch.from_numpy(-weight @ mean))
 
     def setup(self, data: TrainingData, bits: int, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
