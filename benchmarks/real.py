@@ -23,16 +23,17 @@ the last results), every method in the same run on the same photos:
 Methods: BCDH from the mined pairs with ``hashkit train``'s defaults (what the README shows), and
 started from the whitening learned from the pairs instead of PCA (``--param init=whitened-itq``);
 the label-free peers DSAH, GreedyHash and Bi-half (frozen backbone, hidden layer of 1024, 20
-epochs, batch 128, Adam 1e-3, as in benchmarks/quality.py; GreedyHash and Bi-half also as
-``-linear``, their authors' layout: the hash layer alone on the features) trained on the same
-photos; ITQ and LSH fitted on them; and the float features of the same backbone ranked by
-cosine. Backbone: ImageNet MobileNetV2 at 224 px for everything. Relevant = same real scene; a query's own photo
-is left out; photos with no other photo of their scene (distractors) are in the database but are
-not evaluated as queries. Headline: tie-aware mAP, mAP@10, P@10 (hashkit query's conventions),
-and collapse: distinct codes and the pairs of photos of different scenes (distractors included)
-on one code. Reconstruction runs once per protocol; training, encoding and querying once per
-seed; rows are mean and standard deviation over the seeds. Writes benchmarks/results/real.md
-and real.json; work files go to benchmarks/data/real.
+epochs, batch 128, Adam 1e-3, as in benchmarks/quality.py, GreedyHash's hidden-layer row with
+dropout 0.5 as there; GreedyHash and Bi-half also as ``-linear``, their authors' layout: the hash
+layer alone on the features) trained on the same photos; ITQ and LSH fitted on them; and the float
+features of the same backbone ranked by cosine. Backbone: ImageNet MobileNetV2 at 224 px for
+everything. Relevant = same real scene; a query's own photo is left out; photos with no other
+photo of their scene (distractors) are in the database but are not evaluated as queries. Headline:
+tie-aware mAP, mAP@10, P@10 (hashkit query's conventions), and collapse: distinct codes and the
+pairs of photos of different scenes (distractors included) on one code. Reconstruction runs once
+per protocol; training, encoding and querying once per seed; rows are mean and standard deviation
+over the seeds. Writes benchmarks/results/real.md and real.json; work files go to
+benchmarks/data/real.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ METHODS = {  # name: (train options, trained from the pairs file)
     "bcdh": ({"method": "bcdh"}, True),  # hashkit train's defaults
     "bcdh-whitened": ({"method": "bcdh", "params": {"init": "whitened-itq"}}, True),  # started from learned whitening
     "dsah": ({"method": "dsah", **PEERS}, False),
-    "greedyhash": ({"method": "greedyhash", **PEERS}, False),
+    "greedyhash": ({"method": "greedyhash", **PEERS, "params": {"dropout": 0.5}}, False),  # as in quality.py
     "greedyhash-linear": ({"method": "greedyhash", **PEERS, "hidden": 0}, False),  # the authors' layout
     "bihalf": ({"method": "bihalf", **PEERS}, False),
     "bihalf-linear": ({"method": "bihalf", **PEERS, "hidden": 0}, False),  # the authors' layout
@@ -340,9 +341,9 @@ def markdown(report: dict) -> str:
              "Each section names the command and commit it ran at.", "",
              "Protocol (benchmarks/real.py's docstring): ImageNet MobileNetV2 at 224 px for every method; BCDH with "
              "`hashkit train --pairs pairs.h5`'s defaults; peers DSAH, GreedyHash, Bi-half with a frozen backbone, "
-             "hidden 1024 (`-linear`: none, the authors' layout), 20 epochs, batch 128, Adam 1e-3; ITQ and LSH "
-             "fitted on the training photos. Every photo "
-             "queries all others of its half; relevant = same real scene; distractors are never queries. mAP, "
+             "hidden 1024 (`-linear`: none, the authors' layout), 20 epochs, batch 128, Adam 1e-3 (GreedyHash "
+             "with a hidden layer: dropout 0.5); ITQ and LSH fitted on the training photos. Every photo queries "
+             "all others of its half; relevant = same real scene; distractors are never queries. mAP, "
              f"mAP@{K}, P@{K} are tie-aware; 'cross-scene pairs' are pairs of photos of different scenes "
              "(distractors included) on one code. Values: mean ± standard deviation over seeds "
              f"{report['seeds']} (training, encoding, querying per seed; reconstruction once, seconds of one run).", ""]
