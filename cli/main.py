@@ -38,6 +38,11 @@ def user_errors(command: Callable) -> Callable:
             fail(f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""))
         except MemoryError:
             fail("out of memory; try smaller inputs or batches")
+        except Exception as error:  # a library's write failed for lack of space: told in one line too
+            from hashkit.hashing.storage.disk_space import is_out_of_space
+            if not is_out_of_space(error):
+                raise
+            fail(f"no space left on the disk: {str(error).splitlines()[0]}")
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {INTERRUPTED.get(command.__name__, 'nothing was written')}", err=True)
             raise typer.Exit(130) from None

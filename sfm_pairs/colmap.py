@@ -5,7 +5,9 @@ The photos are given to COLMAP through a folder of numbered links (``sfm/images/
 and on), so that COLMAP's pair lists never see a path with spaces or odd characters. Each stage
 leaves a ``<stage>.done`` marker in the SfM folder once complete; a rerun skips marked stages.
 Matching also records how many pairs it has finished, so a rerun continues where it stopped;
-mapping is redone from scratch when its marker is missing or was left by other settings.
+mapping is redone from scratch when its marker is missing or was left by other settings. Before
+each call, the disk is checked for room for what the call may write at most (COLMAP ends the
+process when a write to its database fails).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import pycolmap
 
 from hashkit.hashing.errors import UserError
+from hashkit.hashing.storage.disk_space import METADATA_BYTES, ensure_room
 from hashkit.hashing.storage.locking import written_atomically
 from hashkit.hashing.progress import progress
 
@@ -31,6 +34,8 @@ MAPPERS = ("incremental", "global")
 CALL_SECONDS = 10.0  # extraction and matching run in calls of about this long: the progress bar moves, a rerun
 # resumes after the last finished call, and each call's fixed cost (reading descriptors, starting threads) stays small
 FIRST_CALL = {"extract": 16, "match": 500}  # images, pairs: the first call, before its speed is known
+FEATURE_BYTES = 2 * (128 + 6 * 4)  # a SIFT feature in the database (descriptor, keypoint), twice for the log
+MATCH_BYTES = 2 * 2 * 8  # a match (two feature indices), as a raw match and as an inlier, twice for the log
 _NOT_A_GEOMETRY = {int(config.value) for config in (pycolmap.TwoViewGeometryConfiguration.UNDEFINED,
                                                    pycolmap.TwoViewGeometryConfiguration.DEGENERATE,
                                                    pycolmap.TwoViewGeometryConfiguration.WATERMARK)}
@@ -102,8 +107,11 @@ def extract(database: Path, images_dir: Path, links: list[str], options: ColmapO
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = options.max_image_size
     extraction.num_threads = options.num_threads
+    per_image = extraction.sift.max_num_features * FEATURE_BYTES
     with progress(total=len(links), desc="SIFT features", unit="image") as bar:
         for start, stop in timed_calls(0, len(links), FIRST_CALL["extract"]):
+            ensure_room(database, (stop - start) * per_image + METADATA_BYTES,
+                        "rerun the same command to extract the features again")
             pycolmap.extract_features(database, images_dir, image_names=links[start:stop],
                                       extraction_options=extraction, device=pycolmap.Device.auto)
             bar.update(stop - start)
@@ -118,8 +126,11 @@ def match(database: Path, sfm_dir: Path, links: list[str], pairs: np.ndarray, op
     done = int(done_file.read_text()) if done_file.exists() else 0
     bar = progress(total=len(pairs), initial=done, desc="matching", unit="pair")
     chunk_file = sfm_dir / "match-chunk.txt"
+    features = _feature_counts(database, links)
     for start, stop in timed_calls(done, len(pairs), FIRST_CALL["match"]):
         chunk = pairs[start:stop]
+        ensure_room(database, int(np.minimum(features[chunk[:, 0]], features[chunk[:, 1]]).sum()) * MATCH_BYTES
+                    + METADATA_BYTES, f"the {start} pairs matched so far are kept; rerun the same command to continue")
         chunk_file.write_text("".join(f"{links[i]} {links[j]}\n" for i, j in chunk))
         pairing = pycolmap.ImportedPairingOptions()
         pairing.match_list_path = str(chunk_file)
@@ -132,8 +143,18 @@ def match(database: Path, sfm_dir: Path, links: list[str], pairs: np.ndarray, op
     chunk_file.unlink(missing_ok=True)
 
 
+def _feature_counts(database: Path, links: list[str]) -> np.ndarray:
+    """The number of SIFT features of each photo (in ``links``' order) in COLMAP's database."""
+    with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT images.name, keypoints.rows FROM images JOIN keypoints USING (image_id)")
+        found = dict(rows.fetchall())
+    return np.array([found.get(link, 0) for link in links], np.int64)
+
+
 def map_models(database: Path, images_dir: Path, models_dir: Path, num_images: int,
                options: ColmapOptions) -> None:
+    ensure_room(models_dir, database.stat().st_size + METADATA_BYTES,
+                "the features and matches are kept; rerun the same command to map again")
     if options.mapper == "incremental":
         mapping = pycolmap.IncrementalPipelineOptions()
         mapping.min_model_size = options.min_model_size

@@ -11,7 +11,7 @@ import numpy as np
 
 from hashkit.hashing import __version__
 from hashkit.hashing.errors import UserError, existing_file, refuse_newer_schema
-from hashkit.hashing.storage.locking import written_atomically
+from hashkit.hashing.storage.locking import hdf5_in_memory, write_bytes
 
 SCHEMA = "hashkit.pairs"
 SCHEMA_VERSION = 2  # 2 added group and inlier_matches; version 1 files still read
@@ -54,7 +54,7 @@ class Pairs:
 
 def write_pairs(path: Path, pairs: Pairs) -> None:
     """Write ``pairs`` to ``path``; the file appears under its name only once complete."""
-    with written_atomically(path) as tmp, h5py.File(tmp, "w") as f:
+    with hdf5_in_memory() as (f, image):
         f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION,
                        photo_root=str(pairs.photo_root), hashkit_version=__version__,
                        settings=json.dumps(pairs.settings, sort_keys=True))
@@ -66,6 +66,7 @@ def write_pairs(path: Path, pairs: Pairs) -> None:
         f.create_dataset("group", data=pairs.group.astype(np.int32))
         f.create_dataset("inlier_matches", data=pairs.inlier_matches.astype(np.int32))
         f.create_dataset("unreadable", data=pairs.unreadable, dtype=_STR)
+    write_bytes(path, image.getvalue())
 
 
 def read_pairs(path: Path) -> Pairs:

@@ -1,5 +1,5 @@
 """Traced network copies: a later CPU encode loads one instead of building the network (no
-torchvision import) and gets the same codes; a damaged copy is replaced."""
+torchvision import) and gets the same codes; a damaged copy, or another model's, is replaced."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_a_second_encode_runs_the_traced_copy_without_torchvision_and_gives_the_
     assert np.array_equal(read_store(tmp_path / "second.h5").codes, read_store(tmp_path / "first.h5").codes)
 
     copies[0].write_bytes(b"not a traced network")
-    assert traced_copy._load(copies[0]) is None
+    assert traced_copy._load(copies[0], load_checkpoint(model).digest) is None
     third = run_cli("encode", model, photos, "-o", tmp_path / "third.h5", "--no-feature-cache")
     assert third.exit_code == 0, third.output
     assert np.array_equal(read_store(tmp_path / "third.h5").codes, read_store(tmp_path / "first.h5").codes)
@@ -72,3 +72,21 @@ def test_copies_are_made_on_the_cpu_for_model_files_up_to_the_size_limit(tmp_pat
     monkeypatch.setattr(traced_copy, "MAX_COPIED_BYTES", model.stat().st_size)
     traced_copy.load_for_encoding(model, tmp_path / "cpu", torch.device("cpu"))
     assert len(list((tmp_path / "cpu").glob("*.pt"))) == 1
+
+
+def test_a_copy_swapped_for_another_models_is_not_used(tmp_path):
+    photos = noise_photos(tmp_path / "photos", 8, 64, ".png")
+    stores = {}
+    for seed in ("1", "2"):
+        model = trained_model(photos, tmp_path / f"lsh{seed}.pt", "lsh", 64, "--seed", seed)
+        result = run_cli("encode", model, photos, "-o", tmp_path / f"first{seed}.h5", "--no-feature-cache")
+        assert result.exit_code == 0, result.output
+        stores[seed] = read_store(tmp_path / f"first{seed}.h5")
+    assert not np.array_equal(stores["1"].codes, stores["2"].codes)
+    copy_of = {seed: next(traced_networks_dir().glob(f"{stores[seed].meta.model_digest}-*.pt")) for seed in stores}
+    os.replace(copy_of["2"], copy_of["1"])  # model 2's copy under model 1's name
+
+    again = run_cli("encode", tmp_path / "lsh1.pt", photos, "-o", tmp_path / "again.h5", "--no-feature-cache")
+    assert again.exit_code == 0, again.output
+    assert np.array_equal(read_store(tmp_path / "again.h5").codes, stores["1"].codes)
+    assert traced_copy._load(copy_of["1"], stores["1"].meta.model_digest) is not None  # replaced by its own

@@ -45,7 +45,7 @@ def load_labels(source: str, paths: list[str]) -> dict[str, LabelSet]:
 def _labels_from_csv(file: Path) -> dict[str, LabelSet]:
     labels: dict[str, LabelSet] = {}
     try:
-        with file.open(newline="", encoding="utf-8") as f:
+        with file.open(newline="", encoding="utf-8-sig") as f:
             for number, row in enumerate(csv.reader(f), start=1):
                 if not row or (number == 1 and [c.strip().lower() for c in row] in (["path", "label"],
                                                                                    ["path", "labels"])):
@@ -73,7 +73,7 @@ def is_landmark_csv(source: str) -> bool:
     file = Path(source)
     if not file.is_file() or h5py.is_hdf5(file):
         return False
-    with file.open(newline="", encoding="utf-8", errors="replace") as f:
+    with file.open(newline="", encoding="utf-8-sig", errors="replace") as f:
         return [c.strip().lower() for c in next(csv.reader(f), [])] == LANDMARK_HEADER
 
 
@@ -87,7 +87,7 @@ def load_landmark_lists(source: str, db_rows_of: Callable[[list[str]], np.ndarra
     file = Path(source)
     query_of = {path: q for q, path in enumerate(query_paths)}
     listed: list[tuple[str, int, str]] = []  # (kind, query, image) of the listed queries
-    with file.open(newline="", encoding="utf-8") as f:
+    with file.open(newline="", encoding="utf-8-sig") as f:
         for number, row in enumerate(csv.reader(f), start=1):
             if number == 1 or not row:
                 continue
@@ -106,6 +106,8 @@ def load_landmark_lists(source: str, db_rows_of: Callable[[list[str]], np.ndarra
 
 
 def _resolve(file: Path, cell: str) -> str:
+    if "\0" in cell:
+        raise UserError(f"{file}: the path {cell!r} contains a NUL byte")
     path = Path(cell.strip())
     return str((path if path.is_absolute() else file.parent / path).resolve())
 

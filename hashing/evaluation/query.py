@@ -3,9 +3,11 @@ database store, plus metrics."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from ..errors import UserError
 from ..progress import progress
 from ..memory import available_memory
 from ..storage.index_files import load_saved_index
-from ..storage.locking import output_file, written_atomically
+from ..storage.locking import exclusive_lock, hdf5_in_memory, output_file, write_bytes
 from ..storage.store import StoreContents, StoreSet, check_same_model, read_store
 from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, load_landmark_lists, vocabulary
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
@@ -98,34 +100,50 @@ def query(db_paths: Path | list[Path], queries_path: Path, k: int, output: Path,
         relevance = None
         if ground_truth:  # check the ground truth before any output is written
             relevance = _relevance(ground_truth, db, queries, queries_path, self_rows)
-        for path in (output, metrics_path if ground_truth else None):
-            if path is not None:
-                output_file(path, overwrite)
+        outputs = _checked_outputs(output, metrics_path if ground_truth else None, report, overwrite)
         summary = QuerySummary(str(output), len(queries.paths), db.count, k, kind.name, kind.exact, radius,
                                index_params=index_params or {}, warnings=warnings)
-        top = _search(db, queries, output, kind, index_params or {}, k, radius, self_rows, summary)
-        if relevance is not None:
-            metrics = evaluate_relevance(db.codes(), queries.codes, relevance, k).as_dict()
-            metrics.update(ground_truth=str(ground_truth),
-                           database_store=str(db_paths[0]) if len(db_paths) == 1 else [str(p) for p in db_paths],
-                           query_store=str(queries_path), bits=db.meta.bits, method=db.meta.method,
-                           hashkit_version=__version__)
-            with written_atomically(metrics_path) as tmp:
-                tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-            summary.metrics_path, summary.metrics = str(metrics_path), metrics
-        if report is not None:
-            title = f"{db.meta.method}, {db.meta.bits} bits: {Path(queries_path).name} in {db.describe_files()}"
-            _report(Path(report), summary.metrics, top, queries.paths, db, relevance, title)
-            summary.report = str(Path(report) / "index.html")
+        with ExitStack() as locks:
+            for path in outputs:
+                locks.enter_context(exclusive_lock(path))
+            top, results = _search(db, queries, kind, index_params or {}, k, radius, self_rows, summary)
+            metrics = None
+            if relevance is not None:
+                metrics = evaluate_relevance(db.codes(), queries.codes, relevance, k).as_dict()
+                metrics.update(ground_truth=str(ground_truth),
+                               database_store=str(db_paths[0]) if len(db_paths) == 1 else [str(p) for p in db_paths],
+                               query_store=str(queries_path), bits=db.meta.bits, method=db.meta.method,
+                               hashkit_version=__version__)
+            write_bytes(output, results)  # written once the evaluation is done: a run killed before leaves none
+            if metrics is not None:
+                write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
+                summary.metrics_path, summary.metrics = str(metrics_path), metrics
+            if report is not None:
+                title = f"{db.meta.method}, {db.meta.bits} bits: {Path(queries_path).name} in {db.describe_files()}"
+                _report(Path(report), summary.metrics, top, queries.paths, db, relevance, title)
+                summary.report = str(Path(report) / "index.html")
     return summary
 
 
-def _search(db: StoreSet, queries: StoreContents, output: Path, kind: IndexKind,
-            index_params: dict[str, object], k: int, radius: int | None, self_rows: np.ndarray | None,
-            summary: QuerySummary) -> list[np.ndarray]:
-    """Run the search, write ``output``, note how in ``summary``; each query's first results.
-    ``self_rows``: each query's own row, left out (-1: none); None: the first of its results
-    holding its path."""
+def _checked_outputs(output: Path, metrics_path: Path | None, report: Path | None, overwrite: bool) -> list[Path]:
+    """The files a query writes (results, metrics, the report's page), checked before any is
+    written: none may exist unless ``overwrite``, and no two may be the same file."""
+    outputs = [output_file(path, overwrite) for path in (output, metrics_path) if path is not None]
+    if report is not None:
+        if Path(report).exists() and not Path(report).is_dir():
+            raise UserError(f"--report {report} is a file; give a folder")
+        outputs.append(output_file(Path(report) / "index.html", overwrite))
+    real = [os.path.realpath(path) for path in outputs]
+    if len(set(real)) < len(real):
+        raise UserError(f"{' and '.join(str(path) for path in outputs)} name the same file; give each output its own")
+    return outputs
+
+
+def _search(db: StoreSet, queries: StoreContents, kind: IndexKind, index_params: dict[str, object], k: int,
+            radius: int | None, self_rows: np.ndarray | None, summary: QuerySummary) -> tuple[list[np.ndarray], bytes]:
+    """Run the search and note how in ``summary``; each query's first results, and the results
+    file's bytes. ``self_rows``: each query's own row, left out (-1: none); None: the first of its
+    results holding its path."""
     chunks = _counted(db.code_chunks(CHUNK_ROWS), db.count)
     built = None
     if not kind.exact:  # FAISS's other indexes hold every code
@@ -147,8 +165,8 @@ def _search(db: StoreSet, queries: StoreContents, output: Path, kind: IndexKind,
         if self_rows is None:
             self_rows = paths.own_rows(np.repeat(np.arange(len(ids)), ids.shape[1]), ids.ravel(), queries.paths)
         distances, ids = _drop_self(distances, ids, self_rows, k)
-        _write_knn_results(output, distances, ids, queries.paths, paths, db, kind.name)
-        return [row[row >= 0][:REPORT_RESULTS] for row in ids]
+        results = _knn_results(distances, ids, queries.paths, paths, db, kind.name)
+        return [row[row >= 0][:REPORT_RESULTS] for row in ids], results
     if kind.name == "mih":  # every code within the radius matches a substring within its ring
         offsets, distances, ids = MultiIndex(db.codes()).radius_search(queries.codes, radius)
     else:
@@ -157,9 +175,9 @@ def _search(db: StoreSet, queries: StoreContents, output: Path, kind: IndexKind,
     if self_rows is None:
         self_rows = paths.own_rows(np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)), ids, queries.paths)
     offsets, distances, ids = _drop_self_ragged(offsets, distances, ids, self_rows)
-    _write_radius_results(output, offsets, distances, ids, queries.paths, paths, db, kind.name, radius)
+    results = _radius_results(offsets, distances, ids, queries.paths, paths, db, kind.name, radius)
     summary.results_found = int(offsets[-1])
-    return [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))]
+    return [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))], results
 
 
 def _check_search_memory(queries: int, k: int, db_rows: int, bits: int, multi_index: bool) -> None:
@@ -273,33 +291,35 @@ class _PathsOf:
         return own
 
 
-def _write_knn_results(output: Path, distances: np.ndarray, ids: np.ndarray, query_paths: list[str],
-                       paths: _PathsOf, db: StoreSet, index: str) -> None:
+def _knn_results(distances: np.ndarray, ids: np.ndarray, query_paths: list[str], paths: _PathsOf, db: StoreSet,
+                 index: str) -> bytes:
     result_paths = np.array(paths(ids), dtype=object).reshape(ids.shape)
-    with _results_file(output, db, index, "knn") as f:
+    with _results_file(db, index, "knn") as (f, image):
         f.create_dataset("ids", data=ids)
         f.create_dataset("distances", data=distances)
         f.create_dataset("query_paths", data=query_paths, dtype=_STR)
         f.create_dataset("paths", data=result_paths, dtype=_STR)
+    return image.getvalue()
 
 
-def _write_radius_results(output: Path, offsets: np.ndarray, distances: np.ndarray, ids: np.ndarray,
-                          query_paths: list[str], paths: _PathsOf, db: StoreSet, index: str, radius: int) -> None:
-    with _results_file(output, db, index, "radius") as f:
+def _radius_results(offsets: np.ndarray, distances: np.ndarray, ids: np.ndarray, query_paths: list[str],
+                    paths: _PathsOf, db: StoreSet, index: str, radius: int) -> bytes:
+    with _results_file(db, index, "radius") as (f, image):
         f.attrs["radius"] = radius
         f.create_dataset("offsets", data=offsets)
         f.create_dataset("ids", data=ids)
         f.create_dataset("distances", data=distances)
         f.create_dataset("query_paths", data=query_paths, dtype=_STR)
         f.create_dataset("paths", data=paths(ids), dtype=_STR)
+    return image.getvalue()
 
 
 @contextmanager
-def _results_file(output: Path, db: StoreSet, index: str, layout: str) -> Iterator[h5py.File]:
-    """A new results file, whole under ``output`` once the block ends."""
-    with written_atomically(output) as tmp, h5py.File(tmp, "w") as f:
+def _results_file(db: StoreSet, index: str, layout: str) -> Iterator[tuple[h5py.File, io.BytesIO]]:
+    """A new results file built in memory (its bytes in the BytesIO once the block ends)."""
+    with hdf5_in_memory() as (f, image):
         f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, database=str(db.paths_of_files[0].resolve()),
                        databases=json.dumps([str(p.resolve()) for p in db.paths_of_files]),
                        bits=db.meta.bits, index=index, exact=index_kind(index).exact, layout=layout,
                        hashkit_version=__version__)
-        yield f
+        yield f, image

@@ -4,6 +4,7 @@ with a grid of sample queries and their top results as thumbnails, viewable offl
 from __future__ import annotations
 
 import html
+import io
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..storage.locking import output_folder  # noqa: E402
+from ..storage.locking import output_folder, write_bytes  # noqa: E402
 from ..training.images import read_rgb  # noqa: E402
 
 THUMB_SIZE = 112
@@ -41,8 +42,10 @@ def _finish(figure, axes, path: Path) -> None:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=120)
     plt.close(figure)
+    write_bytes(path, image.getvalue())
 
 
 def write_report(folder: Path, metrics: dict | None, query_paths: list[str], result_paths: list[list[str]],
@@ -72,7 +75,7 @@ def write_report(folder: Path, metrics: dict | None, query_paths: list[str], res
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</table></body></html>")
     page = folder / "index.html"
-    page.write_text("\n".join(parts), encoding="utf-8")
+    write_bytes(page, "\n".join(parts).encode())
     return page
 
 
@@ -90,5 +93,5 @@ def _thumbnail(image_path: str, target: Path) -> Path | None:
     scale = THUMB_SIZE / max(image.shape[:2])
     small = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
                        interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(target), cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+    write_bytes(target, cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR))[1].tobytes())
     return target

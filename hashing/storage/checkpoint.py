@@ -11,7 +11,7 @@ import torch
 from ..errors import UserError, existing_file, refuse_newer_schema
 from ..training.methods import Method, saved_method
 from ..training.network import HashNetwork
-from .locking import file_digest, written_atomically
+from .locking import file_digest, write_torch
 
 SCHEMA = "hashkit.model"
 SCHEMA_VERSION = 2  # 2: the head is a module of its own (state keys "head.*"); classes in the config
@@ -38,8 +38,7 @@ def save_checkpoint(path: Path, network: HashNetwork, config: dict) -> None:
     """Write the model file; it appears under ``path`` only once completely written."""
     config = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **config}
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    with written_atomically(path) as tmp:
-        torch.save({"config": json.dumps(config, sort_keys=True), "state_dict": state}, tmp)
+    write_torch(path, {"config": json.dumps(config, sort_keys=True), "state_dict": state})
 
 
 def load_checkpoint(path: Path) -> LoadedModel:

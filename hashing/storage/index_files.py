@@ -1,5 +1,6 @@
 """Saved search indexes: a FAISS binary index built once over a code store, kept next to it
-(``STORE.NAME.faiss`` plus ``STORE.NAME.json``, its stamp) and reused while the store is unchanged."""
+(``STORE.NAME.faiss`` plus ``STORE.NAME.json``, its stamp: the store's digest and the index file's)
+and reused while both are unchanged."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 from .. import __version__
 from ..errors import UserError
 from ..evaluation.search import IndexKind, build_index
-from .locking import written_atomically
+from .locking import exclusive_lock, write_bytes
 from .store import StoreMeta
 
 SCHEMA = "hashkit.index"
@@ -36,12 +37,12 @@ def save_index(store: Path, kind: IndexKind, codes: np.ndarray, meta: StoreMeta)
     if kind.exact:
         raise UserError(f"index {kind.name} is exact and built at query time; it needs no saved index")
     index_file, stamp_file = index_paths(store, kind)
-    index = build_index(kind, codes)
-    with written_atomically(index_file) as tmp:
-        faiss.write_index_binary(index, str(tmp))
-    stamp = {"schema": SCHEMA, "index": kind.name, "hashkit_version": __version__, **store_stamp(codes, meta)}
-    with written_atomically(stamp_file) as tmp:
-        tmp.write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+    data = faiss.serialize_index_binary(build_index(kind, codes)).tobytes()
+    stamp = {"schema": SCHEMA, "index": kind.name, "hashkit_version": __version__, **store_stamp(codes, meta),
+             "index_sha256": hashlib.sha256(data).hexdigest()}
+    with exclusive_lock(index_file):
+        write_bytes(index_file, data)
+        write_bytes(stamp_file, (json.dumps(stamp, indent=2) + "\n").encode())
     return index_file
 
 
@@ -59,7 +60,10 @@ def load_saved_index(store: Path, kind: IndexKind, codes: np.ndarray,
     current = store_stamp(codes, meta)
     if stamp.get("schema") != SCHEMA or {key: stamp.get(key) for key in current} != current:
         return None, "stale"
+    data = index_file.read_bytes()
+    if hashlib.sha256(data).hexdigest() != stamp.get("index_sha256"):  # altered, or saved by an older hashkit
+        return None, "stale"
     try:
-        return faiss.read_index_binary(str(index_file)), "loaded"
+        return faiss.deserialize_index_binary(np.frombuffer(data, np.uint8)), "loaded"
     except RuntimeError:
         return None, "stale"

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import UserError, existing_file
 from .index_files import SCHEMA as INDEX_SCHEMA
 from .index_files import load_saved_index
+from .locking import file_digest
 
 
 def inspect_file(path: Path) -> dict:
@@ -174,6 +175,9 @@ def _saved_index(path: Path) -> dict:
         raise UserError(f"{path}: its stamp {path.with_suffix('.json').name} is missing or unreadable")
     summary = {"kind": "index", "index": kind_name, "store": str(store), "rows": stamp.get("rows"),
                "bits": stamp.get("bits")}
+    if not path.is_file() or file_digest(path) != stamp.get("index_sha256"):
+        raise UserError(f"{path} is missing, altered, or saved by an older hashkit: it does not match its stamp; "
+                        "rerun hashkit index-build")
     if store.is_file():
         with StoreReader(store) as reader:
             index, _ = load_saved_index(store, index_kind(kind_name), reader.codes(), reader.meta)

@@ -1,12 +1,14 @@
-"""Safe outputs: an exclusive lock so two runs never write one output, atomic replacement, and the
-digest that identifies a file's contents."""
+"""Safe outputs: an exclusive lock so two runs never write one output, atomic replacement (also of
+files a library builds in memory), and the digest that identifies a file's contents."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
+import io
 import os
-import tempfile
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,9 +16,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import UserError
+from .disk_space import NoSpaceError, is_out_of_space, no_space, room_for
 
 T = TypeVar("T")
 GRACE_SECONDS = 2.0  # how long a lock held by a process that is dying is waited for
+LOCK_ROOT = Path("/tmp")  # where every run of this machine finds the lock folders, whatever its environment
 
 
 def when_released(attempt: Callable[[], T]) -> T:
@@ -32,14 +36,26 @@ def when_released(attempt: Callable[[], T]) -> T:
             time.sleep(0.05)
 
 
+def lock_folder() -> Path:
+    """This user's folder of lock files, ``LOCK_ROOT/hashkit-locks-UID``: the same whatever the
+    environment (a login shell and cron see other ``XDG_RUNTIME_DIR`` and ``TMPDIR``), created
+    private, and refused unless it is a real folder of this user's that no one else may write."""
+    folder = LOCK_ROOT / f"hashkit-locks-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700)
+    found = os.lstat(folder)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise UserError(f"the lock folder {folder} is not a private folder of yours (it is a link, another user's, "
+                        "or open to others); remove it and run again")
+    return folder
+
+
 def lock_file(target: Path) -> Path:
-    """The lock file of ``target``: in a per-user folder of the system's runtime or temporary
-    space, named by a hash of the target's real absolute path, so that no lock file litters the
-    user's folders and every process that names the target, by any path, finds the same lock."""
-    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"hashkit-locks-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
+    """The lock file of ``target`` in ``lock_folder()``, named by a hash of the target's real
+    absolute path, so that no lock file litters the user's folders and every process that names
+    the target, by any path, finds the same lock."""
     real = os.path.realpath(target)
-    return folder / f"{hashlib.sha256(real.encode()).hexdigest()[:32]}.lock"
+    return lock_folder() / f"{hashlib.sha256(real.encode()).hexdigest()[:32]}.lock"
 
 
 @contextmanager
@@ -52,7 +68,7 @@ def exclusive_lock(target: Path, wait: bool = False) -> Iterator[None]:
     """
     target = Path(target)
     output_folder(target.parent)
-    fd = os.open(lock_file(target), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(lock_file(target), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         try:
             if wait:
@@ -91,21 +107,57 @@ def output_folder(path: Path) -> Path:
 
 
 @contextmanager
-def written_atomically(final_path: Path) -> Iterator[Path]:
+def written_atomically(final_path: Path, needed: int = 0) -> Iterator[Path]:
     """Yield a temporary path beside ``final_path`` to write, new (a leftover of a killed run is
     removed first); on success it replaces ``final_path`` in one step, so a file under its final
     name is always complete. On failure the temporary file is removed and ``final_path`` is left
-    as it was. Callers hold ``final_path``'s lock."""
+    as it was; a failure for lack of space (or less room than ``needed`` bytes, checked first)
+    becomes a ``NoSpaceError`` that says so. Callers hold ``final_path``'s lock."""
     final_path = Path(final_path)
     tmp_path = final_path.with_name(final_path.name + ".tmp")
     tmp_path.unlink(missing_ok=True)  # a killed run's leftover: never continued
+    kept = f"{final_path} is left as it was" if final_path.exists() else f"{final_path} was not written"
+    if room_for(tmp_path) < needed:
+        raise no_space(final_path, kept, needed)
     try:
         yield tmp_path
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, final_path)
+    except Exception as error:
+        if isinstance(error, NoSpaceError) or is_out_of_space(error):  # told for the final path, not the temporary
+            raise no_space(final_path, kept) from error
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """``data`` as the file ``path``, whole or not at all (``written_atomically``). Libraries that
+    write files themselves (torch, FAISS, HDF5) write to memory first, then through here: a full
+    disk then fails a plain write, never inside the library."""
+    with written_atomically(path, len(data)) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_torch(path: Path, payload: dict) -> None:
+    """``torch.save(payload)`` as the file ``path``, through ``write_bytes``."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+@contextmanager
+def hdf5_in_memory() -> Iterator[tuple]:
+    """A new HDF5 file (h5py.File) built in memory, and the BytesIO that holds its bytes once the
+    block ends, for ``write_bytes``."""
+    import h5py
+
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        yield f, image
 
 
 def file_digest(path: Path) -> str:

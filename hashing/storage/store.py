@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import UserError, existing_file, refuse_newer_schema
 from ..evaluation.ground_truth import SEPARATOR, LabelSet
+from .disk_space import METADATA_BYTES, chunk_growth, ensure_room
 from .locking import when_released, written_atomically
 from .text_column import READ_ROWS, TextColumn
 
@@ -184,7 +185,9 @@ class StoreReader:
 
 
 class CodeStoreWriter:
-    """Appends committed rows to a new or existing store of the same model."""
+    """Appends committed rows to a new or existing store of the same model. Each commit first
+    checks that its file system has room for it (``disk_space.ensure_room``): a commit HDF5 fails
+    to write half-way could leave the committed rows unreadable."""
 
     def __init__(self, path: Path, meta: StoreMeta):
         self.path = Path(path)
@@ -204,6 +207,7 @@ class CodeStoreWriter:
                 _upgrade(self.path)
                 self.file = _open(self.path, "r+")
         else:
+            ensure_room(self.path, METADATA_BYTES, "no store was created")
             self.file = h5py.File(self.path, "w")
             self.file.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, count=0,
                                    bits=meta.bits, method=meta.method, model_digest=meta.model_digest,
@@ -225,6 +229,9 @@ class CodeStoreWriter:
         if not len(codes):
             return
         end = self.count + len(codes)
+        needed = (chunk_growth(self.file["codes"], end) + self._paths.growth(self.count, paths)
+                  + self._labels.growth(self.count, labels) + METADATA_BYTES)
+        ensure_room(self.path, needed, f"its {self.count} committed rows are kept")
         self.file["codes"].resize(end, axis=0)
         self.file["codes"][self.count:end] = codes
         self._paths.write(self.count, paths)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
+from .disk_space import chunk_growth
+
 CHUNK_ROWS = 4096  # HDF5 chunk of the end offsets
 CHUNK_BYTES = 1 << 18  # HDF5 chunk of the bytes
 READ_ROWS = 1 << 20  # rows read at a time by callers that stream a column
@@ -68,6 +70,11 @@ class TextColumn:
             blob = self.bytes[int(begins[0]):int(ends[-1])].tobytes()
             found += [blob[a - begins[0]:b - begins[0]] for a, b in zip(begins.tolist(), ends.tolist())]
         return found
+
+    def growth(self, row: int, values: list[str]) -> int:
+        """Bytes the file grows by when ``write(row, values)`` (whole chunks, ``chunk_growth``)."""
+        end = self._begin(row) + sum(len(value.encode()) for value in values)
+        return chunk_growth(self.bytes, end) + chunk_growth(self.ends, row + len(values))
 
     def write(self, row: int, values: list[str]) -> None:
         """Rows from ``row`` on set to ``values``, written after row ``row - 1``'s bytes: no byte

@@ -8,11 +8,14 @@ another size than the one traced, and saved with the model's config, so that lat
 hash the model file. Copies are named by the model file's sha256 and the torch version; one that
 cannot be loaded is ignored (and replaced). The folder keeps the KEPT_COPIES most recently used
 copies (each about its model file's size); model files over MAX_COPIED_BYTES get none, so that
-the cache stays small (building a VGG16 network and reading its weights took 3.4 s here anyway)."""
+the cache stays small (building a VGG16 network and reading its weights took 3.4 s here anyway),
+and none is written where the disk has no room for it. A copy also holds its model file's sha256,
+checked on load: a copy renamed or swapped in the cache is never used for another model."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import warnings
@@ -23,12 +26,13 @@ import torch
 from ..errors import existing_file
 from ..training.network import HashNetwork
 from .checkpoint import LoadedModel, network_from_state, read_checkpoint
+from .disk_space import METADATA_BYTES, room_for
 from .locking import file_digest
 
 TRACE_BATCH, CHECK_BATCH = 2, 3  # images in the traced example and in the check
 KEPT_COPIES = 8
 MAX_COPIED_BYTES = 256 << 20  # VGG16-based model files (about 0.5 GB) get no copy, ResNet-50-based ones (0.1 GB) do
-CONFIG_FILE = "hashkit_config.json"  # the model file's config, saved in the copy: the model file is only hashed
+CONFIG_FILE = "hashkit_config.json"  # the model config and sha256, saved in the copy: the model file is only hashed
 
 
 def load_for_encoding(path: Path, copies: Path | None, device: torch.device) -> LoadedModel:
@@ -40,7 +44,7 @@ def load_for_encoding(path: Path, copies: Path | None, device: torch.device) -> 
     digest = file_digest(path)
     copied = copies is not None and device.type == "cpu" and path.stat().st_size <= MAX_COPIED_BYTES
     copy = Path(copies) / f"{digest}-torch{torch.__version__}.pt" if copied else None
-    if copy is not None and copy.is_file() and (traced := _load(copy)) is not None:
+    if copy is not None and copy.is_file() and (traced := _load(copy, digest)) is not None:
         with contextlib.suppress(OSError):  # another run may have just pruned it
             os.utime(copy)  # recently used: kept by _prune
         return LoadedModel(*traced, digest)
@@ -52,15 +56,17 @@ def load_for_encoding(path: Path, copies: Path | None, device: torch.device) -> 
     return model
 
 
-def _load(copy: Path) -> tuple[torch.jit.ScriptModule, dict] | None:
-    """The traced network in ``copy`` and the model config saved with it (checked when it was made)."""
+def _load(copy: Path, digest: str) -> tuple[torch.jit.ScriptModule, dict] | None:
+    """The traced network in ``copy`` and the model config saved with it (checked when it was made),
+    if it was made from the model file of sha256 ``digest``."""
     try:
         extra = {CONFIG_FILE: ""}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still there in 2.x
             network = torch.jit.load(copy, map_location="cpu", _extra_files=extra).eval()
-        return network, json.loads(extra[CONFIG_FILE])
-    except Exception:  # noqa: BLE001 - a damaged or foreign copy is only a slower start
+        saved = json.loads(extra[CONFIG_FILE])
+        return (network, saved["config"]) if saved["model_sha256"] == digest else None
+    except Exception:  # noqa: BLE001 - a damaged, foreign or older copy is only a slower start
         return None
 
 
@@ -83,14 +89,18 @@ def _save(model: LoadedModel, copy: Path) -> None:
                      and torch.equal(traced.head(features), codes))
             if not exact:
                 return
+            saved = json.dumps({"config": model.config, "model_sha256": model.digest})
+            buffer = io.BytesIO()  # torch aborts the process when a write to a file fails (a full disk)
+            torch.jit.save(traced, buffer, _extra_files={CONFIG_FILE: saved})
             copy.parent.mkdir(parents=True, exist_ok=True)
             temporary = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")  # concurrent runs write apart
             try:
-                traced.save(temporary, _extra_files={CONFIG_FILE: json.dumps(model.config)})
-                os.replace(temporary, copy)
+                if room_for(temporary) >= len(buffer.getbuffer()) + METADATA_BYTES:
+                    temporary.write_bytes(buffer.getbuffer())
+                    os.replace(temporary, copy)
             finally:
                 temporary.unlink(missing_ok=True)
-    except Exception:  # noqa: BLE001 - a network that does not trace, or an unwritable cache: no copy
+    except Exception:  # noqa: BLE001 - a network that does not trace, or an unwritable or full cache: no copy
         return
 
 

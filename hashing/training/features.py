@@ -8,7 +8,8 @@ Feature vectors are stored as float32, feature maps (N, C, h, w) as float16 (hal
 well within the precision the heads need). Rows are appended in commits, as in the code store:
 the rows, then the ``count`` attribute. A cache file that cannot be read (damaged, or foreign)
 is moved aside as ``NAME.damaged`` with a warning and built again; one of an older hashkit is
-deleted and built again.
+deleted and built again. A commit is written only when the disk has room for it; when it has not,
+the run goes on with the rest of its features in memory, and the cache stays as it was.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..progress import progress
 from ..runtime import to_device
+from ..storage.disk_space import METADATA_BYTES, NoSpaceError, chunk_growth, ensure_room
 from ..storage.locking import exclusive_lock
 from ..storage.text_column import TextColumn
 from .data import Normalizer, eval_loader
@@ -64,6 +66,7 @@ class FeatureCache:
                       "weights_digest": digest, "image_size": image_size, "decoding": DECODING}
         self._rows: dict[str, tuple[int, tuple[int, int]]] = {}  # path -> (row, stamp), as last read
         self._read_as: tuple[int, int] | None = None  # the file's (mtime, size) when last read
+        self._out_of_room = False  # a commit found no room on the disk: the run caches nothing more
 
     def _file_state(self) -> tuple[int, int] | None:
         if not self.path.exists():
@@ -99,7 +102,8 @@ class FeatureCache:
         """Features of ``paths`` (float32) and a mask of the decodable ones.
 
         Rows not cached (or whose file changed) are computed by ``compute(paths) -> (features,
-        ok)`` and added; undecodable images are not cached and come back as zero rows.
+        ok)`` and added; undecodable images are not cached and come back as zero rows. Where the
+        disk has no room for more rows, the rest are kept in memory only, with a warning.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(self.path, wait=True):  # a second run waits, then finds the rows cached
@@ -111,23 +115,32 @@ class FeatureCache:
             stamps = [_stamp(p) for p in paths]
             rows = [index.get(str(p)) for p in paths]
             fresh = [i for i, (row, stamp) in enumerate(zip(rows, stamps)) if row is None or row[1] != stamp]
+            uncached: dict[int, np.ndarray] = {}  # position in ``paths`` -> features the disk had no room for
             for start in range(0, len(fresh), COMPUTE_CHUNK):  # each chunk is kept once computed
                 chunk = fresh[start:start + COMPUTE_CHUNK]
                 computed, ok = compute([paths[i] for i in chunk])
-                self._append([str(paths[i]) for i, good in zip(chunk, ok) if good],
-                             [stamps[i] for i, good in zip(chunk, ok) if good], computed[ok])
+                good = [i for i, decoded in zip(chunk, ok) if decoded]
+                if uncached or not self._append([str(paths[i]) for i in good], [stamps[i] for i in good], computed[ok]):
+                    uncached.update(zip(good, computed[ok]))
             index = self._index()
-            if not self.path.exists():  # nothing decodable was ever cached
+            if not self.path.exists() and not uncached:  # nothing decodable was ever computed
                 return np.zeros((len(paths), 0), np.float32), np.zeros(len(paths), bool)
-            with h5py.File(self.path, "r") as f:
-                stored = f["features"]
-                out = np.zeros((len(paths), *stored.shape[1:]), stored.dtype)
-                found = np.array([str(p) in index and index[str(p)][1] == s for p, s in zip(paths, stamps)])
-                cached_rows = np.array([index[str(p)][0] for p, good in zip(paths, found) if good], dtype=np.int64)
-                if cached_rows.size:
+            found = np.array([i not in uncached and str(p) in index and index[str(p)][1] == s
+                              for i, (p, s) in enumerate(zip(paths, stamps))])
+            cached_rows = np.array([index[str(p)][0] for p, good in zip(paths, found) if good], dtype=np.int64)
+            values = np.zeros((0,), np.float32)
+            if self.path.exists():
+                with h5py.File(self.path, "r") as f:
                     order = np.argsort(cached_rows)
-                    values = stored[cached_rows[order]]  # h5py reads increasing indices
-                    out[np.flatnonzero(found)[order]] = values
+                    values = f["features"][cached_rows[order]]  # h5py reads increasing indices
+                    cached_rows = np.flatnonzero(found)[order]
+            sample = next(iter(uncached.values()), None)
+            shape, dtype = (values.shape[1:], values.dtype) if sample is None else (sample.shape, sample.dtype)
+            out = np.zeros((len(paths), *shape), dtype)
+            out[cached_rows] = values.reshape(-1, *shape)
+            for i, value in uncached.items():
+                out[i] = value
+            found[list(uncached)] = True
         return out, found
 
     def _discard(self, error: Exception) -> None:
@@ -149,30 +162,41 @@ class FeatureCache:
         print(f"warning: {self.path} cannot be read ({reason}): moved to {aside}, its features are computed again",
               file=sys.stderr)
 
-    def _append(self, paths: list[str], stamps: list[tuple[int, int]], features: np.ndarray) -> None:
-        if not paths:
-            return
+    def _append(self, paths: list[str], stamps: list[tuple[int, int]], features: np.ndarray) -> bool:
+        """Commit rows to the file; False (with a warning) when its disk has no room for them."""
+        if not paths or self._out_of_room:
+            return not self._out_of_room
         before = self._file_state()
-        with h5py.File(self.path, "a") as f:
-            if "features" not in f:
-                f.attrs.update(self.attrs, count=0)
-                shape = features.shape[1:]
-                maps = len(shape) > 1
-                f.create_dataset("features", shape=(0, *shape), maxshape=(None, *shape),
-                                 dtype=np.float16 if maps else np.float32, chunks=(64 if maps else 1024, *shape))
-                TextColumn.create(f, "paths")
-                f.create_dataset("stamps", shape=(0, 2), maxshape=(None, 2), dtype=np.int64, chunks=(1024, 2))
-            start = int(f.attrs["count"])
-            end = start + len(paths)
-            for name, values in (("features", features), ("stamps", stamps)):
-                f[name].resize(end, axis=0)
-                f[name][start:end] = values
-            TextColumn(f, "paths").write(start, paths)
-            f.flush()
-            f.attrs["count"] = end
+        kept = "its features are kept"
+        try:
+            ensure_room(self.path, METADATA_BYTES, kept)
+            with h5py.File(self.path, "a") as f:
+                if "features" not in f:
+                    f.attrs.update(self.attrs, count=0)
+                    shape = features.shape[1:]
+                    maps = len(shape) > 1
+                    f.create_dataset("features", shape=(0, *shape), maxshape=(None, *shape),
+                                     dtype=np.float16 if maps else np.float32, chunks=(64 if maps else 1024, *shape))
+                    TextColumn.create(f, "paths")
+                    f.create_dataset("stamps", shape=(0, 2), maxshape=(None, 2), dtype=np.int64, chunks=(1024, 2))
+                start = int(f.attrs["count"])
+                end = start + len(paths)
+                ensure_room(self.path, chunk_growth(f["features"], end) + chunk_growth(f["stamps"], end)
+                            + TextColumn(f, "paths").growth(start, paths) + METADATA_BYTES, kept)
+                for name, values in (("features", features), ("stamps", stamps)):
+                    f[name].resize(end, axis=0)
+                    f[name][start:end] = values
+                TextColumn(f, "paths").write(start, paths)
+                f.flush()
+                f.attrs["count"] = end
+        except NoSpaceError as error:
+            print(f"warning: {error}; the rest of this run's features are not cached", file=sys.stderr)
+            self._out_of_room = True
+            return False
         if self._read_as == before:  # the index in memory was current: extend it rather than read it again
             self._rows.update((p, (start + i, tuple(s))) for i, (p, s) in enumerate(zip(paths, stamps)))
             self._read_as = self._file_state()
+        return True
 
 
 @torch.no_grad()

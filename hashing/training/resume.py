@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..storage.locking import written_atomically
+from ..storage.locking import write_torch
 
 SCHEMA = "hashkit.checkpoint"
 SCHEMA_VERSION = 1
@@ -108,8 +108,7 @@ def set_global_random_state(state: dict[str, Any]) -> None:
 
 def save(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint; it appears under ``path`` only once complete."""
-    with written_atomically(path) as tmp:
-        torch.save({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **state}, tmp)
+    write_torch(path, {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **state})
 
 
 def load(path: Path, expected_fingerprint: str) -> dict[str, Any]:
