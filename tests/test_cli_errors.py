@@ -169,6 +169,22 @@ def test_outputs_in_the_way_are_refused_in_one_line(tmp_path, tiny, command, fra
     assert tiny["store"].read_bytes() == before and not any(folder.iterdir())
 
 
+def test_query_outputs_that_would_clobber_each_other_are_refused_before_any_is_written(tmp_path, tiny):
+    query = ["query", "--db", tiny["store"], "--queries", tiny["store"], "--ground-truth", "folders", "-k", "2"]
+    assert_one_line_error(run_cli(*query, "-o", tmp_path / "r.h5", "--metrics", tmp_path / "r.h5"), "the same file")
+    (tmp_path / "a-file").write_text("not a folder")
+    assert_one_line_error(run_cli(*query, "-o", tmp_path / "r.h5", "--report", tmp_path / "a-file"), "is a file")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
+
+    assert run_cli(*query, "-o", tmp_path / "r.h5", "--report", tmp_path / "report").exit_code == 0
+    page = (tmp_path / "report" / "index.html").read_bytes()
+    (tmp_path / "r.h5").unlink()
+    (tmp_path / "metrics.json").unlink()
+    assert_one_line_error(run_cli(*query, "-o", tmp_path / "r.h5", "--report", tmp_path / "report"),
+                          "index.html exists; use --overwrite")
+    assert not (tmp_path / "r.h5").exists() and (tmp_path / "report" / "index.html").read_bytes() == page
+
+
 def test_outputs_in_missing_folders_are_created(tmp_path, tiny):
     results = tmp_path / "no" / "such" / "dir" / "r.h5"
     result = run_cli("query", "--db", tiny["store"], "--queries", tiny["store"], "-o", results,

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.evaluation import metrics as metrics_module
-from hashkit.hashing.evaluation.ground_truth import label_matrix, vocabulary
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.evaluation.ground_truth import label_matrix, load_labels, vocabulary
 from hashkit.hashing.evaluation.metrics import evaluate, graded_scores
 from hashkit.hashing.storage.store import read_store
 
@@ -283,3 +284,17 @@ def test_csv_labels_reach_photos_given_through_symbolic_links(tmp_path, lsh_mode
         result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "r.h5", "--overwrite",
                          "--ground-truth", source, "--metrics", tmp_path / f"{source.stem}.json")
         assert result.exit_code == 0, result.output
+
+
+def test_a_csv_with_a_byte_order_mark_and_no_header_keeps_its_first_row(tmp_path):
+    photos = [str(tmp_path / name) for name in ("a.jpg", "b.jpg")]
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes("\ufeffa.jpg,cat\nb.jpg,dog\n".encode())  # as spreadsheet programs save "CSV UTF-8"
+    assert load_labels(str(labels), photos) == {photos[0]: ("cat",), photos[1]: ("dog",)}
+
+
+def test_a_csv_path_with_a_nul_byte_is_refused_in_one_line(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\na\0.jpg,cat\n")
+    with pytest.raises(UserError, match="contains a NUL byte"):
+        load_labels(str(labels), [str(tmp_path / "a.jpg")])
