@@ -14,14 +14,19 @@ import typer
 
 from hashkit.hashing import __version__
 from hashkit.hashing.errors import UserError
+from hashkit.hashing.memory import MAX_BATCH, MAX_BITS, MAX_EPOCHS, MAX_INPUT_SIZE, MAX_SIDE, MAX_WIDTH
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Offline image indexing with deep hashing: photos -> 3D pairs -> model -> codes -> search.")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
-SeedOption = Annotated[int, typer.Option(help="Random seed; the same inputs and seed give the same result.")]
+SEED_MAX = 2**32 - 1  # NumPy's seeds
+SeedOption = Annotated[int, typer.Option(min=0, max=SEED_MAX,
+                                          help="Random seed; the same inputs and seed give the same result.")]
 DeviceOption = Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda.")]
+WorkersOption = Annotated[Optional[int], typer.Option(
+    min=0, max=256, help="Processes decoding images (default: none on a CPU, cores - 1 up to 4 beside a GPU).")]
 
 
 def user_errors(command: Callable) -> Callable:
@@ -101,7 +106,7 @@ def reconstruct(
              "retrieval (each photo with its --num-neighbors nearest by a global descriptor; linear), "
              "sequential (each with the next 10 in file order), or auto (exhaustive up to 200 photos, "
              "retrieval above).")] = "auto",
-    num_neighbors: Annotated[int, typer.Option(help="retrieval: nearest photos matched with each photo.")] = 20,
+    num_neighbors: Annotated[int, typer.Option(min=1, help="retrieval: nearest photos matched with each photo.")] = 20,
     model: Annotated[Optional[Path], typer.Option(
         help="retrieval: a model from 'hashkit train' whose codes choose the pairs [default: ImageNet "
              "MobileNetV2 features].")] = None,
@@ -110,11 +115,14 @@ def reconstruct(
         help="Positive pairs from: models (covisible in a 3D model), verified (a two-view geometry with "
              "--min-inliers inlier matches), both, or auto (models, plus verified pairs of photos that no "
              "model registered).")] = "auto",
-    min_shared_points: Annotated[int, typer.Option(help="3D points two images must share to be a positive pair.")] = 15,
-    min_inliers: Annotated[int, typer.Option(help="Inlier matches a verified pair needs to be a positive.")] = 30,
-    negatives_per_image: Annotated[int, typer.Option(help="Random negatives drawn from other groups per image.")] = 10,
-    max_image_size: Annotated[int, typer.Option(help="Longest side for SIFT extraction.")] = 1600,
-    min_model_size: Annotated[int, typer.Option(help="Smallest 3D model kept, in images.")] = 3,
+    min_shared_points: Annotated[int, typer.Option(
+        min=1, help="3D points two images must share to be a positive pair.")] = 15,
+    min_inliers: Annotated[int, typer.Option(
+        min=1, help="Inlier matches a verified pair needs to be a positive.")] = 30,
+    negatives_per_image: Annotated[int, typer.Option(
+        min=0, help="Random negatives drawn from other groups per image.")] = 10,
+    max_image_size: Annotated[int, typer.Option(min=32, max=MAX_SIDE, help="Longest side for SIFT extraction.")] = 1600,
+    min_model_size: Annotated[int, typer.Option(min=2, help="Smallest 3D model kept, in images.")] = 3,
     feature_cache: FeatureCacheOption = None,
     no_feature_cache: NoCacheOption = False,
     seed: SeedOption = 0,
@@ -138,6 +146,13 @@ def reconstruct(
         f"pairs: {summary.positives} positive ({summary.positives_from_models} from models, "
         f"{summary.positives_verified_only} verified only), {summary.negatives} negative -> {summary.pairs_path}",
     ] + [f"unreadable: {name}" for name in summary.unreadable])
+
+
+def learning_rate(value: float) -> float:
+    """--lr's check: a usage error unless 0 < value <= 10."""
+    if not 0 < value <= 10:
+        raise typer.BadParameter(f"{value} is not in the range 0<x<=10.")
+    return value
 
 
 def parse_params(items: list[str]) -> dict[str, object]:
@@ -171,23 +186,25 @@ def train(
         = "bcdh",
     param: Annotated[Optional[list[str]], typer.Option(
         help="Method hyperparameter KEY=VALUE (repeatable; see docs/methods.md).")] = None,
-    bits: Annotated[int, typer.Option(help="Code length, a multiple of 8.")] = 64,
+    bits: Annotated[int, typer.Option(min=8, max=MAX_BITS, help="Code length, a multiple of 8.")] = 64,
     backbone: Annotated[str, typer.Option(help="mobilenet_v2, resnet18, resnet50, vgg16 or alexnet.")] = "mobilenet_v2",
     weights: Annotated[str, typer.Option(help="imagenet, none, or a state-dict file for the backbone.")] = "imagenet",
-    image_size: Annotated[int, typer.Option(help="Square input size in pixels.")] = 224,
-    hidden: Annotated[int, typer.Option(help="Width of a hidden layer before the hash layer (0: none).")] = 0,
+    image_size: Annotated[int, typer.Option(min=32, max=MAX_INPUT_SIZE, help="Square input size in pixels.")] = 224,
+    hidden: Annotated[int, typer.Option(
+        min=0, max=MAX_WIDTH, help="Width of a hidden layer before the hash layer (0: none).")] = 0,
     freeze_backbone: Annotated[Optional[bool], typer.Option(
         "--freeze-backbone/--train-backbone", show_default=False,
         help="Train only the head, on cached backbone features (fast), or the backbone too (default: the "
              "method's choice; frozen for bcdh).")] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs (deep methods).")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Pairs per step (bcdh) or images per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate of the head; a trained backbone uses lr/10.")] = 1e-3,
+    epochs: Annotated[int, typer.Option(min=1, max=MAX_EPOCHS, help="Training epochs (deep methods).")] = 10,
+    batch_size: Annotated[int, typer.Option(
+        min=2, max=MAX_BATCH, help="Pairs per step (bcdh) or images per step.")] = 32,
+    lr: Annotated[float, typer.Option(callback=learning_rate,
+                                      help="Learning rate of the head; a trained backbone uses lr/10.")] = 1e-3,
     optimizer: Annotated[str, typer.Option(
         help="adam, or rmsprop (DeepHash-pytorch's choice for its methods; DPSH trains far better with it).")]
         = "adam",
-    workers: Annotated[Optional[int], typer.Option(
-        help="Processes decoding images (default: none on a CPU, cores - 1 up to 4 beside a GPU).")] = None,
+    workers: WorkersOption = None,
     feature_cache: FeatureCacheOption = None,
     no_feature_cache: NoCacheOption = False,
     seed: SeedOption = 0,
@@ -234,9 +251,8 @@ def encode(
     inputs: Annotated[list[Path], typer.Argument(
         metavar="INPUTS", help="Images, folders, or text files listing image paths.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Code store (codes.h5); appended to if it exists.")],
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
-    workers: Annotated[Optional[int], typer.Option(
-        help="Processes decoding images (default: none on a CPU, cores - 1 up to 4 beside a GPU).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=MAX_BATCH, help="Images per forward pass.")] = 64,
+    workers: WorkersOption = None,
     device: DeviceOption = "auto",
     feature_cache: FeatureCacheOption = None,
     no_feature_cache: NoCacheOption = False,
@@ -269,7 +285,7 @@ def query(
         "--db", help="Database code store; repeat it to search several stores of one model (shards) as one.")],
     queries: Annotated[Path, typer.Option("--queries", help="Query code store (may be the database itself).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Results file (results.h5).")],
-    k: Annotated[int, typer.Option("-k", help="Neighbours per query.")] = 100,
+    k: Annotated[int, typer.Option("-k", min=1, help="Neighbours per query.")] = 100,
     ground_truth: Annotated[Optional[str], typer.Option(
         help="Evaluate against labels: 'stored' (those encoded with --labels; the default when both stores "
              "hold some), 'folders', a path,label CSV, or a pairs.h5 (its groups: 3D models joined by "
@@ -277,7 +293,7 @@ def query(
     metrics: Annotated[Optional[Path], typer.Option(help="Metrics file (default: metrics.json beside OUTPUT).")] = None,
     keep_self: Annotated[bool, typer.Option("--keep-self", help="Keep a query's own image in its results.")] = False,
     radius: Annotated[Optional[int], typer.Option(
-        help="Return every code within this Hamming distance instead of the k nearest.")] = None,
+        min=0, help="Return every code within this Hamming distance instead of the k nearest.")] = None,
     index: Annotated[str, typer.Option(
         help="Exact: flat (scan) or mih (multi-index hashing: tables in memory, for large query batches; "
              "fastest where neighbours are near). "

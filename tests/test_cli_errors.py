@@ -169,6 +169,41 @@ def test_outputs_in_the_way_are_refused_in_one_line(tmp_path, tiny, command, fra
     assert tiny["store"].read_bytes() == before and not any(folder.iterdir())
 
 
+@pytest.mark.parametrize("args, bound", [
+    (["query", "--db", "a.h5", "--queries", "a.h5", "-o", "r.h5", "-k", "0"], "greater than or equal to 1"),
+    (["query", "--db", "a.h5", "--queries", "a.h5", "-o", "r.h5", "-k", "-1"], "greater than or equal to 1"),
+    (["query", "--db", "a.h5", "--queries", "a.h5", "-o", "r.h5", "--radius", "-1"], "greater than or equal to 0"),
+    (["train", "-o", "m.pt", "--seed", "-1"], "greater than or equal to 0"),
+    (["train", "-o", "m.pt", "--seed", str(2**32)], "less than or equal to 4294967295"),
+    (["train", "-o", "m.pt", "--lr", "-1"], "not in the range 0<x<=10"),
+    (["train", "-o", "m.pt", "--batch-size", "0"], "greater than or equal to 2"),
+    (["train", "-o", "m.pt", "--image-size", "100000"], "less than or equal to 2048"),
+    (["train", "-o", "m.pt", "--workers", "-1"], "greater than or equal to 0"),
+    (["encode", "m.pt", "photos", "-o", "c.h5", "--batch-size", "-1"], "greater than or equal to 1"),
+    (["reconstruct", "photos", "-o", "w", "--min-model-size", "-1"], "greater than or equal to 2"),
+    (["reconstruct", "photos", "-o", "w", "--negatives-per-image", "-5"], "greater than or equal to 0"),
+])
+def test_options_out_of_range_are_usage_errors_that_state_the_range(tmp_path, args, bound):
+    result = run_cli(*args)
+    assert result.exit_code == 2 and bound in result.output and "Traceback" not in result.output, result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_batch_that_would_not_fit_in_memory_is_refused_before_encoding(tmp_path, tiny, monkeypatch):
+    monkeypatch.setattr("hashkit.hashing.memory.available_memory", lambda: 100 << 20)
+    result = run_cli("encode", tiny["model"], tiny["photos"], "-o", tmp_path / "c.h5", "--batch-size", "4096")
+    assert_one_line_error(result, "GiB available; lower --batch-size")
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_search_parameters_out_of_range_are_refused_in_one_line(tmp_path, tiny):
+    query = ["query", "--db", tiny["store"], "--queries", tiny["store"], "-o", tmp_path / "r.h5"]
+    assert_one_line_error(run_cli(*query, "--index", "ivf", "--index-param", "nprobe=0"), "nprobe must be")
+    assert_one_line_error(run_cli(*query, "--index", "multihash", "--index-param", "nflip=1000000000"),
+                          "nflip must be a whole number from 0 to")
+    assert not (tmp_path / "r.h5").exists()
+
+
 def test_query_outputs_that_would_clobber_each_other_are_refused_before_any_is_written(tmp_path, tiny):
     query = ["query", "--db", tiny["store"], "--queries", tiny["store"], "--ground-truth", "folders", "-k", "2"]
     assert_one_line_error(run_cli(*query, "-o", tmp_path / "r.h5", "--metrics", tmp_path / "r.h5"), "the same file")
@@ -203,9 +238,14 @@ def test_operating_system_errors_are_one_line(tiny):
 
 
 @pytest.mark.parametrize("change, fragment", [
-    (lambda config: config.pop("bits"), "'bits' is None"),
-    (lambda config: config.update(image_size=-5), "'image_size' is -5"),
-    (lambda config: config.update(schema_version=99), "newer hashkit"),
+    (lambda config: {k: v for k, v in config.items() if k != "bits"}, "'bits' is None"),
+    (lambda config: {**config, "image_size": -5}, "'image_size' is -5"),
+    (lambda config: {**config, "schema_version": 99}, "newer hashkit"),
+    (lambda config: {**config, "image_size": 100_000}, "'image_size' is 100000; it must be from 32 to 2048"),
+    (lambda config: {**config, "hidden": 10**9}, "'hidden' is 1000000000"),
+    (lambda config: [config], "is not a hashkit model file"),
+    (lambda config: None, "is not a hashkit model file"),
+    (lambda config: "a string", "is not a hashkit model file"),
 ])
 def test_model_config_is_validated_and_no_empty_store_is_left(tmp_path, tiny, change, fragment):
     import json
@@ -213,9 +253,7 @@ def test_model_config_is_validated_and_no_empty_store_is_left(tmp_path, tiny, ch
     import torch
 
     payload = torch.load(tiny["model"], weights_only=True)
-    config = json.loads(payload["config"])
-    change(config)
-    payload["config"] = json.dumps(config)
+    payload["config"] = json.dumps(change(json.loads(payload["config"])))
     model = tmp_path / "edited.pt"
     torch.save(payload, model)
     assert_one_line_error(run_cli("encode", model, tiny["photos"], "-o", tmp_path / "c.h5"), fragment)

@@ -51,7 +51,7 @@ def _hash(bits: int, rows: int) -> faiss.IndexBinary:
 
 
 def _ivf(bits: int, rows: int) -> faiss.IndexBinary:
-    lists = int(max(1, min(65536, 4 * np.sqrt(rows))))
+    lists = int(max(1, min(65536, 4 * np.sqrt(rows), rows)))  # k-means needs at least a code per list
     index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
     index.nprobe = max(1, lists // 32)
     return index
@@ -72,7 +72,7 @@ INDEXES = {kind.name: kind for kind in (
               "substrings of 16 bits, buckets within nflip (1) flips probed", _multi_hash, ("nflip",)),
     IndexKind("hash", False, "hash of the first 24 bits (FAISS IndexBinaryHash), buckets within nflip (1) "
               "flips probed", _hash, ("nflip",)),
-    IndexKind("ivf", False, "inverted file (FAISS IndexBinaryIVF): 4 sqrt(N) lists, nprobe (1/32 of them) "
+    IndexKind("ivf", False, "inverted file (FAISS IndexBinaryIVF): 4 sqrt(N) lists (at most N), nprobe (1/32 of them) "
               "probed", _ivf, ("nprobe",)),
     IndexKind("hnsw", False, "HNSW graph (FAISS IndexBinaryHNSW): 32 links, efSearch 128", _hnsw, ("efSearch",)),
 )}
@@ -90,9 +90,22 @@ def tune(index: faiss.IndexBinary, kind: IndexKind, params: dict[str, object]) -
         if key not in kind.search_params:
             allowed = ", ".join(kind.search_params) or "none"
             raise UserError(f"index {kind.name} has no search parameter {key!r} (it has: {allowed})")
-        if not isinstance(value, int) or value < 0:
-            raise UserError(f"--index-param {key} must be a whole number >= 0, got {value!r}")
+        low, high = _search_param_range(index, key)
+        if not isinstance(value, int) or not low <= value <= high:
+            raise UserError(f"--index-param {key} must be a whole number from {low} to {high} for this "
+                            f"{kind.name} index, got {value!r}")
         setattr(index.hnsw if key == "efSearch" else index, key, value)
+
+
+def _search_param_range(index: faiss.IndexBinary, key: str) -> tuple[int, int]:
+    """The values of search parameter ``key`` that mean something for ``index``: bit flips up to a
+    substring's length, probes up to its lists, a search list up to its codes (FAISS refuses some
+    others, and runs unboundedly long on others)."""
+    if key == "nflip":
+        return 0, index.b
+    if key == "nprobe":
+        return 1, index.nlist
+    return 1, max(index.ntotal, 1)  # efSearch
 
 
 def build_index(kind: IndexKind, codes: np.ndarray) -> faiss.IndexBinary:

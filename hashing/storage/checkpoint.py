@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError, existing_file, refuse_newer_schema
+from ..memory import MAX_BITS, MAX_INPUT_SIZE, MAX_WIDTH
 from ..training.methods import Method, saved_method
 from ..training.network import HashNetwork
 from .locking import file_digest, write_torch
@@ -56,7 +57,7 @@ def read_checkpoint(path: Path) -> tuple[dict, dict]:
         state = payload["state_dict"]
     except Exception as error:  # noqa: BLE001 - any failure means this is not a usable model file
         raise UserError(f"{path} is not a readable hashkit model file ({type(error).__name__})") from error
-    if config.get("schema") != SCHEMA:
+    if not isinstance(config, dict) or config.get("schema") != SCHEMA or not isinstance(state, dict):
         raise UserError(f"{path} is not a hashkit model file")
     _check_config(config, path)
     return config, state
@@ -78,10 +79,10 @@ def network_from_state(config: dict, state: dict, path: Path) -> HashNetwork:
 
 CONFIG_FIELDS = {  # key: (type, test of a valid value, what a valid value is)
     "method": (str, bool, "a method name"),
-    "bits": (int, lambda v: v > 0 and v % 8 == 0, "a positive multiple of 8"),
+    "bits": (int, lambda v: 0 < v <= MAX_BITS and v % 8 == 0, f"a positive multiple of 8 up to {MAX_BITS}"),
     "backbone": (str, bool, "a backbone name"),
-    "image_size": (int, lambda v: v >= 32, "at least 32"),
-    "hidden": (int, lambda v: v >= 0, "at least 0"),
+    "image_size": (int, lambda v: 32 <= v <= MAX_INPUT_SIZE, f"from 32 to {MAX_INPUT_SIZE}"),
+    "hidden": (int, lambda v: 0 <= v <= MAX_WIDTH, f"from 0 to {MAX_WIDTH}"),
     "mean": (list, lambda v: len(v) == 3, "three numbers"),
     "std": (list, lambda v: len(v) == 3 and all(x > 0 for x in v), "three positive numbers"),
     "params": (dict, lambda v: True, "a dict"),

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import UserError, existing_file
 from ..evaluation.ground_truth import load_labels
-from ..memory import keep_freed_memory
+from ..memory import check_batch_memory, keep_freed_memory
 from ..training.images import resolve_inputs
 from ..user_cache import default_cache_dir, traced_networks_dir
 from .locking import exclusive_lock, file_digest, output_file
@@ -75,6 +75,7 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
         torch_device = resolve_device(device)
         model = load_for_encoding(model_path, traced_networks_dir(), torch_device)
         config = model.config
+        check_batch_memory(batch_size, config["image_size"], "inference", "--batch-size")
         meta = StoreMeta(config["bits"], config["method"], model.digest, config["backbone"], __version__)
         keep_freed_memory()
         if overwrite:

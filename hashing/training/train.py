@@ -16,7 +16,7 @@ from hashkit.sfm_pairs.pairs_file import read_pairs
 from .. import __version__
 from ..errors import UserError
 from ..evaluation.ground_truth import label_matrix, load_labels, vocabulary
-from ..memory import keep_freed_memory
+from ..memory import check_batch_memory, keep_freed_memory
 from ..runtime import resolve_device, seed_everything
 from ..storage.checkpoint import build_network, save_checkpoint
 from ..storage.locking import exclusive_lock, output_file
@@ -98,6 +98,11 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
     keep_freed_memory()
     frozen = isinstance(method, FeatureMethod) or (method.freezes_backbone if options.freeze_backbone is None
                                                    else options.freeze_backbone)
+    if frozen:  # features are computed in batches of at least 64
+        check_batch_memory(max(options.batch_size, 64), options.image_size, "inference", "--image-size")
+    else:  # a batch of pairs holds up to twice as many images
+        check_batch_memory(options.batch_size * (2 if method.supervision == "pairs" else 1), options.image_size,
+                           "training", "--batch-size or --image-size")
     distributed.start(device)
     writer = distributed.main_process()  # under torchrun, rank 0 alone writes the model and checkpoints
     with exclusive_lock(output) if writer else nullcontext():
