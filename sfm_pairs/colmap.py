@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -24,6 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
+
+if threading.current_thread() is threading.main_thread():  # signal handlers are set from the main thread only
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # pycolmap's import put glog's handler there, which prints a
+    # C++ stack dump on a plain kill; the default ends the process at once and quietly (finished stages are kept)
 
 from hashkit.hashing.errors import UserError
 from hashkit.hashing.storage.disk_space import METADATA_BYTES, ensure_room

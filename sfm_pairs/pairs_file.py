@@ -12,6 +12,7 @@ import numpy as np
 from hashkit.hashing import __version__
 from hashkit.hashing.errors import UserError, existing_file, refuse_newer_schema
 from hashkit.hashing.storage.locking import hdf5_in_memory, write_bytes
+from hashkit.hashing.storage.text_column import decoded, encoded
 
 SCHEMA = "hashkit.pairs"
 SCHEMA_VERSION = 2  # 2 added group and inlier_matches; version 1 files still read
@@ -58,14 +59,14 @@ def write_pairs(path: Path, pairs: Pairs) -> None:
         f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION,
                        photo_root=str(pairs.photo_root), hashkit_version=__version__,
                        settings=json.dumps(pairs.settings, sort_keys=True))
-        f.create_dataset("images", data=pairs.images, dtype=_STR)
+        f.create_dataset("images", data=[encoded(name) for name in pairs.images], dtype=_STR)
         f.create_dataset("model_id", data=pairs.model_id.astype(np.int32))
         f.create_dataset("positives", data=pairs.positives.astype(np.int32).reshape(-1, 2))
         f.create_dataset("shared_points", data=pairs.shared_points.astype(np.int32))
         f.create_dataset("negatives", data=pairs.negatives.astype(np.int32).reshape(-1, 2))
         f.create_dataset("group", data=pairs.group.astype(np.int32))
         f.create_dataset("inlier_matches", data=pairs.inlier_matches.astype(np.int32))
-        f.create_dataset("unreadable", data=pairs.unreadable, dtype=_STR)
+        f.create_dataset("unreadable", data=[encoded(name) for name in pairs.unreadable], dtype=_STR)
     write_bytes(path, image.getvalue())
 
 
@@ -80,19 +81,19 @@ def read_pairs(path: Path) -> Pairs:
             refuse_newer_schema(path, "pairs", int(f.attrs.get("schema_version", 0)), SCHEMA_VERSION)
             pairs = Pairs(
                 photo_root=Path(f.attrs["photo_root"]),
-                images=[s.decode() for s in f["images"][:]],
+                images=[decoded(s) for s in f["images"][:]],
                 model_id=f["model_id"][:],
                 positives=f["positives"][:],
                 shared_points=f["shared_points"][:],
                 negatives=f["negatives"][:],
-                unreadable=[s.decode() for s in f["unreadable"][:]],
+                unreadable=[decoded(s) for s in f["unreadable"][:]],
                 settings=json.loads(f.attrs["settings"]),
                 group=f["group"][:] if "group" in f else None,
                 inlier_matches=f["inlier_matches"][:] if "inlier_matches" in f else None,
             )
     except OSError as error:
         raise UserError(f"cannot read {path} as HDF5: {error}") from error
-    except (KeyError, ValueError, AttributeError) as error:  # a dataset or attribute missing or of the wrong kind
+    except (KeyError, ValueError, AttributeError, TypeError) as error:  # a dataset or attribute missing or mistyped
         raise UserError(f"{path} is not a complete hashkit pairs file ({type(error).__name__}: {error})") from error
     problem = _inconsistency(pairs)
     if problem:

@@ -142,12 +142,12 @@ def _split_readable(paths: list[Path], root: Path) -> tuple[list[str], list[str]
 def _pin(sfm_dir: Path, filename: str, text: str, what: str) -> None:
     """Record ``text`` in a new SfM folder; refuse to resume one whose record differs."""
     record = sfm_dir / filename
-    if record.exists():
-        if record.read_text(encoding="utf-8") != text:
+    if record.exists():  # names kept as their bytes (surrogateescape): a photo's name need not be UTF-8
+        if record.read_text(encoding="utf-8", errors="surrogateescape") != text:
             raise UserError(f"{sfm_dir} was built from {what}; use --overwrite to reconstruct again")
         return
     sfm_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(text, encoding="utf-8")
+    record.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def _mine(photos_dir: Path, names: list[str], unreadable: list[str], sfm: SfmResult, matcher: str,

@@ -62,6 +62,10 @@ def make_corpus(folder: Path) -> dict[str, bool]:
     expected["loop-a.jpg"] = expected["loop-b.jpg"] = False
     (folder / "folder-loop").symlink_to(folder)  # a folder that contains itself
     (folder / "notes.txt").write_text("not an image: ignored")
+    with open(folder / "two-gibibytes.jpg", "wb") as f:  # a valid header, then a sparse hole: nothing to read
+        f.write(_jpeg(rng))
+        f.truncate(2 << 30)
+    expected["two-gibibytes.jpg"] = False
     return expected
 
 

@@ -4,10 +4,15 @@ broken ones are reported by the path given, and no step fails or prints a traceb
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
+import h5py
 import pytest
+
+from hashkit.hashing.storage.store import read_store
+from hashkit.sfm_pairs.pairs_file import read_pairs
 
 from .bad_inputs import make_corpus
 from .conftest import run_cli
@@ -61,3 +66,26 @@ def test_train_encode_and_query_use_the_valid_images_and_list_the_broken(tmp_pat
         assert "/proc/self/mem" in summary["unreadable"], "named as given, not as /proc/PID/mem"
         assert summary["encoded"] == sum(expected.values())
         clean(run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / f"{name}-results.h5", "-k", "3"))
+
+
+def test_photos_whose_names_are_not_utf8_go_through_every_command(tmp_path, scene_set):
+    """Names in Latin-1 (an old camera's, a Windows zip's): Python reads their undecodable bytes as
+    surrogates; the pairs file, the store and the results keep the exact bytes (docs/formats.md)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, photo in enumerate(sorted((scene_set / "photos").iterdir())):
+        name = photo.name.encode() if i % 2 else b"caf\xe9-" + photo.name.encode()  # not valid UTF-8
+        shutil.copy(photo, os.path.join(os.fsencode(folder), name))
+    work, model, store = tmp_path / "work", tmp_path / "model.pt", tmp_path / "codes.h5"
+    clean(run_cli("reconstruct", folder, "-o", work))
+    assert sorted(read_pairs(work / "pairs.h5").images) == sorted(os.listdir(folder))
+    clean(run_cli("train", "--pairs", work / "pairs.h5", "-o", model, "--bits", "16", "--epochs", "1"))
+    clean(run_cli("encode", model, folder, "-o", store))
+    clean(run_cli("encode", model, folder, "-o", store))  # a rerun finds every name already stored
+    assert sorted(read_store(store).paths) == sorted(str(folder / name) for name in os.listdir(folder))
+    results = tmp_path / "out" / "results.h5"
+    clean(run_cli("query", "--db", store, "--queries", store, "-o", results, "--ground-truth", work / "pairs.h5",
+                  "--report", tmp_path / "out" / "report"))
+    with h5py.File(results) as f:
+        assert sorted(f["query_paths"][:].tolist()) == sorted(os.fsencode(path) for path in read_store(store).paths)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["mAP"] > 0.5

@@ -59,7 +59,7 @@ def test_damaged_files_exit_1_in_one_line(tmp_path, files):
                                                        f.create_dataset("distances", data=np.zeros((3, 5))))),
                     "inconsistent"),
         "pairs": (lambda p: damage_h5(p, lambda f: f["positives"].__setitem__((0, 0), 10**6)), "names image"),
-        "metrics": (lambda p: p.write_text(json.dumps({"evaluated_queries": 3})), "not a complete metrics.json"),
+        "metrics": (lambda p: p.write_text(json.dumps({"evaluated_queries": 3})), "not a metrics.json written by"),
     }
     for kind, (damage, fragment) in cases.items():
         copy = tmp_path / files[kind].name

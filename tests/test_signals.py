@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -104,3 +105,10 @@ def test_ctrl_c_says_what_was_kept_and_exits_130(tmp_path, slow_encode):
     assert process.returncode == 130
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted: the codes committed so far are kept"), stderr
+
+
+def test_a_plain_kill_of_reconstruct_prints_no_colmap_stack_dump():
+    """pycolmap's import installs glog's handler, which printed a C++ stack dump on SIGTERM."""
+    killed = subprocess.run([sys.executable, "-c", "import os, signal, time; import hashkit.sfm_pairs.colmap; "
+                             "os.kill(os.getpid(), signal.SIGTERM); time.sleep(10)"], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGTERM and killed.stderr == "", killed.stderr

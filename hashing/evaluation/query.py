@@ -21,6 +21,7 @@ from ..memory import available_memory
 from ..storage.index_files import load_saved_index
 from ..storage.locking import exclusive_lock, hdf5_in_memory, output_file, write_bytes
 from ..storage.store import StoreContents, StoreSet, check_same_model, read_store
+from ..storage.text_column import encoded
 from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, load_landmark_lists, vocabulary
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
 from .mih import MultiIndex, table_bytes
@@ -293,11 +294,11 @@ class _PathsOf:
 
 def _knn_results(distances: np.ndarray, ids: np.ndarray, query_paths: list[str], paths: _PathsOf, db: StoreSet,
                  index: str) -> bytes:
-    result_paths = np.array(paths(ids), dtype=object).reshape(ids.shape)
+    result_paths = np.array([encoded(path) for path in paths(ids)], dtype=object).reshape(ids.shape)
     with _results_file(db, index, "knn") as (f, image):
         f.create_dataset("ids", data=ids)
         f.create_dataset("distances", data=distances)
-        f.create_dataset("query_paths", data=query_paths, dtype=_STR)
+        f.create_dataset("query_paths", data=[encoded(path) for path in query_paths], dtype=_STR)
         f.create_dataset("paths", data=result_paths, dtype=_STR)
     return image.getvalue()
 
@@ -309,8 +310,8 @@ def _radius_results(offsets: np.ndarray, distances: np.ndarray, ids: np.ndarray,
         f.create_dataset("offsets", data=offsets)
         f.create_dataset("ids", data=ids)
         f.create_dataset("distances", data=distances)
-        f.create_dataset("query_paths", data=query_paths, dtype=_STR)
-        f.create_dataset("paths", data=paths(ids), dtype=_STR)
+        f.create_dataset("query_paths", data=[encoded(path) for path in query_paths], dtype=_STR)
+        f.create_dataset("paths", data=[encoded(path) for path in paths(ids)], dtype=_STR)
     return image.getvalue()
 
 

@@ -75,7 +75,7 @@ def write_report(folder: Path, metrics: dict | None, query_paths: list[str], res
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</table></body></html>")
     page = folder / "index.html"
-    write_bytes(page, "\n".join(parts).encode())
+    write_bytes(page, "\n".join(parts).encode("utf-8", "replace"))  # a name's undecodable bytes shown as "?"
     return page
 
 

@@ -111,8 +111,9 @@ def _results(path: Path) -> dict:
             values = ids[:]
             if values.size and values.min() < -1:
                 raise UserError(f"{path} is inconsistent: a result row below -1")
-        except KeyError as error:
-            raise UserError(f"{path} is not a complete hashkit results file ({error})") from error
+        except (KeyError, TypeError, AttributeError, ValueError) as error:  # missing, or of another kind
+            raise UserError(f"{path} is not a complete hashkit results file ({type(error).__name__}: {error})") \
+                from error
     summary["database_exists"] = Path(summary["database"]).is_file()
     return summary
 
@@ -149,16 +150,15 @@ def _model(path: Path) -> dict:
 
 
 def _metrics(path: Path, metrics: dict) -> dict:
-    """A metrics.json, read as ``metrics``."""
-    k = metrics.get("k")
+    """A metrics.json, read as ``metrics`` and checked as ``hashkit compare`` checks it."""
+    from ..evaluation.compare import metrics_row
+
     if "evaluated_queries" not in metrics:
         raise UserError(f"{path} is a JSON file, but not a metrics.json from 'hashkit query'")
-    if not isinstance(k, int) or not isinstance(metrics.get("evaluated_queries"), int):
-        raise UserError(f"{path} is not a complete metrics.json (k or evaluated_queries missing)")
-    headline = {key: metrics.get(key) for key in ("mAP", f"mAP@{k}", f"precision@{k}")}
-    return {"kind": "metrics", "k": k, "queries": metrics.get("queries"),
-            "evaluated_queries": metrics["evaluated_queries"], "method": metrics.get("method"),
-            "bits": metrics.get("bits"), **headline, "tie_aware_mAP": (metrics.get("tie_aware") or {}).get("mAP")}
+    row, k = metrics_row(path, path.name, metrics), metrics["k"]
+    return {"kind": "metrics", "k": k, "queries": metrics.get("queries"), "evaluated_queries": row["queries"],
+            "method": row["method"], "bits": row["bits"], "mAP": row["mAP"], f"mAP@{k}": row["mAP@k"],
+            f"precision@{k}": row["precision@k"], "tie_aware_mAP": row["tie-aware mAP"]}
 
 
 def _saved_index(path: Path) -> dict:

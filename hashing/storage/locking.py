@@ -55,7 +55,7 @@ def lock_file(target: Path) -> Path:
     absolute path, so that no lock file litters the user's folders and every process that names
     the target, by any path, finds the same lock."""
     real = os.path.realpath(target)
-    return lock_folder() / f"{hashlib.sha256(real.encode()).hexdigest()[:32]}.lock"
+    return lock_folder() / f"{hashlib.sha256(os.fsencode(real)).hexdigest()[:32]}.lock"
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from ..errors import UserError, existing_file, refuse_newer_schema
 from ..evaluation.ground_truth import SEPARATOR, LabelSet
 from .disk_space import METADATA_BYTES, chunk_growth, ensure_room
 from .locking import when_released, written_atomically
-from .text_column import READ_ROWS, TextColumn
+from .text_column import READ_ROWS, TextColumn, decoded, encoded
 
 SCHEMA = "hashkit.codes"
 SCHEMA_VERSION = 2  # 2: paths and labels as bytes and end offsets; version 1 (vlen strings) is read only
@@ -59,7 +59,7 @@ def label_cell(label_set: LabelSet | None) -> str:
 
 
 def _label_set(cell: bytes) -> LabelSet | None:
-    return tuple(cell.decode().split(SEPARATOR)) if cell else None
+    return tuple(decoded(cell).split(SEPARATOR)) if cell else None
 
 
 def pack_codes(outputs: np.ndarray) -> np.ndarray:
@@ -83,14 +83,18 @@ def _meta(f: h5py.File, path: Path) -> StoreMeta:
         if "paths" not in f and "paths_ends" not in f:
             raise KeyError("no paths")
         count, codes, paths = int(f.attrs["count"]), f["codes"], TextColumn(f, "paths")
-    except (KeyError, ValueError, TypeError) as error:
+        labels = TextColumn(f, "labels")
+    except (KeyError, ValueError, TypeError, AttributeError) as error:
         raise UserError(f"{path} is not a complete hashkit code store ({type(error).__name__}: {error})") from error
-    if meta.bits <= 0 or meta.bits % 8 or codes.dtype != np.uint8 or codes.shape[1:] != (meta.bits // 8,):
-        raise UserError(f"{path} is inconsistent: codes of shape {codes.shape} and type {codes.dtype} "
-                        f"for {meta.bits}-bit codes")
-    if not 0 <= count <= min(len(codes), paths.rows):
-        raise UserError(f"{path} is inconsistent: {count} committed rows, but {len(codes)} codes and "
-                        f"{paths.rows} paths")
+    if not isinstance(codes, h5py.Dataset) or meta.bits <= 0 or meta.bits % 8 or codes.dtype != np.uint8 \
+            or codes.shape[1:] != (meta.bits // 8,) or codes.chunks is None:
+        raise UserError(f"{path} is inconsistent: codes of shape {getattr(codes, 'shape', None)} and type "
+                        f"{getattr(codes, 'dtype', None)} for {meta.bits}-bit codes")
+    if not 0 <= count <= len(codes):
+        raise UserError(f"{path} is inconsistent: {count} committed rows, but {len(codes)} codes")
+    problem = paths.problem(count) or labels.problem(min(count, labels.rows))
+    if problem:
+        raise UserError(f"{path} is inconsistent: {problem}")
     return meta
 
 
@@ -133,14 +137,14 @@ class StoreReader:
         return self.file["codes"][:self.count]
 
     def paths(self) -> list[str]:
-        return [cell.decode() for start in range(0, self.count, READ_ROWS)
+        return [decoded(cell) for start in range(0, self.count, READ_ROWS)
                 for cell in self._paths.cells(start, min(start + READ_ROWS, self.count))]
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, list[str], list[str]]:
         """Codes, paths and stored label cells ("" unknown) of rows ``start`` to ``stop``."""
         stop = min(stop, self.count)
-        codes, paths = self.file["codes"][start:stop], [cell.decode() for cell in self._paths.cells(start, stop)]
-        cells = [cell.decode() for cell in self._labels.cells(start, stop)]
+        codes, paths = self.file["codes"][start:stop], [decoded(cell) for cell in self._paths.cells(start, stop)]
+        cells = [decoded(cell) for cell in self._labels.cells(start, stop)]
         return codes, paths, cells + [""] * (len(paths) - len(cells))
 
     def paths_at(self, rows: np.ndarray) -> list[str]:
@@ -148,12 +152,12 @@ class StoreReader:
         stretches of the store that hold them."""
         rows = np.asarray(rows, np.int64).ravel()
         wanted = np.unique(rows[(rows >= 0) & (rows < self.count)])
-        found = dict(zip(wanted.tolist(), (cell.decode() for cell in self._paths.at(wanted))))
+        found = dict(zip(wanted.tolist(), (decoded(cell) for cell in self._paths.at(wanted))))
         return [found.get(row, "") for row in rows.tolist()]
 
     def rows_of(self, paths: list[str]) -> np.ndarray:
         """The row holding each of ``paths`` (-1 where none does), in one pass over the store's paths."""
-        wanted = {path.encode(): i for i, path in enumerate(paths)}
+        wanted = {encoded(path): i for i, path in enumerate(paths)}
         rows = np.full(len(paths), -1, np.int64)
         for start in range(0, self.count, READ_ROWS):
             for offset, cell in enumerate(self._paths.cells(start, min(start + READ_ROWS, self.count))):

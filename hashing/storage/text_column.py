@@ -17,6 +17,17 @@ READ_ROWS = 1 << 20  # rows read at a time by callers that stream a column
 RUN_GAP = 4096  # wanted rows closer than this are read together, with the rows between them
 
 
+def encoded(value: str) -> bytes:
+    """A string as the column keeps it: UTF-8, with the undecodable bytes of a file name that Python
+    read as surrogates (``os.fsdecode``) given back as they were."""
+    return value.encode("utf-8", "surrogateescape")
+
+
+def decoded(cell: bytes) -> str:
+    """A cell as a string: ``encoded``'s inverse; bytes that are not UTF-8 become surrogates."""
+    return cell.decode("utf-8", "surrogateescape")
+
+
 class TextColumn:
     """One UTF-8 string a row: ``NAME_bytes`` (uint8, the strings end to end) and ``NAME_ends``
     (int64, where each row's string ends in them), or, read only, the variable-length strings
@@ -28,6 +39,23 @@ class TextColumn:
         if self.packed:
             self.ends, self.bytes = file[f"{name}_ends"], file[f"{name}_bytes"]
         self.rows = len(self.ends) if self.packed else len(file[name]) if name in file else 0
+
+    def problem(self, rows: int) -> str | None:
+        """What keeps the column from holding ``rows`` readable rows (wrong kinds of datasets, too
+        few rows, end offsets past its bytes), or None."""
+        if not self.packed:
+            column = self.file.get(self.name)
+            if column is not None and (not isinstance(column, h5py.Dataset) or column.dtype.kind not in "OSU"):
+                return f"{self.name} is not a column of strings"
+        elif not (isinstance(self.ends, h5py.Dataset) and isinstance(self.bytes, h5py.Dataset)
+                  and self.ends.ndim == 1 and self.ends.dtype.kind in "iu"
+                  and self.bytes.ndim == 1 and self.bytes.dtype == np.uint8):
+            return f"{self.name}_ends and {self.name}_bytes are not end offsets and bytes"
+        if self.rows < rows:
+            return f"{self.name} has {self.rows} rows, fewer than {rows}"
+        if self.packed and rows and not 0 <= int(self.ends[rows - 1]) <= len(self.bytes):
+            return f"{self.name}_ends points past the {len(self.bytes)} bytes of {self.name}_bytes"
+        return None
 
     @staticmethod
     def create(file: h5py.File, name: str) -> None:
@@ -73,19 +101,19 @@ class TextColumn:
 
     def growth(self, row: int, values: list[str]) -> int:
         """Bytes the file grows by when ``write(row, values)`` (whole chunks, ``chunk_growth``)."""
-        end = self._begin(row) + sum(len(value.encode()) for value in values)
+        end = self._begin(row) + sum(len(encoded(value)) for value in values)
         return chunk_growth(self.bytes, end) + chunk_growth(self.ends, row + len(values))
 
     def write(self, row: int, values: list[str]) -> None:
         """Rows from ``row`` on set to ``values``, written after row ``row - 1``'s bytes: no byte
         of an earlier row is rewritten. The column ends with them."""
-        encoded = [value.encode() for value in values]
+        cells = [encoded(value) for value in values]
         begin = self._begin(row)
-        ends = begin + np.cumsum([len(cell) for cell in encoded], dtype=np.int64)
+        ends = begin + np.cumsum([len(cell) for cell in cells], dtype=np.int64)
         end = int(ends[-1]) if len(ends) else begin
         self.bytes.resize(end, axis=0)
         if end > begin:
-            self.bytes[begin:end] = np.frombuffer(b"".join(encoded), np.uint8)
+            self.bytes[begin:end] = np.frombuffer(b"".join(cells), np.uint8)
         self.ends.resize(row + len(values), axis=0)
         self.ends[row:] = ends
         self.rows = row + len(values)

@@ -28,7 +28,7 @@ from ..progress import progress
 from ..runtime import to_device
 from ..storage.disk_space import METADATA_BYTES, NoSpaceError, chunk_growth, ensure_room
 from ..storage.locking import exclusive_lock
-from ..storage.text_column import TextColumn
+from ..storage.text_column import TextColumn, decoded
 from .data import Normalizer, eval_loader
 
 SCHEMA = "hashkit.features"
@@ -83,7 +83,10 @@ class FeatureCache:
         if state != self._read_as:
             with h5py.File(self.path, "r") as f:
                 count = self._checked_count(f)
-                paths = [p.decode() for p in TextColumn(f, "paths").cells(0, count)]
+                column = TextColumn(f, "paths")
+                if problem := column.problem(count):
+                    raise ValueError(problem)
+                paths = [decoded(p) for p in column.cells(0, count)]
                 stamps = f["stamps"][:count]
                 if len(paths) != count or len(stamps) != count or len(f["features"]) < count:
                     raise ValueError(f"{count} committed rows, but {len(paths)} paths and {len(stamps)} stamps")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from PIL import Image
 from ..errors import UserError
 
 MAX_PIXELS = 100_000_000  # larger images are refused: a 20,000 x 20,000 PNG of a few hundred KB decodes to 1.2 GB
+MAX_FILE_BYTES = 1 << 30  # larger files are refused unread (OpenCV aborts on 2 GiB); 100 MP at 16-bit RGBA is 0.8 GB
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
 
 
@@ -78,12 +78,14 @@ def read_rgb(path: Path, min_side: int | None = None) -> np.ndarray | None:
     decode to more than MAX_PIXELS pixels. With ``min_side``, a JPEG whose shorter side is at least
     twice that is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT scaling: an antialiased
     downscale at a fraction of the cost of a full decode), its shorter side staying >= min_side."""
-    try:
-        raw = Path(path).read_bytes() if Path(path).is_file() else b""
+    try:  # the size and the header first: a huge file is refused before its body is read
+        if not Path(path).is_file() or not 0 < Path(path).stat().st_size <= MAX_FILE_BYTES:
+            return None
+        header = _header(Path(path))
+        if header.width * header.height > MAX_PIXELS:
+            return None
+        raw = Path(path).read_bytes()
     except OSError:  # an I/O error, a file that vanished or cannot be opened
-        return None
-    header = _header(raw)
-    if header is None or header.width * header.height > MAX_PIXELS:
         return None
     flag = _REDUCED_JPEG.get(_reduction(header, min_side), cv2.IMREAD_COLOR)
     with _quiet_stderr():  # libpng prints "libpng error: ..." for a damaged PNG; the caller reports it
@@ -102,13 +104,11 @@ class _Header(NamedTuple):
     format: str | None
 
 
-def _header(raw: bytes) -> _Header | None:
-    """Size and format from the file's header; None for an empty file, (0, 0, None) when Pillow does
+def _header(path: Path) -> _Header:
+    """Size and format from the file's header (Pillow reads no more); (0, 0, None) when Pillow does
     not know the format (OpenCV may still), more than MAX_PIXELS when Pillow refuses it as a bomb."""
-    if not raw:
-        return None
     try:
-        with Image.open(io.BytesIO(raw)) as image:  # reads the header only; BytesIO shares the bytes
+        with Image.open(path) as image:
             return _Header(image.width, image.height, image.format)
     except Image.DecompressionBombError:  # Pillow's own limit, above ours
         return _Header(MAX_PIXELS + 1, 1, None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,7 @@ def fingerprint(options: dict, paths: list[Path]) -> str:
     """SHA-256 of the training options and image paths a checkpoint belongs to."""
     digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode())
     for path in paths:
-        digest.update(str(path).encode() + b"\0")
+        digest.update(os.fsencode(path) + b"\0")  # a name need not be UTF-8
     return digest.hexdigest()
 
 
