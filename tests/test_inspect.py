@@ -84,3 +84,21 @@ def test_a_stale_saved_index_is_reported(tmp_path, files, tiny):  # noqa: F811
     assert run_cli("encode", tiny["model"], extra, "-o", tmp_path / "codes.h5", "--workers", "0",
                    "--no-feature-cache").exit_code == 0
     assert_one_line_error(run_cli("inspect", tmp_path / "codes.h5.multihash.faiss"), "stale")
+
+
+def test_an_altered_saved_index_and_results_past_their_database_are_refused(tmp_path, files):
+    for name in ("codes.h5", "codes.h5.multihash.faiss", "codes.h5.multihash.json"):
+        shutil.copy(files["codes"].with_name(name), tmp_path / name)
+    index = tmp_path / "codes.h5.multihash.faiss"
+    data = bytearray(index.read_bytes())
+    data[-1] ^= 1  # a code of the index changed: its stamp still describes the store
+    index.write_bytes(bytes(data))
+    assert_one_line_error(run_cli("inspect", index), "does not match its stamp")
+    query = ["query", "--db", tmp_path / "codes.h5", "--queries", tmp_path / "codes.h5", "-k", "2"]
+    result = run_cli(*query, "-o", tmp_path / "r.h5", "--index", "multihash")
+    assert result.exit_code == 0 and "saved index is stale" in result.output, result.output  # rebuilt, not searched
+
+    results = tmp_path / "r.h5"
+    with h5py.File(results, "r+") as f:
+        f["ids"][0, 0] = 99  # the database holds 3 rows
+    assert_one_line_error(run_cli("inspect", results), "name row 99, but its database holds 3 rows")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import run_cli
+from .conftest import noise_photos, run_cli
 from .test_cli_errors import HASHKIT
 from .test_signals import alive, descendants
 
@@ -104,3 +104,18 @@ def test_a_checkpoint_is_not_resumed_with_other_options(tmp_path, work_dir, digi
     other = [a if a != "3" else "4" for a in args]  # another seed
     result = run_cli("train", "-o", model, *other, "--resume")
     assert result.exit_code == 1 and "made with other options" in result.stderr
+
+
+@pytest.mark.parametrize("method, extra", [("bcdh", ["--train-backbone"]), ("dsah", ["--freeze-backbone"])])
+def test_the_same_seed_gives_the_same_model_with_a_cold_or_a_warm_feature_cache(tmp_path, method, extra):
+    """The first run computes and caches the features, the second reads them: same weights. (BCDH
+    from images mines its pairs from the features even when it trains the backbone.)"""
+    photos = noise_photos(tmp_path / "photos", 40, 40, ".png")
+    models = [tmp_path / f"{run}.pt" for run in ("cold", "warm")]
+    for model in models:
+        result = run_cli("train", "--images", photos, "-o", model, "--method", method, "--bits", "16",
+                         "--image-size", "32", "--epochs", "2", "--batch-size", "8", "--workers", "0",
+                         "--feature-cache", tmp_path / "cache", *extra)
+        assert result.exit_code == 0, result.output
+    cold, warm = (torch.load(model, weights_only=True)["state_dict"] for model in models)
+    assert all(torch.equal(cold[key], warm[key]) for key in cold)

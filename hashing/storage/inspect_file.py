@@ -114,7 +114,15 @@ def _results(path: Path) -> dict:
         except (KeyError, TypeError, AttributeError, ValueError) as error:  # missing, or of another kind
             raise UserError(f"{path} is not a complete hashkit results file ({type(error).__name__}: {error})") \
                 from error
-    summary["database_exists"] = Path(summary["database"]).is_file()
+    databases = [Path(name) for name in summary.get("databases", [summary["database"]])]
+    summary["database_exists"] = all(database.is_file() for database in databases)
+    if summary["database_exists"] and values.size:
+        from .store import StoreSet
+
+        with StoreSet(databases) as db:
+            if values.max() >= db.count:
+                raise UserError(f"{path} is inconsistent: its results name row {int(values.max())}, but its "
+                                f"database holds {db.count} rows (the store changed since the query?)")
     return summary
 
 

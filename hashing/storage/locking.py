@@ -20,6 +20,7 @@ from .disk_space import NoSpaceError, is_out_of_space, no_space, room_for
 
 T = TypeVar("T")
 GRACE_SECONDS = 2.0  # how long a lock held by a process that is dying is waited for
+HDF5_LAYOUT = ("v108", "latest")  # HDF5 1.8 on: its metadata carries checksums, so damage is told, not read
 LOCK_ROOT = Path("/tmp")  # where every run of this machine finds the lock folders, whatever its environment
 
 
@@ -156,7 +157,7 @@ def hdf5_in_memory() -> Iterator[tuple]:
     import h5py
 
     image = io.BytesIO()
-    with h5py.File(image, "w") as f:
+    with h5py.File(image, "w", libver=HDF5_LAYOUT) as f:
         yield f, image
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import UserError, existing_file, refuse_newer_schema
 from ..evaluation.ground_truth import SEPARATOR, LabelSet
 from .disk_space import METADATA_BYTES, chunk_growth, ensure_room
-from .locking import when_released, written_atomically
+from .locking import HDF5_LAYOUT, when_released, written_atomically
 from .text_column import READ_ROWS, TextColumn, decoded, encoded
 
 SCHEMA = "hashkit.codes"
@@ -212,7 +212,7 @@ class CodeStoreWriter:
                 self.file = _open(self.path, "r+")
         else:
             ensure_room(self.path, METADATA_BYTES, "no store was created")
-            self.file = h5py.File(self.path, "w")
+            self.file = h5py.File(self.path, "w", libver=HDF5_LAYOUT)
             self.file.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, count=0,
                                    bits=meta.bits, method=meta.method, model_digest=meta.model_digest,
                                    backbone=meta.backbone, hashkit_version=meta.hashkit_version)

@@ -27,7 +27,7 @@ from torch import nn
 from ..progress import progress
 from ..runtime import to_device
 from ..storage.disk_space import METADATA_BYTES, NoSpaceError, chunk_growth, ensure_room
-from ..storage.locking import exclusive_lock
+from ..storage.locking import HDF5_LAYOUT, exclusive_lock
 from ..storage.text_column import TextColumn, decoded
 from .data import Normalizer, eval_loader
 
@@ -173,7 +173,7 @@ class FeatureCache:
         kept = "its features are kept"
         try:
             ensure_room(self.path, METADATA_BYTES, kept)
-            with h5py.File(self.path, "a") as f:
+            with h5py.File(self.path, "a", libver=HDF5_LAYOUT) as f:
                 if "features" not in f:
                     f.attrs.update(self.attrs, count=0)
                     shape = features.shape[1:]

@@ -8,8 +8,12 @@ ANCHOR_CHUNK = 1024  # anchors per block of the distance matrix
 
 
 def cosine_neighbours(features: np.ndarray, k: int) -> np.ndarray:
-    """Indices (N, k) of each row's k most cosine-similar other rows, nearest first."""
+    """Indices (N, k) of each row's k most cosine-similar other rows, nearest first (N - 1 of them
+    when there are no k others)."""
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    k = min(k, len(unit) - 1)
+    if k <= 0:
+        return np.empty((len(unit), 0), np.int64)
     neighbours = np.empty((len(unit), k), np.int64)
     for start in range(0, len(unit), ANCHOR_CHUNK):
         similarity = unit[start:start + ANCHOR_CHUNK] @ unit.T
