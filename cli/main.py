@@ -125,7 +125,9 @@ def reconstruct(
     min_model_size: Annotated[int, typer.Option(min=2, help="Smallest 3D model kept, in images.")] = 3,
     feature_cache: FeatureCacheOption = None,
     no_feature_cache: NoCacheOption = False,
-    seed: SeedOption = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=SEED_MAX, help="Random seed of COLMAP's mapping and of the negatives drawn. COLMAP's threads can "
+                                  "still make two runs differ by a few pairs (docs/reliability.md).")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo COLMAP from scratch.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show COLMAP's own log on stderr.")] = False,
     as_json: JsonOption = False,

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.storage.store import read_store
+from hashkit.hashing.user_cache import traced_networks_dir
 
 from .conftest import noise_photos, run_cli, trained_model
 
@@ -88,10 +89,14 @@ def test_a_new_store_on_a_full_disk_is_not_created(tmp_path, setting):
     assert not list(tmp_path.iterdir())
 
 
-def test_a_feature_cache_without_room_is_left_readable_and_the_codes_are_right(tmp_path, setting):
-    """The first commit of pooled features takes a 5 MiB chunk: under a 2 MiB limit the cache
-    gets none, the run warns once and encodes from features in memory."""
+def test_caches_without_room_are_left_readable_and_the_codes_are_right(tmp_path, setting):
+    """The first commit of pooled features takes a 5 MiB chunk, the model's traced copy 9 MiB:
+    under a 2 MiB limit neither cache gets anything, the run warns once and encodes from features
+    in memory with the network built from the model file."""
     cache = tmp_path / "cache"
+    copies = traced_networks_dir().glob(f"{read_store(setting['root'] / 'before.h5').meta.model_digest}-*.pt")
+    for copy in copies:  # made by the fixture's encode
+        copy.unlink()
     result = hashkit_limited(2 << 20, "encode", setting["model"], setting["first"], "-o", tmp_path / "codes.h5",
                              "--feature-cache", cache)
     assert result.returncode == 0, result.stderr
@@ -101,6 +106,7 @@ def test_a_feature_cache_without_room_is_left_readable_and_the_codes_are_right(t
     for cache_file in cache.glob("*.h5"):
         with h5py.File(cache_file, "r") as f:
             assert int(f.attrs["count"]) == 0
+    assert not list(traced_networks_dir().glob(f"{read_store(tmp_path / 'codes.h5').meta.model_digest}-*"))
 
     rerun = hashkit_limited(None, "encode", setting["model"], setting["first"], "-o", tmp_path / "again.h5",
                             "--feature-cache", cache)

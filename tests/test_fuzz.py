@@ -20,8 +20,8 @@ import torch
 
 from .conftest import noise_photos, run_cli
 
-FUZZ_CASES = int(os.environ.get("HASHKIT_FUZZ_CASES", 60))
-SEEDS = [int(seed) for seed in os.environ.get("HASHKIT_FUZZ_SEEDS", "0").split(",")]
+FUZZ_CASES = int(os.environ.get("HASHKIT_FUZZ_CASES", 120))
+SEEDS = [int(seed) for seed in os.environ.get("HASHKIT_FUZZ_SEEDS", "0,1").split(",")]
 
 
 @pytest.fixture(scope="module")

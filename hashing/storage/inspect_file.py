@@ -38,14 +38,18 @@ def inspect_file(path: Path) -> dict:
     else:
         raise UserError(f"{path} is not a file hashkit writes (pairs.h5, model.pt, codes.h5, results.h5, "
                         "metrics.json, a saved index or a feature cache)")
-    return {"path": str(path), **describe(path)}
+    try:
+        return {"path": str(path), **describe(path)}
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as error:  # h5py on damage
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"{path} is damaged or not a complete hashkit file ({reason})") from error
 
 
 def _hdf5_schema(path: Path) -> str:
     try:
         with h5py.File(path, "r") as f:
             return str(f.attrs.get("schema", ""))
-    except OSError as error:
+    except (OSError, KeyError) as error:  # KeyError: metadata that fails its checksum
         raise UserError(f"cannot open {path} as HDF5: {str(error).splitlines()[0]}") from error
 
 

@@ -87,7 +87,7 @@ def _meta(f: h5py.File, path: Path) -> StoreMeta:
     except (KeyError, ValueError, TypeError, AttributeError) as error:
         raise UserError(f"{path} is not a complete hashkit code store ({type(error).__name__}: {error})") from error
     if not isinstance(codes, h5py.Dataset) or meta.bits <= 0 or meta.bits % 8 or codes.dtype != np.uint8 \
-            or codes.shape[1:] != (meta.bits // 8,) or codes.chunks is None:
+            or codes.shape[1:] != (meta.bits // 8,) or codes.chunks is None or codes.maxshape[0] is not None:
         raise UserError(f"{path} is inconsistent: codes of shape {getattr(codes, 'shape', None)} and type "
                         f"{getattr(codes, 'dtype', None)} for {meta.bits}-bit codes")
     if not 0 <= count <= len(codes):

@@ -47,10 +47,10 @@ class TextColumn:
             column = self.file.get(self.name)
             if column is not None and (not isinstance(column, h5py.Dataset) or column.dtype.kind not in "OSU"):
                 return f"{self.name} is not a column of strings"
-        elif not (isinstance(self.ends, h5py.Dataset) and isinstance(self.bytes, h5py.Dataset)
-                  and self.ends.ndim == 1 and self.ends.dtype.kind in "iu"
-                  and self.bytes.ndim == 1 and self.bytes.dtype == np.uint8):
-            return f"{self.name}_ends and {self.name}_bytes are not end offsets and bytes"
+        elif not all(isinstance(column, h5py.Dataset) and column.ndim == 1 and column.chunks is not None
+                     and column.maxshape[0] is None for column in (self.ends, self.bytes)) \
+                or self.ends.dtype.kind not in "iu" or self.bytes.dtype != np.uint8:
+            return f"{self.name}_ends and {self.name}_bytes are not end offsets and bytes that can grow"
         if self.rows < rows:
             return f"{self.name} has {self.rows} rows, fewer than {rows}"
         if self.packed and rows and not 0 <= int(self.ends[rows - 1]) <= len(self.bytes):

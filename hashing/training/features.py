@@ -84,7 +84,7 @@ class FeatureCache:
             with h5py.File(self.path, "r") as f:
                 count = self._checked_count(f)
                 column = TextColumn(f, "paths")
-                if problem := column.problem(count):
+                if problem := column.problem(count) or _datasets_problem(f):
                     raise ValueError(problem)
                 paths = [decoded(p) for p in column.cells(0, count)]
                 stamps = f["stamps"][:count]
@@ -200,6 +200,18 @@ class FeatureCache:
             self._rows.update((p, (start + i, tuple(s))) for i, (p, s) in enumerate(zip(paths, stamps)))
             self._read_as = self._file_state()
         return True
+
+
+def _datasets_problem(f: h5py.File) -> str | None:
+    """What is wrong with a cache file's features and stamps datasets, or None."""
+    features, stamps = f.get("features"), f.get("stamps")
+    if not all(isinstance(data, h5py.Dataset) and data.chunks is not None and data.maxshape[0] is None
+               for data in (features, stamps)):
+        return "features and stamps are not datasets that can grow"
+    if features.ndim < 2 or features.dtype not in (np.float16, np.float32) or stamps.shape[1:] != (2,) \
+            or stamps.dtype.kind != "i":
+        return f"features {features.shape} {features.dtype}, stamps {stamps.shape} {stamps.dtype}"
+    return None
 
 
 @torch.no_grad()
