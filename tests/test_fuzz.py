@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shutil
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -210,9 +211,13 @@ def fuzz_case(rng: random.Random, originals: dict[str, Path], work: Path) -> lis
                 or result.exit_code not in (0, 1, 2) \
                 or failed and result.exit_code == 1 and (len(lines) != 1 or not lines[0].startswith("error: ")) \
                 or failed and any((work / "out").iterdir()):
+            ours = [frame for frame in traceback.extract_tb(result.exc_info[2]) if "hashkit" in frame.filename
+                    or "/cli/" in frame.filename or "/hashing/" in frame.filename] if result.exc_info else []
+            where = ours[-1] if ours else None
             problems.append(f"{kind} ({how}) | {' '.join(map(str, args[:1]))}: exit {result.exit_code}, "
                             f"{type(result.exception).__name__ if result.exception else ''} "
-                            f"{str(result.exception)[:200] if result.exception else text[-300:]}")
+                            f"{str(result.exception)[:200] if result.exception else text[-300:]}"
+                            + (f" at {where.filename}:{where.lineno}" if where else ""))
         shutil.rmtree(work / "out")
     return problems
 

@@ -92,7 +92,10 @@ CONFIG_FIELDS = {  # key: (type, test of a valid value, what a valid value is)
 
 def _check_config(config: dict, path: Path) -> None:
     """Every field a model needs, of the right type and range, or a UserError naming the first bad one."""
-    refuse_newer_schema(path, "model", config.get("schema_version", 1), SCHEMA_VERSION)
+    version = config.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserError(f"{path}: the model config's 'schema_version' is {version!r}; it must be a whole number")
+    refuse_newer_schema(path, "model", version, SCHEMA_VERSION)
     for key, (kind, valid, meaning) in CONFIG_FIELDS.items():
         if key not in config and key in ("hidden", "params", "classes"):  # optional, with defaults
             continue

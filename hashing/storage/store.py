@@ -74,9 +74,9 @@ def unpack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
 
 def _meta(f: h5py.File, path: Path) -> StoreMeta:
     """The store's metadata, once its schema and layout are checked (a UserError names what is wrong)."""
-    if f.attrs.get("schema") != SCHEMA:
-        raise UserError(f"{path} is not a hashkit code store (made by 'hashkit encode')")
     try:
+        if f.attrs.get("schema") != SCHEMA:
+            raise UserError(f"{path} is not a hashkit code store (made by 'hashkit encode')")
         refuse_newer_schema(path, "code store", int(f.attrs.get("schema_version", 0)), SCHEMA_VERSION)
         meta = StoreMeta(int(f.attrs["bits"]), str(f.attrs["method"]), str(f.attrs["model_digest"]),
                          str(f.attrs["backbone"]), str(f.attrs["hashkit_version"]))
