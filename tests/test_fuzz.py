@@ -1,7 +1,7 @@
 """Fuzzing: damaged variants of every kind of hashkit file (fields removed, retyped, resized,
-truncated, bit-flipped), run through every command that reads them. Each run must end with exit 0,
-or with exit 1 and one ``error:`` line (2 for usage), never a traceback, and a failed run must
-write nothing. Seeded and bounded (``FUZZ_CASES`` cases a seed; ``HASHKIT_FUZZ_SEEDS`` and
+truncated, bit-flipped), run through every command that reads them, and hostile values of every
+numeric option. Each run must end with exit 0, or with exit 1 and one ``error:`` line (2 for
+usage), never a traceback, and a failed run must write nothing. Seeded and bounded (``FUZZ_CASES`` cases a seed; ``HASHKIT_FUZZ_SEEDS`` and
 ``HASHKIT_FUZZ_CASES`` widen a run by hand)."""
 
 from __future__ import annotations
@@ -229,3 +229,37 @@ def test_damaged_files_give_one_error_line_from_every_command(tmp_path, original
     for case in range(FUZZ_CASES):
         problems += fuzz_case(rng, originals, tmp_path / str(case))
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
+
+
+NUMERIC_OPTIONS = {  # command (with its other arguments) -> its numeric options
+    ("reconstruct", "{photos}", "-o", "{out}/work"): ["--num-neighbors", "--min-shared-points", "--min-inliers",
+                                                     "--negatives-per-image", "--max-image-size", "--min-model-size",
+                                                     "--seed"],
+    ("train", "--images", "{photos}", "-o", "{out}/m.pt", "--method", "lsh"): [
+        "--bits", "--image-size", "--hidden", "--epochs", "--batch-size", "--lr", "--workers", "--seed"],
+    ("encode", "{model}", "{photos}", "-o", "{out}/c.h5"): ["--batch-size", "--workers"],
+    ("query", "--db", "{store}", "--queries", "{store}", "-o", "{out}/r.h5"): ["-k", "--radius"],
+}
+HOSTILE_VALUES = ["-1", "0", "-0.5", "nan", "inf", "1e999", str(2**63), str(-2**63), "abc", "", "1\x00"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_hostile_option_values_never_reach_a_library(tmp_path, originals, seed):
+    """Each numeric option of each command with values out of any range: a usage error (exit 2) or
+    one error line (exit 1), or a run that is right to accept it (exit 0); never a traceback."""
+    rng = random.Random(seed)
+    problems = []
+    for command, options in NUMERIC_OPTIONS.items():
+        for option in options:
+            value = rng.choice(HOSTILE_VALUES)
+            out = tmp_path / f"{option.strip('-')}-{len(problems)}"
+            out.mkdir(parents=True, exist_ok=True)
+            args = [part.format(photos=originals["photos"], out=out, model=originals["model"],
+                                store=originals["store"]) for part in command] + [option, value]
+            result = run_cli(*args)
+            lines = result.stderr.strip().splitlines()
+            if "Traceback" in result.output or result.exit_code not in (0, 1, 2) \
+                    or result.exception and not isinstance(result.exception, SystemExit) \
+                    or result.exit_code == 1 and (len(lines) != 1 or not lines[0].startswith("error: ")):
+                problems.append(f"{command[0]} {option} {value!r}: exit {result.exit_code}, {result.output[-200:]}")
+    assert not problems, "\n".join(problems)
