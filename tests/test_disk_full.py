@@ -123,7 +123,7 @@ def file_bytes(folder: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("command", ["train", "merge", "query", "index-build"])
 def test_outputs_written_whole_are_left_as_they_were(tmp_path, setting, command):
     """Each command's outputs already exist (an earlier run); the rerun with --overwrite on a full
-    disk leaves every file as it was and no temporary file behind."""
+    disk leaves every file as it was and no temporary file behind, and runs once there is room."""
     store = tmp_path / "codes.h5"
     shutil.copy(setting["root"] / "before.h5", store)
     args = {
@@ -146,6 +146,8 @@ def test_outputs_written_whole_are_left_as_they_were(tmp_path, setting, command)
     limit = 4 * KIB if command == "index-build" else 96 * KIB  # an index of 300 codes takes about 30 KiB
     assert_no_space(hashkit_limited(limit, *args), "is left as it was")
     assert file_bytes(tmp_path) == earlier
+    rerun = hashkit_limited(None, *args)
+    assert rerun.returncode == 0, rerun.stderr
 
 
 def test_reconstruct_on_a_full_disk_stops_before_colmap_and_a_rerun_finishes(tmp_path, scene_set, work_dir):

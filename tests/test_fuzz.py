@@ -1,8 +1,9 @@
 """Fuzzing: damaged variants of every kind of hashkit file (fields removed, retyped, resized,
 truncated, bit-flipped), run through every command that reads them, and hostile values of every
 numeric option. Each run must end with exit 0, or with exit 1 and one ``error:`` line (2 for
-usage), never a traceback, and a failed run must write nothing. Seeded and bounded (``FUZZ_CASES`` cases a seed; ``HASHKIT_FUZZ_SEEDS`` and
-``HASHKIT_FUZZ_CASES`` widen a run by hand)."""
+usage), never a traceback, and a failed run must write nothing. Seeded and bounded
+(``FUZZ_CASES`` cases a seed; ``HASHKIT_FUZZ_SEEDS`` and ``HASHKIT_FUZZ_CASES`` widen a run by
+hand). ``reconstruct`` is left out: its work folder keeps COLMAP's stages by design."""
 
 from __future__ import annotations
 
