@@ -3,7 +3,8 @@ truncated, bit-flipped), run through every command that reads them, and hostile 
 numeric option. Each run must end with exit 0, or with exit 1 and one ``error:`` line (2 for
 usage), never a traceback, and a failed run must write nothing. Seeded and bounded
 (``FUZZ_CASES`` cases a seed; ``HASHKIT_FUZZ_SEEDS`` and ``HASHKIT_FUZZ_CASES`` widen a run by
-hand). ``reconstruct`` is left out: its work folder keeps COLMAP's stages by design."""
+hand). No damaged file goes through ``reconstruct``: its work folder keeps COLMAP's stages by
+design."""
 
 from __future__ import annotations
 
@@ -185,20 +186,12 @@ def commands(kind: str, damaged: Path, files: dict[str, Path], out: Path) -> lis
 def fuzz_case(rng: random.Random, originals: dict[str, Path], work: Path) -> list[str]:
     """One damaged file through the commands that read it; the problems found (empty: none)."""
     kind = rng.choice(sorted(DAMAGE))
-    files = {}
-    for name, original in originals.items():  # a fresh copy of every file: commands may append to one
-        if name == "photos":
-            files[name] = original
-            continue
-        folder = work / name
-        folder.mkdir(parents=True)
-        files[name] = folder / original.name
-        shutil.copy(original, files[name])
-    if kind in ("index", "stamp"):  # the saved index lives beside its store
-        files["index"], files["stamp"] = (files["store"].with_name(original.name)
-                                          for original in (originals["index"], originals["stamp"]))
-        for name in ("index", "stamp"):
-            shutil.copy(originals[name], files[name])
+    files = dict(originals)  # read only, but for the damaged file and what lives beside it: copies
+    copied = [kind] + (["store", "index", "stamp"] if kind in ("index", "stamp") else [])
+    for name in copied:
+        files[name] = work / kind / originals[name].name  # a saved index lives beside its store
+        files[name].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(originals[name], files[name])
     damaged = files[kind]
     how = rng.choice(DAMAGE[kind])(rng, damaged)
     problems = []
@@ -220,6 +213,7 @@ def fuzz_case(rng: random.Random, originals: dict[str, Path], work: Path) -> lis
                             f"{str(result.exception)[:200] if result.exception else text[-300:]}"
                             + (f" at {where.filename}:{where.lineno}" if where else ""))
         shutil.rmtree(work / "out")
+    shutil.rmtree(work)  # thousands of cases would fill a disk
     return problems
 
 
