@@ -87,7 +87,10 @@ CONFIG_FIELDS = {  # key: (type, test of a valid value, what a valid value is)
     "std": (list, lambda v: len(v) == 3 and all(x > 0 for x in v), "three positive numbers"),
     "params": (dict, lambda v: True, "a dict"),
     "classes": (list, lambda v: True, "a list"),
+    "frozen_backbone": (bool, lambda v: True, "true or false"),
+    "backbone_digest": (str, lambda v: len(v) == 64 and all(c in "0123456789abcdef" for c in v), "a SHA-256 in hex"),
 }
+OPTIONAL_FIELDS = ("hidden", "params", "classes", "frozen_backbone", "backbone_digest")  # older model files lack them
 
 
 def _check_config(config: dict, path: Path) -> None:
@@ -97,8 +100,10 @@ def _check_config(config: dict, path: Path) -> None:
         raise UserError(f"{path}: the model config's 'schema_version' is {version!r}; it must be a whole number")
     refuse_newer_schema(path, "model", version, SCHEMA_VERSION)
     for key, (kind, valid, meaning) in CONFIG_FIELDS.items():
-        if key not in config and key in ("hidden", "params", "classes"):  # optional, with defaults
+        if key not in config and key in OPTIONAL_FIELDS:
             continue
         value = config.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool) or not valid(value):
+        if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool) or not valid(value):
             raise UserError(f"{path}: the model config's {key!r} is {value!r}; it must be {meaning}")
+    if config.get("frozen_backbone") and "backbone_digest" not in config:
+        raise UserError(f"{path}: the model config has a frozen backbone but no 'backbone_digest'")
