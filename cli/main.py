@@ -22,6 +22,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_mar
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 SEED_MAX = 2**32 - 1  # NumPy's seeds
+C_INT_MAX = 2**31 - 1  # COLMAP's options are C ints
 SeedOption = Annotated[int, typer.Option(min=0, max=SEED_MAX,
                                           help="Random seed; the same inputs and seed give the same result.")]
 DeviceOption = Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda.")]
@@ -54,8 +55,13 @@ def user_errors(command: Callable) -> Callable:
     return wrapper
 
 
+def echo(text: str, err: bool = False) -> None:
+    """``text`` on stdout (or stderr), a file name that is not UTF-8 as its own bytes, as ``ls`` shows it."""
+    typer.echo(text.encode("utf-8", "surrogateescape"), err=err)
+
+
 def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    echo(f"error: {message}", err=True)
     raise typer.Exit(1) from None
 
 
@@ -71,7 +77,7 @@ INTERRUPTED = {  # what an interrupted command leaves behind
 
 
 def report_summary(summary: dict, as_json: bool, lines: list[str]) -> None:
-    typer.echo(json.dumps(summary, indent=2) if as_json else "\n".join(lines))
+    echo(json.dumps(summary, indent=2) if as_json else "\n".join(lines))
 
 
 def version_callback(value: bool) -> None:
@@ -106,7 +112,8 @@ def reconstruct(
              "retrieval (each photo with its --num-neighbors nearest by a global descriptor; linear), "
              "sequential (each with the next 10 in file order), or auto (exhaustive up to 200 photos, "
              "retrieval above).")] = "auto",
-    num_neighbors: Annotated[int, typer.Option(min=1, help="retrieval: nearest photos matched with each photo.")] = 20,
+    num_neighbors: Annotated[int, typer.Option(
+        min=1, max=C_INT_MAX, help="retrieval: nearest photos matched with each photo.")] = 20,
     model: Annotated[Optional[Path], typer.Option(
         help="retrieval: a model from 'hashkit train' whose codes choose the pairs [default: ImageNet "
              "MobileNetV2 features].")] = None,
@@ -116,13 +123,13 @@ def reconstruct(
              "--min-inliers inlier matches), both, or auto (models, plus verified pairs of photos that no "
              "model registered).")] = "auto",
     min_shared_points: Annotated[int, typer.Option(
-        min=1, help="3D points two images must share to be a positive pair.")] = 15,
+        min=1, max=C_INT_MAX, help="3D points two images must share to be a positive pair.")] = 15,
     min_inliers: Annotated[int, typer.Option(
-        min=1, help="Inlier matches a verified pair needs to be a positive.")] = 30,
+        min=1, max=C_INT_MAX, help="Inlier matches a verified pair needs to be a positive.")] = 30,
     negatives_per_image: Annotated[int, typer.Option(
-        min=0, help="Random negatives drawn from other groups per image.")] = 10,
+        min=0, max=C_INT_MAX, help="Random negatives drawn from other groups per image.")] = 10,
     max_image_size: Annotated[int, typer.Option(min=32, max=MAX_SIDE, help="Longest side for SIFT extraction.")] = 1600,
-    min_model_size: Annotated[int, typer.Option(min=2, help="Smallest 3D model kept, in images.")] = 3,
+    min_model_size: Annotated[int, typer.Option(min=2, max=C_INT_MAX, help="Smallest 3D model kept, in images.")] = 3,
     feature_cache: FeatureCacheOption = None,
     no_feature_cache: NoCacheOption = False,
     seed: Annotated[int, typer.Option(
@@ -243,7 +250,7 @@ def train(
         f"model: {summary.model_path}",
     ] + [f"unreadable: {path}" for path in summary.unreadable])
     for warning in summary.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        echo(f"warning: {warning}", err=True)
 
 
 @app.command()
@@ -346,7 +353,7 @@ def query(
         lines.append(f"report: {summary.report}")
     for warning in summary.warnings + ([summary.metrics["tie_warning"]] if summary.metrics
                                        and summary.metrics["tie_warning"] else []):
-        typer.echo(f"warning: {warning}", err=True)
+        echo(f"warning: {warning}", err=True)
     report_summary(asdict(summary), as_json, lines)
 
 
