@@ -134,8 +134,9 @@ class FeatureCache:
             values = np.zeros((0,), np.float32)
             if self.path.exists():
                 with h5py.File(self.path, "r") as f:
-                    order = np.argsort(cached_rows)
-                    values = f["features"][cached_rows[order]]  # h5py reads increasing indices
+                    stored, order = f["features"], np.argsort(cached_rows)
+                    values = stored[cached_rows[order]] if cached_rows.size else \
+                        np.zeros((0, *stored.shape[1:]), stored.dtype)  # h5py reads increasing indices
                     cached_rows = np.flatnonzero(found)[order]
             sample = next(iter(uncached.values()), None)
             shape, dtype = (values.shape[1:], values.dtype) if sample is None else (sample.shape, sample.dtype)
