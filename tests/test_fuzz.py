@@ -112,14 +112,8 @@ def _model_damage(rng: random.Random, path: Path) -> str:
     config = json.loads(payload["config"])
     choice = rng.choice(["config key", "config type", "state", "payload"])
     if choice == "config key":
-        key = rng.choice(sorted(config))
-        value = rng.choice(ODD_VALUES + ["delete"])
-        if value == "delete":
-            del config[key]
-        else:
-            config[key] = value
+        description = "config " + _damage_field(rng, config)
         payload["config"] = json.dumps(config)
-        description = f"config {key} = {value!r}"
     elif choice == "config type":
         payload["config"] = json.dumps(rng.choice([[config], None, "text", 5]))
         description = "config retyped"
@@ -140,13 +134,19 @@ def _model_damage(rng: random.Random, path: Path) -> str:
 
 def _json_damage(rng: random.Random, path: Path) -> str:
     data = json.loads(path.read_text())
+    description = _damage_field(rng, data)
+    path.write_text(json.dumps(data))
+    return description
+
+
+def _damage_field(rng: random.Random, data: dict) -> str:
+    """One field of ``data`` removed or given an odd value, in place; what was done."""
     key = rng.choice(sorted(data))
     value = rng.choice(ODD_VALUES + ["delete"])
     if value == "delete":
         del data[key]
     else:
         data[key] = value
-    path.write_text(json.dumps(data))
     return f"{key} = {value!r}"
 
 
