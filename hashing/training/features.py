@@ -123,7 +123,7 @@ class FeatureCache:
                 chunk = fresh[start:start + COMPUTE_CHUNK]
                 computed, ok = compute([paths[i] for i in chunk])
                 good = [i for i, decoded in zip(chunk, ok) if decoded]
-                if uncached or not self._append([str(paths[i]) for i in good], [stamps[i] for i in good], computed[ok]):
+                if not self._append([str(paths[i]) for i in good], [stamps[i] for i in good], computed[ok]):
                     uncached.update(zip(good, computed[ok]))
             index = self._index()
             if not self.path.exists() and not uncached:  # nothing decodable was ever computed

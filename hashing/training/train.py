@@ -98,8 +98,8 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
     keep_freed_memory()
     frozen = isinstance(method, FeatureMethod) or (method.freezes_backbone if options.freeze_backbone is None
                                                    else options.freeze_backbone)
-    if frozen:  # features are computed in batches of at least 64
-        check_batch_memory(max(options.batch_size, 64), options.image_size, "inference", "--image-size")
+    if frozen:
+        check_batch_memory(_feature_batch(options), options.image_size, "inference", "--image-size")
     else:  # a batch of pairs holds up to twice as many images
         check_batch_memory(options.batch_size * (2 if method.supervision == "pairs" else 1), options.image_size,
                            "training", "--batch-size or --image-size")
@@ -157,6 +157,11 @@ def _groups(data: TrainingData) -> np.ndarray | None:
     if data.labels is not None and (data.labels.sum(axis=1) == 1).all():
         return data.labels.argmax(axis=1)
     return None
+
+
+def _feature_batch(options: TrainOptions) -> int:
+    """Images per forward pass when the backbone's features are computed: at least 64."""
+    return max(options.batch_size, 64)
 
 
 def _check_options(output: Path, options: TrainOptions, method: Method, pairs_path: Path | None,
@@ -219,7 +224,7 @@ def _with_features(data: TrainingData, network: HashNetwork, digest: str, option
     """``data`` with backbone features (through the cache) and the undecodable images, which are
     dropped, except from a pairs file, where they are an error."""
     features, ok = cached_features(network.backbone, options.backbone, digest, data.paths, options.image_size,
-                                   IMAGENET_MEAN, IMAGENET_STD, max(options.batch_size, 64), options.workers, device,
+                                   IMAGENET_MEAN, IMAGENET_STD, _feature_batch(options), options.workers, device,
                                    options.feature_cache)
     data = dataclasses.replace(data, features=features)
     if ok.all():
