@@ -12,12 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 import torch
 
 from hashkit.hashing.evaluation.metrics import ranking_scores
-from hashkit.hashing.storage.encode import encode
 from hashkit.hashing.evaluation.query import query
+from hashkit.hashing.storage.encode import encode
 from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from hashkit.hashing.training.features import cached_features, weights_digest
 from hashkit.hashing.training.train import TrainOptions, TrainSummary, train

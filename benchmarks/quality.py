@@ -38,13 +38,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+import common
 import numpy as np
 import torch
-
-import common
-from common import BITS, DEEP, EPOCHS, FASHION_MNIST, GRID, HIDDEN, IMAGE_SIZE, LR_GRID, OPTIMIZER_GRID, SEED, \
-    SEEDS, VALIDATION_PER_CLASS, common_options, export_fashion_mnist, grid_key, record, run_method, run_seeds, \
-    selected, timed_train, validation_split
+from common import (
+    BITS,
+    DEEP,
+    EPOCHS,
+    FASHION_MNIST,
+    GRID,
+    HIDDEN,
+    IMAGE_SIZE,
+    LR_GRID,
+    OPTIMIZER_GRID,
+    SEED,
+    SEEDS,
+    VALIDATION_PER_CLASS,
+    common_options,
+    export_fashion_mnist,
+    grid_key,
+    record,
+    run_method,
+    run_seeds,
+    selected,
+    timed_train,
+    validation_split,
+)
 from supervised import fashion_mnist_mosaics, fashion_mnist_small, fashion_mnist_supervised
 
 from hashkit.hashing.training.train import TrainOptions

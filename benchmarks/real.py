@@ -51,16 +51,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import COMMIT, cosine_ranking_scores
 
 from hashkit.hashing.evaluation.query import query
+from hashkit.hashing.files.images import find_images
+from hashkit.hashing.files.pairs_file import read_pairs, write_pairs
 from hashkit.hashing.storage.encode import encode
 from hashkit.hashing.storage.store import read_store
 from hashkit.hashing.training.collapse import code_collapse
-from hashkit.hashing.training.images import find_images
 from hashkit.hashing.training.train import TrainOptions, train
-from hashkit.sfm_pairs.pairs_file import read_pairs, write_pairs
 from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
 
 REPO = Path(__file__).resolve().parents[1]

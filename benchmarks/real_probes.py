@@ -34,20 +34,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from common import COMMIT, descriptor_ranking_scores
 from real import read_truth, split_scenes
 
-from hashkit.hashing.evaluation.ground_truth import label_matrix
 from hashkit.hashing.evaluation.metrics import evaluate
+from hashkit.hashing.files.labels import label_matrix
+from hashkit.hashing.files.pairs_file import read_pairs
+from hashkit.hashing.methods.bcdh import GEM_POWER
+from hashkit.hashing.methods.heads import descriptor
+from hashkit.hashing.methods.itq import itq_rotation
+from hashkit.hashing.methods.pair_mining import hard_negatives
 from hashkit.hashing.storage.store import pack_codes
 from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from hashkit.hashing.training.data import Normalizer, eval_loader, load_tensor
-from hashkit.hashing.training.methods.bcdh import GEM_POWER
-from hashkit.hashing.training.methods.itq import itq_rotation
-from hashkit.hashing.training.network import descriptor
-from hashkit.hashing.training.pair_mining import hard_negatives
-from hashkit.sfm_pairs.pairs_file import read_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDS = REPO / "benchmarks" / "data" / "real" / "validation"

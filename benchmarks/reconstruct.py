@@ -32,14 +32,13 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 import torch
-
 from common import cosine_ranking_scores
 
-from hashkit.hashing.storage.encode import encode
-from hashkit.hashing.training.images import find_images
 from hashkit.hashing.evaluation.query import query
+from hashkit.hashing.files.images import find_images
+from hashkit.hashing.files.pairs_file import read_pairs
+from hashkit.hashing.storage.encode import encode
 from hashkit.hashing.training.train import TrainOptions, train
-from hashkit.sfm_pairs.pairs_file import read_pairs
 from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
 
 REPO = Path(__file__).resolve().parents[1]

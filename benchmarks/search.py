@@ -44,13 +44,12 @@ from pathlib import Path
 import faiss
 import h5py
 import numpy as np
-
 from numba import njit, uint64
 
-from hashkit.hashing.evaluation.kernels import popcount
 from hashkit.hashing.evaluation.metrics import LabelRelevance, evaluate, evaluate_relevance
-from hashkit.hashing.evaluation.mih import PILOT_QUERIES, MultiIndex
-from hashkit.hashing.evaluation.search import INDEXES, build_index, knn, knn_scan, radius_search, tune
+from hashkit.hashing.search.indexes import INDEXES, build_index, knn, knn_scan, radius_search, tune
+from hashkit.hashing.search.kernels import popcount
+from hashkit.hashing.search.mih import PILOT_QUERIES, MultiIndex
 from hashkit.hashing.storage.store import CodeStoreWriter, StoreMeta
 
 REPO = Path(__file__).resolve().parents[1]

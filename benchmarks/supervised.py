@@ -20,9 +20,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from common import CLASSES, DEEP, HIDDEN, SEED, common_options, export_fashion_mnist, fashion_mnist_arrays, \
-    run_seeds, validation_split
+from common import (
+    CLASSES,
+    DEEP,
+    HIDDEN,
+    SEED,
+    common_options,
+    export_fashion_mnist,
+    fashion_mnist_arrays,
+    run_seeds,
+    validation_split,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from labelled_sets import write_labels_csv, write_mosaics  # noqa: E402

@@ -43,14 +43,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD
-from hashkit.hashing.storage.checkpoint import load_checkpoint
-from hashkit.hashing.storage.encode import encode
-from hashkit.hashing.storage.text_column import TextColumn
-from hashkit.hashing.training.images import find_images
+from hashkit.hashing.files.images import find_images
+from hashkit.hashing.files.text_column import TextColumn
 from hashkit.hashing.memory import keep_freed_memory
 from hashkit.hashing.runtime import decoding_plan, default_workers
+from hashkit.hashing.storage.encode import encode
+from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD
 from hashkit.hashing.training.data import eval_loader
+from hashkit.hashing.training.model_file import load_checkpoint
 from hashkit.hashing.training.train import TrainOptions, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def eval_transform():
 FRESH_FORWARD = """
 import sys, time, torch
 from hashkit.hashing.memory import keep_freed_memory
-from hashkit.hashing.storage.checkpoint import load_checkpoint
+from hashkit.hashing.training.model_file import load_checkpoint
 if sys.argv[2] == "keep":
     keep_freed_memory()
 network = load_checkpoint(sys.argv[1]).network.eval()

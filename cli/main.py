@@ -45,7 +45,7 @@ def user_errors(command: Callable) -> Callable:
         except MemoryError:
             fail("out of memory; try smaller inputs or batches")
         except Exception as error:  # a library's write failed for lack of space: told in one line too
-            from hashkit.hashing.storage.disk_space import is_out_of_space
+            from hashkit.hashing.files.disk_space import is_out_of_space
             if not is_out_of_space(error):
                 raise
             fail(f"no space left on the disk: {str(error).splitlines()[0]}")
@@ -140,7 +140,8 @@ def reconstruct(
     as_json: JsonOption = False,
 ) -> None:
     """Reconstruct 3D models from PHOTOS with COLMAP and mine image pairs into OUTPUT/pairs.h5."""
-    from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct as run
+    from hashkit.sfm_pairs.reconstruct import ReconstructOptions
+    from hashkit.sfm_pairs.reconstruct import reconstruct as run
     summary = run(photos, output, ReconstructOptions(
         matcher=matcher, num_neighbors=num_neighbors, retrieval_model=model,
         feature_cache=cache_dir(feature_cache, no_feature_cache), mapper=mapper, positives=positives,
@@ -226,7 +227,8 @@ def train(
 ) -> None:
     """Train a hashing model from pairs or from images alone, and write it to OUTPUT. Under torchrun
     (torchrun --nproc-per-node N -m hashkit.cli.main train ...) the processes train together."""
-    from hashkit.hashing.training.train import TrainOptions, train as run
+    from hashkit.hashing.training.train import TrainOptions
+    from hashkit.hashing.training.train import train as run
     options = TrainOptions(method=method, params=parse_params(param or []), bits=bits, backbone=backbone,
                            weights=weights, image_size=image_size, hidden=hidden,
                            freeze_backbone=freeze_backbone, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -365,8 +367,8 @@ def index_build(
     as_json: JsonOption = False,
 ) -> None:
     """Build an approximate search index over a code store and save it next to the store."""
-    from hashkit.hashing.storage.index_files import save_index
-    from hashkit.hashing.evaluation.search import index_kind
+    from hashkit.hashing.search.indexes import index_kind
+    from hashkit.hashing.search.saved_index import save_index
     from hashkit.hashing.storage.store import StoreReader
     with StoreReader(db) as store:
         path = save_index(db, index_kind(index), store.codes(), store.meta)
@@ -414,7 +416,7 @@ def inspect_command(
     as_json: JsonOption = False,
 ) -> None:
     """Validate a hashkit file and show what it holds; exit 1 if it is damaged or inconsistent."""
-    from hashkit.hashing.storage.inspect_file import inspect_file
+    from .inspect_file import inspect_file
     summary = inspect_file(file)
     report_summary(summary, as_json, [f"{summary['path']}: {summary['kind']}, valid"]
                    + [f"  {key}: {value}" for key, value in summary.items() if key not in ("path", "kind")])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hashkit.sfm_pairs import read_pairs
+from hashkit.hashing.files.pairs_file import read_pairs
 
 
 def read_truth(truth_csv: Path) -> dict[str, str]:
@@ -40,8 +40,10 @@ def main() -> None:
     rows = [
         ("images", f"{len(pairs.images) + len(pairs.unreadable)} ({int((pairs.model_id >= 0).sum())} registered)"),
         ("3D models found / scenes in the set", f"{int(pairs.model_id.max()) + 1} / {len(set(truth.values()))}"),
-        ("positive pairs (same scene)", f"{len(pairs.positives)} ({pair_precision(pairs.positives, scenes, True):.1%})"),
-        ("negative pairs (different scenes)", f"{len(pairs.negatives)} ({pair_precision(pairs.negatives, scenes, False):.1%})"),
+        ("positive pairs (same scene)",
+         f"{len(pairs.positives)} ({pair_precision(pairs.positives, scenes, True):.1%})"),
+        ("negative pairs (different scenes)",
+         f"{len(pairs.negatives)} ({pair_precision(pairs.negatives, scenes, False):.1%})"),
     ]
     for path in args.metrics:
         m = json.loads(path.read_text())

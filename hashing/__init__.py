@@ -1,4 +1,6 @@
-"""Everything about binary codes: training (training/), code stores (storage/), search and metrics (evaluation/)."""
+"""Everything about binary codes, in layers (README's Layout): process-wide helpers here, then
+files/ (file safety and shared formats), methods/, training/, storage/ (code stores), search/
+(indexes) and evaluation/ (metrics, query, reports)."""
 
 from importlib.metadata import PackageNotFoundError, version
 

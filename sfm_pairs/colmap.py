@@ -32,8 +32,8 @@ if threading.current_thread() is threading.main_thread():  # signal handlers are
     # C++ stack dump on a plain kill; the default ends the process at once and quietly (finished stages are kept)
 
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.storage.disk_space import METADATA_BYTES, ensure_room
-from hashkit.hashing.storage.locking import written_atomically
+from hashkit.hashing.files.disk_space import METADATA_BYTES, ensure_room
+from hashkit.hashing.files.outputs import written_atomically
 from hashkit.hashing.progress import progress
 
 MAPPERS = ("incremental", "global")

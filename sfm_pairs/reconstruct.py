@@ -12,15 +12,22 @@ import numpy as np
 import pycolmap
 
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.storage.locking import exclusive_lock, file_digest, output_folder
-from hashkit.hashing.training.images import IMAGE_EXTENSIONS, find_images, read_rgb
+from hashkit.hashing.files.images import IMAGE_EXTENSIONS, find_images, read_rgb
+from hashkit.hashing.files.locking import exclusive_lock
+from hashkit.hashing.files.outputs import file_digest, output_folder
+from hashkit.hashing.files.pairs_file import Pairs, write_pairs
 from hashkit.hashing.progress import progress
 
 from .colmap import ColmapOptions, SfmResult, model_tracks, run_colmap
-from .mining import (covisible_pairs, cross_group_negatives, linked_groups, union_of_pairs, values_of_pairs,
-                     verified_pairs)
+from .mining import (
+    covisible_pairs,
+    cross_group_negatives,
+    linked_groups,
+    union_of_pairs,
+    values_of_pairs,
+    verified_pairs,
+)
 from .pair_selection import choose_matcher, exhaustive_pairs, retrieval_pairs, sequential_pairs
-from .pairs_file import Pairs, write_pairs
 
 POSITIVES = ("auto", "models", "verified", "both")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import h5py
 import pytest
 
+from hashkit.hashing.files.pairs_file import read_pairs
 from hashkit.hashing.storage.store import read_store
-from hashkit.sfm_pairs.pairs_file import read_pairs
 
 from .bad_inputs import make_corpus
 from .conftest import run_cli

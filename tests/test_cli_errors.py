@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from hashkit.hashing.evaluation.mih import MultiIndex, table_bytes
 from hashkit.hashing.evaluation.query import RESULT_BYTES
+from hashkit.hashing.search.mih import MultiIndex, table_bytes
 from hashkit.hashing.storage.store import read_store
 
 from .conftest import run_cli

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.storage.locking import exclusive_lock
+from hashkit.hashing.files.locking import exclusive_lock
 from hashkit.hashing.storage.store import read_store
 
 from .conftest import REPO, run_cli

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
+from hashkit.hashing.files.pairs_file import read_pairs
 from hashkit.hashing.storage.store import read_store
-from hashkit.sfm_pairs import read_pairs
 
 from .conftest import run_cli
 

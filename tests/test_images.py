@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.training.images import find_images, read_rgb, resolve_inputs
+from hashkit.hashing.files.images import find_images, read_rgb, resolve_inputs
 
 
 def write_image(path: Path) -> Path:

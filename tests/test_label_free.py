@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hashkit.hashing.training.features import FeatureCache
 from hashkit.hashing.storage.store import read_store
+from hashkit.hashing.training.features import FeatureCache
 
 from .conftest import run_cli
 

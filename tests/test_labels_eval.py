@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hashkit.hashing.evaluation import metrics as metrics_module
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.evaluation.ground_truth import label_matrix, load_labels, vocabulary
+from hashkit.hashing.evaluation import metrics as metrics_module
 from hashkit.hashing.evaluation.metrics import evaluate, graded_scores
+from hashkit.hashing.files.labels import label_matrix, load_labels, vocabulary
 from hashkit.hashing.storage.store import read_store
 
 from .conftest import run_cli, trained_model

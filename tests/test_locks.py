@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.storage import locking
+from hashkit.hashing.files import locking
 from hashkit.hashing.storage.store import CodeStoreWriter, StoreMeta
 
 HASHKIT = [sys.executable, "-m", "hashkit.cli.main"]

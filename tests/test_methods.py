@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from hashkit.hashing.training.methods import Batch, TrainingData, get_method
-from hashkit.hashing.training.methods.dsah import initial_similarity, pic_weights, refine_similarity
-from hashkit.hashing.training.pair_mining import hard_negatives, mutual_pairs, neighbour_sets
+from hashkit.hashing.files.pairs_file import Pairs
+from hashkit.hashing.methods import Batch, TrainingData, get_method
+from hashkit.hashing.methods.dsah import initial_similarity, pic_weights, refine_similarity
+from hashkit.hashing.methods.pair_mining import hard_negatives, mutual_pairs, neighbour_sets
 from hashkit.hashing.training.train import loss_warnings
-from hashkit.sfm_pairs import Pairs
 
 
 def bcdh_with_codes(codes, margin=2.0, mu=0.5):
@@ -143,7 +143,7 @@ def test_loss_warnings_flag_jumps_and_non_finite_losses():
 
 
 def test_learned_whitening_whitens_positive_differences_and_orders_negative_ones():
-    from hashkit.hashing.training.methods.bcdh import learned_whitening
+    from hashkit.hashing.methods.bcdh import learned_whitening
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200, 6)) @ rng.standard_normal((6, 6))
     positives = rng.integers(0, 200, (300, 2))
@@ -160,7 +160,7 @@ def test_learned_whitening_whitens_positive_differences_and_orders_negative_ones
 def test_bcdh_starts_from_the_closed_form_codes():
     """The hash layer starts as a scaled rotation of the top closed-form directions of the head's
     unit-length descriptors (principal ones for init itq), with outputs averaging +-1."""
-    from hashkit.hashing.training.methods.bcdh import learned_whitening, pooled_descriptors
+    from hashkit.hashing.methods.bcdh import learned_whitening, pooled_descriptors
     rng = np.random.default_rng(1)
     features = np.abs(rng.standard_normal((60, 32))).astype(np.float32)
     model_id = np.repeat(np.arange(3), 20).astype(np.int32)
@@ -187,7 +187,7 @@ def test_bcdh_starts_from_the_closed_form_codes():
 
 def test_bcdh_with_fewer_images_than_bits_starts_what_pca_allows():
     """10 images have 9 principal directions: 9 of 16 bits start from ITQ, the other 7 stay random."""
-    from hashkit.hashing.training.methods.bcdh import pooled_descriptors
+    from hashkit.hashing.methods.bcdh import pooled_descriptors
     features = np.abs(np.random.default_rng(2).standard_normal((10, 32))).astype(np.float32)
     pairs = Pairs(photo_root=None, images=[f"{i}.jpg" for i in range(10)],
                   model_id=np.repeat([0, 1], 5).astype(np.int32), positives=np.array([[0, 1], [5, 6]]),

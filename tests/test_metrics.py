@@ -4,10 +4,18 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.evaluation import metrics as metrics_module
-from hashkit.hashing.evaluation.metrics import (LabelRelevance, ListedRelevance, distinct_codes, evaluate,
-                                               evaluate_relevance, harmonic_numbers, log_factorials, ranking_scores,
-                                               tie_aware_scores)
-from hashkit.hashing.evaluation.search import knn_scan
+from hashkit.hashing.evaluation.metrics import (
+    LabelRelevance,
+    ListedRelevance,
+    distinct_codes,
+    evaluate,
+    evaluate_relevance,
+    harmonic_numbers,
+    log_factorials,
+    ranking_scores,
+    tie_aware_scores,
+)
+from hashkit.hashing.search.indexes import knn_scan
 from hashkit.hashing.storage.store import pack_codes
 
 from .conftest import hamming_distances

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from hashkit.hashing.evaluation import mih
-from hashkit.hashing.evaluation.kernels import as_words
-from hashkit.hashing.evaluation.mih import MultiIndex, ring_masks, substring_keys, substring_lengths
-from hashkit.hashing.evaluation.search import knn_scan, radius_search
+from hashkit.hashing.search import mih
+from hashkit.hashing.search.indexes import knn_scan, radius_search
+from hashkit.hashing.search.kernels import as_words
+from hashkit.hashing.search.mih import MultiIndex, ring_masks, substring_keys, substring_lengths
 
 
 def near(rng: np.random.Generator, centres: np.ndarray, rows: int, flip: float) -> np.ndarray:

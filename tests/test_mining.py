@@ -2,8 +2,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hashkit.sfm_pairs.mining import (covisible_pairs, cross_group_negatives, linked_groups, union_of_pairs,
-                                      values_of_pairs, verified_pairs)
+from hashkit.sfm_pairs.mining import (
+    covisible_pairs,
+    cross_group_negatives,
+    linked_groups,
+    union_of_pairs,
+    values_of_pairs,
+    verified_pairs,
+)
 from hashkit.sfm_pairs.pair_selection import exhaustive_pairs, neighbour_pairs, sequential_pairs
 
 
@@ -71,7 +77,7 @@ def test_pair_lists_of_the_matchers():
 
 
 def test_subset_keeps_the_pairs_among_the_kept_images_reindexed():
-    from hashkit.sfm_pairs import Pairs
+    from hashkit.hashing.files.pairs_file import Pairs
     pairs = Pairs(photo_root=Path("/photos"), images=["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
                   model_id=np.array([0, 0, 1, -1], np.int32), positives=np.array([[0, 1], [0, 3], [1, 2]]),
                   shared_points=np.array([20, 0, 16]), negatives=np.array([[0, 2], [1, 3], [2, 3]]),

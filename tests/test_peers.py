@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from hashkit.hashing.errors import UserError
-from hashkit.hashing.training.methods import Batch, TrainingData, get_method, saved_method
-from hashkit.hashing.training.methods.bihalf import bi_half
-from hashkit.hashing.training.methods.csq import hash_centres
-from hashkit.hashing.training.methods.greedyhash import straight_through_sign
+from hashkit.hashing.methods import Batch, TrainingData, get_method, saved_method
+from hashkit.hashing.methods.bihalf import bi_half
+from hashkit.hashing.methods.csq import hash_centres
+from hashkit.hashing.methods.greedyhash import straight_through_sign
 from hashkit.hashing.training.network import HashNetwork
 from hashkit.hashing.training.trainer import DeepTrainer
 

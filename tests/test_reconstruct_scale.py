@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from hashkit.sfm_pairs.pairs_file import read_pairs
+from hashkit.hashing.files.pairs_file import read_pairs
 
 from .conftest import REPO, run_cli
 from .test_cli_errors import HASHKIT, assert_one_line_error

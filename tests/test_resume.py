@@ -82,7 +82,7 @@ def test_encode_killed_at_random_moments_resumes_to_the_uninterrupted_store(tmp_
 
 
 def test_reconstruct_killed_while_matching_resumes_to_the_same_pairs(tmp_path, scene_set, work_dir):
-    from hashkit.sfm_pairs.pairs_file import read_pairs
+    from hashkit.hashing.files.pairs_file import read_pairs
 
     from .test_signals import alive, descendants
 

@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hashkit.hashing.evaluation.kernels import as_columns, as_words, distance_matrix
-from hashkit.hashing.evaluation.search import INDEXES, build_index, knn, knn_scan, radius_search
-from hashkit.sfm_pairs.pairs_file import read_pairs
+from hashkit.hashing.files.pairs_file import read_pairs
+from hashkit.hashing.search.indexes import INDEXES, build_index, knn, knn_scan, radius_search
+from hashkit.hashing.search.kernels import as_columns, as_words, distance_matrix
 
 from .conftest import hamming_distances, run_cli
 from .test_cli_errors import assert_one_line_error

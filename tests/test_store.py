@@ -5,10 +5,17 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.errors import UserError
+from hashkit.hashing.files import text_column
 from hashkit.hashing.storage import store as store_module
-from hashkit.hashing.storage import text_column
-from hashkit.hashing.storage.store import (CodeStoreWriter, StoreMeta, StoreReader, label_cell, pack_codes,
-                                          read_store, unpack_codes)
+from hashkit.hashing.storage.store import (
+    CodeStoreWriter,
+    StoreMeta,
+    StoreReader,
+    label_cell,
+    pack_codes,
+    read_store,
+    unpack_codes,
+)
 
 META = StoreMeta(bits=16, method="bcdh", model_digest="a" * 64, backbone="mobilenet_v2", hashkit_version="0")
 

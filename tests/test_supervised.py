@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from hashkit.hashing.training.methods.ath import SpatialAttention, triplet_margin_loss
-from hashkit.hashing.training.methods.dsrh import ranking_loss
-from hashkit.hashing.training.methods.exchnet import binary_step
-from hashkit.hashing.training.methods.rvssdh import VLAD
+from hashkit.hashing.methods.ath import SpatialAttention, triplet_margin_loss
+from hashkit.hashing.methods.dsrh import ranking_loss
+from hashkit.hashing.methods.exchnet import binary_step
+from hashkit.hashing.methods.rvssdh import VLAD
 
 from .conftest import run_cli
 from .test_cli_errors import assert_one_line_error

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import torch
 
-from hashkit.hashing.storage import traced_copy
-from hashkit.hashing.storage.checkpoint import load_checkpoint
 from hashkit.hashing.storage.store import read_store
+from hashkit.hashing.training import traced_copy
+from hashkit.hashing.training.model_file import load_checkpoint
 from hashkit.hashing.user_cache import traced_networks_dir
 
 from .conftest import noise_photos, run_cli, trained_model

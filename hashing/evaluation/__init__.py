@@ -1,1 +1,1 @@
-"""From codes to answers: Hamming search, ground truth, metrics, query runs, reports, comparisons."""
+"""From codes to answers: metrics, query runs, reports, comparisons."""

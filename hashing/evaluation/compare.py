@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import UserError
-from ..storage.locking import output_file
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.files.outputs import output_file
 
 
 def compare(metrics_files: list[Path], plot: Path | None = None) -> list[dict]:

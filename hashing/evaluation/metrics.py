@@ -42,9 +42,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from ..progress import progress
-from .kernels import as_columns, as_words, distance_matrix, rank_relevant, shared_labels
-from .search import cpu_cores
+from hashkit.hashing.progress import progress
+from hashkit.hashing.search.indexes import cpu_cores
+from hashkit.hashing.search.kernels import as_columns, as_words, distance_matrix, rank_relevant, shared_labels
 
 TIE_WARNING_GAP = 0.02  # absolute difference between a row-order and a tie-aware mean that is warned about
 TIE_TERMS = 1 << 20  # bound on the (query, relevant count) terms of tie-aware AP@k computed at once

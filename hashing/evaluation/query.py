@@ -14,18 +14,36 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .. import __version__
-from ..errors import UserError
-from ..progress import progress
-from ..memory import available_memory
-from ..storage.index_files import load_saved_index
-from ..storage.locking import exclusive_lock, hdf5_in_memory, output_file, write_bytes
-from ..storage.store import StoreContents, StoreSet, check_same_model, read_store
-from ..storage.text_column import encoded
-from .ground_truth import LabelSet, is_landmark_csv, label_matrix, load_labels, load_landmark_lists, vocabulary
+from hashkit.hashing import __version__
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.files.labels import (
+    LabelSet,
+    is_landmark_csv,
+    label_matrix,
+    load_labels,
+    load_landmark_lists,
+    vocabulary,
+)
+from hashkit.hashing.files.locking import exclusive_lock
+from hashkit.hashing.files.outputs import hdf5_in_memory, output_file, write_bytes
+from hashkit.hashing.files.text_column import encoded
+from hashkit.hashing.memory import available_memory
+from hashkit.hashing.progress import progress
+from hashkit.hashing.search.indexes import (
+    CHUNK_ROWS,
+    IndexKind,
+    build_index,
+    index_kind,
+    knn,
+    knn_scan,
+    radius_search,
+    tune,
+)
+from hashkit.hashing.search.mih import MultiIndex, table_bytes
+from hashkit.hashing.search.saved_index import load_saved_index
+from hashkit.hashing.storage.store import StoreContents, StoreSet, check_same_model, read_store
+
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
-from .mih import MultiIndex, table_bytes
-from .search import CHUNK_ROWS, IndexKind, build_index, index_kind, knn, knn_scan, radius_search, tune
 
 STORED = "stored"  # --ground-truth: the labels stored with the codes
 REPORT_QUERIES, REPORT_RESULTS = 12, 10  # sample queries on the report page, results shown for each

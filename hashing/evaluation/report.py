@@ -13,8 +13,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..storage.locking import output_folder, write_bytes  # noqa: E402
-from ..training.images import read_rgb  # noqa: E402
+from hashkit.hashing.files.images import read_rgb  # noqa: E402
+from hashkit.hashing.files.outputs import output_folder, write_bytes  # noqa: E402
 
 THUMB_SIZE = 112
 

@@ -1,1 +1,1 @@
-"""Files that hold codes and models: code stores, shards, checkpoints, saved indexes, locking, encoding."""
+"""Code stores: the HDF5 store, encoding images with a model, shards and merging."""

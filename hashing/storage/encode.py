@@ -12,13 +12,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
-from ..errors import UserError, existing_file
-from ..evaluation.ground_truth import load_labels
-from ..memory import check_batch_memory, keep_freed_memory
-from ..training.images import resolve_inputs
-from ..user_cache import default_cache_dir, traced_networks_dir
-from .locking import exclusive_lock, file_digest, output_file
+from hashkit.hashing import __version__
+from hashkit.hashing.errors import UserError, existing_file
+from hashkit.hashing.files.images import resolve_inputs
+from hashkit.hashing.files.labels import load_labels
+from hashkit.hashing.files.locking import exclusive_lock
+from hashkit.hashing.files.outputs import file_digest, output_file
+from hashkit.hashing.memory import check_batch_memory, keep_freed_memory
+from hashkit.hashing.user_cache import default_cache_dir, traced_networks_dir
+
 from .shards import in_shard, shard_store_name, torchrun_shard
 from .store import CodeStoreWriter, StoreMeta, StoreReader, label_cell
 
@@ -68,9 +70,10 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
         if not todo and existing is not None and existing.meta.model_digest == file_digest(model_path):
             return _summary(output, 0, len(paths), existing.count, [], shard)
         cells = _label_cells(labels, todo)  # refused before anything is written
-        from ..runtime import resolve_device  # torch: only once there is something to encode
+        from hashkit.hashing.runtime import resolve_device  # torch: only once there is something to encode
+        from hashkit.hashing.training.traced_copy import load_for_encoding
+
         from .model_codes import model_codes
-        from .traced_copy import load_for_encoding
 
         torch_device = resolve_device(device)
         model = load_for_encoding(model_path, traced_networks_dir(), torch_device)

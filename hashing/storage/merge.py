@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..progress import progress
-from .locking import exclusive_lock, output_file, written_atomically
+from hashkit.hashing.files.locking import exclusive_lock
+from hashkit.hashing.files.outputs import output_file, written_atomically
+from hashkit.hashing.progress import progress
+
 from .store import READ_ROWS, CodeStoreWriter, StoreSet
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..progress import progress
-from ..runtime import to_device
-from ..training.data import Normalizer, eval_loader
-from ..training.features import COMPUTE_CHUNK, FeatureCache, compute_features
-from .checkpoint import LoadedModel
+from hashkit.hashing.progress import progress
+from hashkit.hashing.runtime import to_device
+from hashkit.hashing.training.data import Normalizer, eval_loader
+from hashkit.hashing.training.features import COMPUTE_CHUNK, FeatureCache, compute_features
+from hashkit.hashing.training.model_file import LoadedModel
+
 from .store import pack_codes
 
 

@@ -7,7 +7,7 @@ import os
 import zlib
 from pathlib import Path
 
-from ..errors import UserError
+from hashkit.hashing.errors import UserError
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -19,11 +19,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import UserError, existing_file, refuse_newer_schema
-from ..evaluation.ground_truth import SEPARATOR, LabelSet
-from .disk_space import METADATA_BYTES, chunk_growth, ensure_room
-from .locking import HDF5_LAYOUT, when_released, written_atomically
-from .text_column import READ_ROWS, TextColumn, decoded, encoded
+from hashkit.hashing.errors import UserError, existing_file, refuse_newer_schema
+from hashkit.hashing.files.disk_space import METADATA_BYTES, chunk_growth, ensure_room
+from hashkit.hashing.files.labels import SEPARATOR, LabelSet
+from hashkit.hashing.files.locking import when_released
+from hashkit.hashing.files.outputs import HDF5_LAYOUT, written_atomically
+from hashkit.hashing.files.text_column import READ_ROWS, TextColumn, decoded, encoded
 
 SCHEMA = "hashkit.codes"
 SCHEMA_VERSION = 2  # 2: paths and labels as bytes and end offsets; version 1 (vlen strings) is read only

@@ -1,1 +1,1 @@
-"""From images to a trained hash network: data, backbones, features, methods, the training loop."""
+"""From images to a trained hash network: data, backbones, features, the network, the model file, the training loop."""

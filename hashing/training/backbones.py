@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ..errors import UserError
+from hashkit.hashing.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import torch
 from torch.nn.functional import interpolate
 from torch.utils.data import DataLoader, Dataset
 
-from ..runtime import decoding_plan
-from .images import read_rgb
+from hashkit.hashing.files.images import read_rgb
+from hashkit.hashing.runtime import decoding_plan
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2

@@ -24,11 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..progress import progress
-from ..runtime import to_device
-from ..storage.disk_space import METADATA_BYTES, NoSpaceError, chunk_growth, ensure_room
-from ..storage.locking import HDF5_LAYOUT, exclusive_lock
-from ..storage.text_column import TextColumn, decoded
+from hashkit.hashing.files.disk_space import METADATA_BYTES, NoSpaceError, chunk_growth, ensure_room
+from hashkit.hashing.files.locking import exclusive_lock
+from hashkit.hashing.files.outputs import HDF5_LAYOUT
+from hashkit.hashing.files.text_column import TextColumn, decoded
+from hashkit.hashing.progress import progress
+from hashkit.hashing.runtime import to_device
+
 from .data import Normalizer, eval_loader
 
 SCHEMA = "hashkit.features"

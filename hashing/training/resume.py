@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..storage.locking import write_torch
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.files.outputs import write_torch
 
 SCHEMA = "hashkit.checkpoint"
 SCHEMA_VERSION = 1

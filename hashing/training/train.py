@@ -11,22 +11,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from hashkit.sfm_pairs.pairs_file import read_pairs
 
-from .. import __version__
-from ..errors import UserError
-from ..evaluation.ground_truth import label_matrix, load_labels, vocabulary
-from ..memory import check_batch_memory, keep_freed_memory
-from ..runtime import resolve_device, seed_everything
-from ..storage.checkpoint import build_network, save_checkpoint
-from ..storage.locking import exclusive_lock, output_file
-from ..user_cache import default_cache_dir
+from hashkit.hashing import __version__
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.files.images import find_images
+from hashkit.hashing.files.labels import label_matrix, load_labels, vocabulary
+from hashkit.hashing.files.locking import exclusive_lock
+from hashkit.hashing.files.outputs import output_file
+from hashkit.hashing.files.pairs_file import read_pairs
+from hashkit.hashing.memory import check_batch_memory, keep_freed_memory
+from hashkit.hashing.methods import DeepMethod, FeatureMethod, Method, TrainingData, get_method
+from hashkit.hashing.runtime import resolve_device, seed_everything
+from hashkit.hashing.user_cache import default_cache_dir
+
 from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .collapse import Collapse, code_collapse
 from .features import cached_features, weights_digest
-from .images import find_images
-from .methods import DeepMethod, FeatureMethod, Method, TrainingData, get_method
+from .model_file import build_network, save_checkpoint
 from .network import HashNetwork
 from .trainer import OPTIMIZERS, DeepTrainer
 

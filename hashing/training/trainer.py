@@ -11,15 +11,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
-from ..errors import UserError
-from ..progress import progress
-from ..runtime import to_device, worker_processes
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.methods import Batch, DeepMethod, TrainingData
+from hashkit.hashing.methods.heads import Head
+from hashkit.hashing.progress import progress
+from hashkit.hashing.runtime import to_device, worker_processes
+
 from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .data import Normalizer, image_loader, load_tensor, train_min_side, train_transform
 from .features import compute_features
-from .methods import Batch, DeepMethod, TrainingData
-from .network import HashNetwork, Head
+from .network import HashNetwork
 
 
 class BatchImages(Dataset):

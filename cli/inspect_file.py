@@ -15,10 +15,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import UserError, existing_file
-from .index_files import SCHEMA as INDEX_SCHEMA
-from .index_files import load_saved_index
-from .locking import file_digest
+from hashkit.hashing.errors import UserError, existing_file
+from hashkit.hashing.files.outputs import file_digest
+from hashkit.hashing.search.saved_index import SCHEMA as INDEX_SCHEMA
+from hashkit.hashing.search.saved_index import load_saved_index
 
 
 def inspect_file(path: Path) -> dict:
@@ -62,7 +62,7 @@ def _json(path: Path) -> dict | None:
 
 
 def _pairs(path: Path) -> dict:
-    from hashkit.sfm_pairs.pairs_file import read_pairs
+    from hashkit.hashing.files.pairs_file import read_pairs
 
     pairs = read_pairs(path)
     models = np.unique(pairs.model_id[pairs.model_id >= 0])
@@ -75,7 +75,7 @@ def _pairs(path: Path) -> dict:
 
 
 def _codes(path: Path) -> dict:
-    from .store import StoreReader
+    from hashkit.hashing.storage.store import StoreReader
 
     with StoreReader(path) as store:
         paths = store.paths()
@@ -121,7 +121,7 @@ def _results(path: Path) -> dict:
     databases = [Path(name) for name in summary.get("databases", [summary["database"]])]
     summary["database_exists"] = all(database.is_file() for database in databases)
     if summary["database_exists"] and values.size:
-        from .store import StoreSet
+        from hashkit.hashing.storage.store import StoreSet
 
         with StoreSet(databases) as db:
             if values.max() >= db.count:
@@ -131,7 +131,7 @@ def _results(path: Path) -> dict:
 
 
 def _features(path: Path) -> dict:
-    from .text_column import TextColumn
+    from hashkit.hashing.files.text_column import TextColumn
 
     with h5py.File(path, "r") as f:
         try:
@@ -150,7 +150,7 @@ def _features(path: Path) -> dict:
 
 
 def _model(path: Path) -> dict:
-    from .checkpoint import load_checkpoint
+    from hashkit.hashing.training.model_file import load_checkpoint
 
     loaded = load_checkpoint(path)
     config = loaded.config
@@ -163,7 +163,7 @@ def _model(path: Path) -> dict:
 
 def _metrics(path: Path, metrics: dict) -> dict:
     """A metrics.json, read as ``metrics`` and checked as ``hashkit compare`` checks it."""
-    from ..evaluation.compare import metrics_row
+    from hashkit.hashing.evaluation.compare import metrics_row
 
     if "evaluated_queries" not in metrics:
         raise UserError(f"{path} is a JSON file, but not a metrics.json from 'hashkit query'")
@@ -176,8 +176,8 @@ def _metrics(path: Path, metrics: dict) -> dict:
 def _saved_index(path: Path) -> dict:
     """A saved index (``STORE.KIND.faiss``, or its stamp ``STORE.KIND.json``), checked against its
     store when present."""
-    from ..evaluation.search import index_kind
-    from .store import StoreReader
+    from hashkit.hashing.search.indexes import index_kind
+    from hashkit.hashing.storage.store import StoreReader
 
     path = path.with_suffix(".faiss")
     store_name, kind_name, _ = path.name.rsplit(".", 2)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import UserError
+from hashkit.hashing.errors import UserError
+
 from .base import FeatureMethod, register
 
 

@@ -11,11 +11,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .. import __version__
-from ..errors import UserError
-from ..evaluation.search import IndexKind, build_index
-from .locking import exclusive_lock, write_bytes
-from .store import StoreMeta
+from hashkit.hashing import __version__
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.files.locking import exclusive_lock
+from hashkit.hashing.files.outputs import write_bytes
+from hashkit.hashing.storage.store import StoreMeta
+
+from .indexes import IndexKind, build_index
 
 SCHEMA = "hashkit.index"
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
+from hashkit.hashing.errors import UserError
 
 MAX_PIXELS = 100_000_000  # larger images are refused: a 20,000 x 20,000 PNG of a few hundred KB decodes to 1.2 GB
 MAX_FILE_BYTES = 1 << 30  # larger files are refused unread (OpenCV aborts on 2 GiB); 100 MP at 16-bit RGBA is 0.8 GB

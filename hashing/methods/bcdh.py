@@ -16,11 +16,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ...errors import UserError
-from ..network import Head, PooledHead, descriptor
-from ..pair_mining import cosine_neighbours, hard_negatives, membership, mutual_pairs
+from hashkit.hashing.errors import UserError
+
 from .base import Batch, DeepMethod, TrainingData, register
+from .heads import Head, PooledHead, descriptor
 from .itq import itq_rotation
+from .pair_mining import cosine_neighbours, hard_negatives, membership, mutual_pairs
 
 GEM_POWER = 3.0  # Radenovic et al.'s starting value; fixed here
 ITQ_ITERATIONS = 50

@@ -25,10 +25,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from hashkit.sfm_pairs.pairs_file import Pairs
+from hashkit.hashing.errors import UserError
+from hashkit.hashing.files.pairs_file import Pairs
 
-from ...errors import UserError
-from ..network import Head, MLPHead
+from .heads import Head, MLPHead
 
 
 @dataclass

@@ -15,7 +15,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ...errors import UserError
+from hashkit.hashing.errors import UserError
+
 from .base import Batch, register
 from .similarity import PairwiseMemoryMethod, pairwise_likelihood
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from hashkit.sfm_pairs.pairs_file import read_pairs
+from hashkit.hashing.errors import UserError
 
-from ..errors import UserError
+from .pairs_file import read_pairs
 
 FOLDERS = "folders"
 SEPARATOR = ";"  # between the labels of a multi-label CSV cell

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from ..errors import UserError
+from hashkit.hashing.errors import UserError
 
 CHUNK_ROWS = 1 << 22  # database rows scanned at a time by the exact search (32 MiB of 64-bit codes)
 _ID_BITS = 40  # sort key = distance << 40 | row: rows below 2^40, distances below 2^23

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import existing_file
-from ..training.network import HashNetwork
-from .checkpoint import LoadedModel, network_from_state, read_checkpoint
-from .disk_space import METADATA_BYTES, room_for
-from .locking import file_digest
+from hashkit.hashing.errors import existing_file
+from hashkit.hashing.files.disk_space import METADATA_BYTES, room_for
+from hashkit.hashing.files.outputs import file_digest
+
+from .model_file import LoadedModel, network_from_state, read_checkpoint
+from .network import HashNetwork
 
 TRACE_BATCH, CHECK_BATCH = 2, 3  # images in the traced example and in the check
 KEPT_COPIES = 8

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..network import Head
 from .base import Batch, quantization_error, register
+from .heads import Head
 from .supervised import SingleLabelMethod, squared_distances
 
 

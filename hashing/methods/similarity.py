@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..network import DropoutHead, Head
 from .base import Batch, DeepMethod, TrainingData, image_batches
+from .heads import DropoutHead, Head
 
 
 def label_similarity(labels: torch.Tensor, others: torch.Tensor) -> torch.Tensor:

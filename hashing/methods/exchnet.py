@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..network import Head
 from .base import Batch, TrainingData, register
+from .heads import Head
 from .supervised import SingleLabelMethod
 
 

@@ -11,8 +11,9 @@ import numpy as np
 
 from hashkit.hashing import __version__
 from hashkit.hashing.errors import UserError, existing_file, refuse_newer_schema
-from hashkit.hashing.storage.locking import hdf5_in_memory, write_bytes
-from hashkit.hashing.storage.text_column import decoded, encoded
+
+from .outputs import hdf5_in_memory, write_bytes
+from .text_column import decoded, encoded
 
 SCHEMA = "hashkit.pairs"
 SCHEMA_VERSION = 2  # 2 added group and inlier_matches; version 1 files still read

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import UserError
-from ..network import Head
+from hashkit.hashing.errors import UserError
+
 from .base import Batch, register
+from .heads import Head
 from .supervised import SingleLabelMethod
 
 

@@ -4,7 +4,7 @@ error line when a write does not fit.
 HDF5 files modified in place (the code store, the feature cache) cannot survive a write that fails
 half-way: the library's next flush or close leaves the file unreadable or crashes the process. So
 their writers check the room a commit needs, with a margin, before writing any of it
-(``ensure_room``). Files written whole (``locking.write_bytes``) are written under a temporary
+(``ensure_room``). Files written whole (``outputs.write_bytes``) are written under a temporary
 name, so a failed write only loses the temporary file; their errors are recognised here
 (``is_out_of_space``) and told in one line.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from hashkit.hashing.errors import UserError
 
 METADATA_BYTES = 256 << 10  # added to every HDF5 estimate: metadata, B-tree nodes, allocation slack
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over the file size limit

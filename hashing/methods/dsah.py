@@ -19,9 +19,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ...errors import UserError
-from ..pair_mining import neighbour_sets
+from hashkit.hashing.errors import UserError
+
 from .base import Batch, DeepMethod, TrainingData, image_batches, quantization_error, register
+from .pair_mining import neighbour_sets
 
 PIC_VARIANTS = ("row", "batch", "none")
 

@@ -44,10 +44,22 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, uint64
 
-from ..progress import progress
-from .kernels import (BLOCK, NO_DISTANCE, all_beyond, as_words, block_distances, collect_within, empty_lists, offer,
-                      prefetch, smallest_one_word, smallest_two_words)
-from .search import _by_query, _ordered, cpu_cores, knn_scan, radius_search
+from hashkit.hashing.progress import progress
+
+from .indexes import _by_query, _ordered, cpu_cores, knn_scan, radius_search
+from .kernels import (
+    BLOCK,
+    NO_DISTANCE,
+    all_beyond,
+    as_words,
+    block_distances,
+    collect_within,
+    empty_lists,
+    offer,
+    prefetch,
+    smallest_one_word,
+    smallest_two_words,
+)
 
 BUCKET_CODES = 128  # codes per bucket the substring length aims at
 MAX_SUBSTRING_BITS = 26  # a table's offsets: 2^26 entries, 512 MiB at most

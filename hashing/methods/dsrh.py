@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..network import Head
 from .base import Batch, DeepMethod, TrainingData, image_batches, register
+from .heads import Head
 
 
 class DSRHHead(Head):

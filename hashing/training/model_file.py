@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError, existing_file, refuse_newer_schema
-from ..memory import MAX_BITS, MAX_INPUT_SIZE, MAX_WIDTH
-from ..training.methods import Method, saved_method
-from ..training.network import HashNetwork
-from .locking import file_digest, write_torch
+from hashkit.hashing.errors import UserError, existing_file, refuse_newer_schema
+from hashkit.hashing.files.outputs import file_digest, write_torch
+from hashkit.hashing.memory import MAX_BITS, MAX_INPUT_SIZE, MAX_WIDTH
+from hashkit.hashing.methods import Method, saved_method
+
+from .network import HashNetwork
 
 SCHEMA = "hashkit.model"
 SCHEMA_VERSION = 2  # 2: the head is a module of its own (state keys "head.*"); classes in the config
@@ -28,7 +29,7 @@ class LoadedModel:
 def build_network(method: Method, backbone: str, weights: str, bits: int, hidden: int,
                   classes: int) -> HashNetwork:
     """The network of ``method``: the backbone (pooled features or feature maps) and its head."""
-    from ..training.backbones import backbone_spec, build_backbone, output_size  # torchvision: 1.7 s to import
+    from .backbones import backbone_spec, build_backbone, output_size  # torchvision: 1.7 s to import
 
     trunk = build_backbone(backbone, weights, maps=method.uses_maps)  # first: the seeded draws stay in order
     head = method.build_head(output_size(backbone_spec(backbone), method.uses_maps), bits, hidden, classes)
