@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test browser bench-real bench-quality bench-search bench-reconstruct bench-throughput clean
+.PHONY: venv demo test lint browser bench-real bench-quality bench-search bench-reconstruct bench-throughput clean
 
 venv: $(VENV)/.ready
 
@@ -22,6 +22,10 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest
+
+# ruff, as configured in pyproject.toml (pycodestyle, pyflakes, import order); .ci/run runs it before the tests.
+lint: venv
+	$(BIN)/ruff check .
 
 # Debian's Chromium, for the test that renders the report page in a browser (skipped without it).
 # Installed when missing (as root, or through sudo); .ci/run runs this before the tests.

@@ -10,7 +10,7 @@ neighbours, as real queries do). Everything runs on this machine's CPU cores.
 0. Start-up of small jobs as fresh processes (``startup``): encode of one image, query of a
    1,000-code store, the cron example with nothing new.
 1. Exhaustive k-nearest-neighbour throughput (k = 10, 10,000 queries) at 1M and 10M codes of
-   64 and 128 bits: hashkit's exact scan (``search.knn_scan``, what ``hashkit query`` runs, in
+   64 and 128 bits: hashkit's exact scan (``scan.knn_scan``, what ``hashkit query`` runs, in
    database chunks) against FAISS's IndexBinaryFlat called directly on all the codes, and a
    NumPy popcount scan (``np.bitwise_count`` of 64-bit words plus ``argpartition``; on a
    subset of queries, per-query time extrapolated). Also one query alone over 10M codes, as
@@ -18,7 +18,7 @@ neighbours, as real queries do). Everything runs on this machine's CPU cores.
    and comparisons per second against the popcount ceiling (``popcount_ceiling``).
 2. Exact multi-index hashing (``mih.MultiIndex``) against the exact scan and FAISS at 10M codes,
    random and clustered, 64 and 128 bits, k = 1 and 10, and radius searches (``exact_multi_index``); and FAISS's
-   approximate MIH (``--index multihash``) against the exact scan at 10M clustered 64-bit codes: k = 1,
+   approximate MIH (``--index faiss-mih``) against the exact scan at 10M clustered 64-bit codes: k = 1,
    10, 100 and radius 2, with recall (share of the exact results found; for k-NN, ties at the
    k-th distance count as found).
 3. ``hashkit query`` itself (``query_cli``), as its own process, on code stores on disk with
@@ -47,9 +47,10 @@ import numpy as np
 from numba import njit, uint64
 
 from hashkit.hashing.evaluation.metrics import LabelRelevance, evaluate, evaluate_relevance
-from hashkit.hashing.search.indexes import INDEXES, build_index, knn, knn_scan, radius_search, tune
+from hashkit.hashing.search.base import Database, index_class
 from hashkit.hashing.search.kernels import popcount
 from hashkit.hashing.search.mih import PILOT_QUERIES, MultiIndex
+from hashkit.hashing.search.scan import knn_scan, radius_scan
 from hashkit.hashing.storage.store import CodeStoreWriter, StoreMeta
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,7 +199,7 @@ def exact_multi_index(size: int, queries_count: int, rng: np.random.Generator) -
                              "codes_compared_per_query": round(stats.candidates / queries_count, 1)})
                 print(rows[-1], flush=True)
             for radius in RADII[bits]:
-                scan_seconds, scanned = timed(radius_search, [database], queries, radius, repeat=3)
+                scan_seconds, scanned = timed(radius_scan, [database], queries, radius, repeat=3)
                 mih_seconds, found = timed(index.radius_search, queries, radius, repeat=3)
                 rows.append({"codes": codes, "size": size, "bits": bits, "radius": radius, "queries": queries_count,
                              "scan_seconds": round(scan_seconds, 3), "mih_seconds": round(mih_seconds, 4),
@@ -210,24 +211,24 @@ def exact_multi_index(size: int, queries_count: int, rng: np.random.Generator) -
 
 
 def multi_index_hashing(size: int, queries_count: int, rng: np.random.Generator) -> list[dict]:
-    """FAISS's approximate MIH (``--index multihash``) with 1 bit flip probed per substring (hashkit's
+    """FAISS's approximate MIH (``--index faiss-mih``) with 1 bit flip probed per substring (hashkit's
     default) and with none, against the exact scan, on one database and one query set."""
     database = clustered_codes(size, 64, rng)
     queries = noisy_queries(database, queries_count, rng)
     chunks = [database[s:s + (1 << 22)] for s in range(0, size, 1 << 22)]
-    build_seconds, mih = timed(build_index, INDEXES["multihash"], database)
+    build_seconds, mih = timed(index_class("faiss-mih").build, Database.in_memory(database))
     exact = {k: timed(knn_scan, chunks, queries, k) for k in (1, 10, 100)}
-    exact_radius = timed(radius_search, chunks, queries, 2)
+    exact_radius = timed(radius_scan, chunks, queries, 2)
     rows = []
     for flips in (1, 0):
-        tune(mih, INDEXES["multihash"], {"nflip": flips})
+        mih.tune({"nflip": flips})
         for k, (exact_seconds, (exact_d, _)) in exact.items():
-            mih_seconds, (mih_d, _) = timed(knn, mih, queries, k)
+            mih_seconds, (mih_d, _) = timed(mih.knn, queries, k)
             # found: an approximate result at a distance no greater than the exact one, rank by rank
             recall = float(np.mean(np.where(mih_d >= 0, mih_d <= exact_d, False)))
             rows.append(_mih_row(f"k={k}", flips, size, queries_count, exact_seconds, mih_seconds, recall,
                                  build_seconds))
-        mih_seconds, (_, _, mih_ids) = timed(radius_search, mih, queries, 2)
+        mih_seconds, (_, _, mih_ids) = timed(mih.radius, queries, 2)
         recall = len(mih_ids) / max(1, len(exact_radius[1][2]))  # MIH's radius results are never extra
         rows.append(_mih_row("radius=2", flips, size, queries_count, exact_radius[0], mih_seconds, recall,
                              build_seconds))
@@ -381,7 +382,7 @@ def write_markdown(path: Path, report: dict) -> None:
                   f"| examples/update_index.sh ({s['photos_in_cron_index']} photos indexed), nothing new "
                   f"| {s['cron_nothing_new_seconds']} | under 5 s: {_met(s['cron_nothing_new_seconds'] < 5)} |", ""]
     lines += [f"## Exhaustive k-nearest-neighbour search (k = 10){_at(report, 'knn')}", "",
-              "hashkit's exact scan (`search.knn_scan`: the compiled kernel of `kernels.knn_update`) against "
+              "hashkit's exact scan (`scan.knn_scan`: the compiled kernel of `kernels.knn_update`) against "
               "FAISS's IndexBinaryFlat on the same codes and queries. Target: at least 1.5x FAISS.", "",
               "| codes | bits | queries | hashkit s | FAISS s | FAISS / hashkit | target | comparisons / s "
               "| share of the popcount ceiling | NumPy s (extrap.) | same distances | one query: GB/s scanned "
@@ -399,9 +400,9 @@ def write_markdown(path: Path, report: dict) -> None:
     if ceiling:
         lines += ["", "Share of the popcount ceiling: comparisons per second, counted in 64-bit words, against the "
                   f"ceiling times {cores} cores."]
-    if "exact_mih" in report:
+    if "mih" in report:
         lines += ["", "## Exact multi-index hashing against the exact scan", "",
-                  f"`mih.MultiIndex`{_at(report, 'exact_mih')}: exact by pigeonhole certificate, all the queries "
+                  f"`mih.MultiIndex`{_at(report, 'mih')}: exact by pigeonhole certificate, all the queries "
                   "probing each ring together (a join of their buckets with the table's). The first "
                   f"{PILOT_QUERIES} queries (the pilot) probe ring by ring; the others probe the rings before the "
                   "pilot's first stops in one pass per table, their lists taking only codes within the pilot's "
@@ -416,7 +417,7 @@ def write_markdown(path: Path, report: dict) -> None:
                   "| identical | certified at bound (queries) | probed again | scanned | unprobed "
                   "| codes compared / query |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in (r for r in report["exact_mih"] if "k" in r):
+        for r in (r for r in report["mih"] if "k" in r):
             target = {1: 20, 10: 10}[r["k"]] if r["bits"] == 64 else None
             bounds = ", ".join(f"{b}: {n}" for b, n in r["certified_at_bound"].items()) or "-"
             substrings = "+".join(map(str, r["substrings"]))
@@ -428,9 +429,9 @@ def write_markdown(path: Path, report: dict) -> None:
                          f"| {r['identical']} | {bounds} | {r.get('reprobed', '-')} | {r['scanned']:,} "
                          f"| {r.get('unprobed', 0):,} "
                          f"| {r.get('codes_compared_per_query', '-')} |")
-        radius_rows = [r for r in report["exact_mih"] if "radius" in r]
+        radius_rows = [r for r in report["mih"] if "radius" in r]
         if radius_rows:
-            lines += ["", "Radius searches (every code within the radius): the exact scan (`radius_search`) against "
+            lines += ["", "Radius searches (every code within the radius): the exact scan (`radius_scan`) against "
                       "`MultiIndex.radius_search` (the rings up to bound r, one pass per table), same queries and "
                       "tables, best of 3 runs each.", "",
                       "| codes | bits | radius | scan s | MIH s | x scan | results | identical |",
@@ -438,16 +439,16 @@ def write_markdown(path: Path, report: dict) -> None:
             lines += [f"| {r['size']:,} {r['codes']} | {r['bits']} | {r['radius']} | {r['scan_seconds']} "
                       f"| {r['mih_seconds']} | {r['speedup_over_scan']} | {r['results']:,} | {r['identical']} |"
                       for r in radius_rows]
-    if "mih" in report:
-        lines += ["", "## `--index multihash` (FAISS's approximate multi-index hashing) against the exact scan "
-                  f"(10M clustered codes, 64 bits){_at(report, 'mih')}", "",
+    if "faiss-mih" in report:
+        lines += ["", "## `--index faiss-mih` (FAISS's approximate multi-index hashing) against the exact scan "
+                  f"(10M clustered codes, 64 bits){_at(report, 'faiss-mih')}", "",
                   "4 substrings of 16 bits; `nflip` = bit flips probed around each substring's bucket "
                   "(`--index-param nflip=N`, default 1).", "",
                   "| search | nflip | queries | exact s | MIH s | speed-up | recall | MIH build s |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['search']} | {r.get('nflip', 1)} | {r['queries']:,} | {r['exact_seconds']} | "
                   f"{r['mih_seconds']} | {r['speedup']} | {r['recall']} | {r['mih_build_seconds']} |"
-                  for r in report["mih"]]
+                  for r in report["faiss-mih"]]
     if "query_cli" in report:
         lines += ["", f"## `hashkit query` on code stores on disk (10M codes, 64 bits){_at(report, 'query_cli')}", "",
                   "The command itself, as its own process: the database store is read from HDF5 in chunks of "
@@ -551,7 +552,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--queries", type=int, default=10_000)
-    parser.add_argument("--only", nargs="+", choices=["startup", "knn", "exact_mih", "mih", "query_cli", "evaluation"],
+    parser.add_argument("--only", nargs="+", choices=["startup", "knn", "mih", "faiss-mih", "query_cli", "evaluation"],
                         help="run these sections; the others' results in search.json are kept")
     parser.add_argument("--markdown-only", action="store_true")
     parser.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "data" / "search",
@@ -562,9 +563,9 @@ def main() -> None:
         rng = np.random.default_rng(SEED)
         sections = {"startup": lambda: startup(args.work / "startup"),
                     "knn": lambda: knn_throughput(tuple(args.sizes), (64, 128), args.queries, rng),
-                    "exact_mih": lambda: exact_multi_index(max(args.sizes), args.queries, rng),
+                    "mih": lambda: exact_multi_index(max(args.sizes), args.queries, rng),
                     "query_cli": lambda: query_cli_at_scale(max(args.sizes), args.queries, rng, args.work),
-                    "mih": lambda: multi_index_hashing(max(args.sizes), args.queries, rng),
+                    "faiss-mih": lambda: multi_index_hashing(max(args.sizes), args.queries, rng),
                     "evaluation": lambda: evaluation_speed(rng)}
         report = json.loads(saved.read_text()) if saved.exists() else {}
         report["cores"] = faiss.omp_get_max_threads()

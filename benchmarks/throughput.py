@@ -50,7 +50,7 @@ from hashkit.hashing.runtime import decoding_plan, default_workers
 from hashkit.hashing.storage.encode import encode
 from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD
 from hashkit.hashing.training.data import eval_loader
-from hashkit.hashing.training.model_file import load_checkpoint
+from hashkit.hashing.training.model_file import load_model
 from hashkit.hashing.training.train import TrainOptions, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,10 +100,10 @@ def eval_transform():
 FRESH_FORWARD = """
 import sys, time, torch
 from hashkit.hashing.memory import keep_freed_memory
-from hashkit.hashing.training.model_file import load_checkpoint
+from hashkit.hashing.training.model_file import load_model
 if sys.argv[2] == "keep":
     keep_freed_memory()
-network = load_checkpoint(sys.argv[1]).network.eval()
+network = load_model(sys.argv[1]).network.eval()
 images = torch.randn(int(sys.argv[3]), 3, int(sys.argv[4]), int(sys.argv[4]))
 with torch.no_grad():
     started = time.perf_counter()
@@ -225,7 +225,7 @@ def main() -> None:
         return min(summary.epoch_seconds[1:])
 
     hashkit_epoch()  # a first model to encode with; fills the feature cache GreedyHash's loss reads
-    bare = bare_encoders(load_checkpoint(model_path).network, paths)
+    bare = bare_encoders(load_model(model_path).network, paths)
     store = args.work / "codes.h5"
 
     tripled = repeated_photos(paths, args.work / "photos-x3", 3)
@@ -236,9 +236,9 @@ def main() -> None:
     with h5py.File(next(cache.glob("*.h5")), "r") as f:  # the initial backbone's features, as GreedyHash keeps them
         order = {path.decode(): row for row, path in enumerate(TextColumn(f, "paths").cells(0, f.attrs["count"]))}
         features = torch.from_numpy(np.asarray(f["features"][:], np.float32)[[order[str(p)] for p in paths]])
-    plain_epoch = plain_training_epoch(load_checkpoint(model_path).network, paths, features, default_workers())
-    plain_in_process = plain_training_epoch(load_checkpoint(model_path).network, paths, features, 0)
-    plain_channels_last = plain_training_epoch(load_checkpoint(model_path).network, paths, features, 0,
+    plain_epoch = plain_training_epoch(load_model(model_path).network, paths, features, default_workers())
+    plain_in_process = plain_training_epoch(load_model(model_path).network, paths, features, 0)
+    plain_channels_last = plain_training_epoch(load_model(model_path).network, paths, features, 0,
                                                torch.channels_last)
     for warm_up in (plain_epoch, plain_in_process, plain_channels_last):  # every timed epoch runs on a warm network
         warm_up()

@@ -150,9 +150,9 @@ def _features(path: Path) -> dict:
 
 
 def _model(path: Path) -> dict:
-    from hashkit.hashing.training.model_file import load_checkpoint
+    from hashkit.hashing.training.model_file import load_model
 
-    loaded = load_checkpoint(path)
+    loaded = load_model(path)
     config = loaded.config
     keys = ("method", "bits", "backbone", "image_size", "frozen_backbone", "hidden", "params", "epochs", "seed",
             "trained_on", "training_images", "hashkit_version", "schema_version")
@@ -163,7 +163,7 @@ def _model(path: Path) -> dict:
 
 def _metrics(path: Path, metrics: dict) -> dict:
     """A metrics.json, read as ``metrics`` and checked as ``hashkit compare`` checks it."""
-    from hashkit.hashing.evaluation.compare import metrics_row
+    from hashkit.hashing.evaluation.summaries import metrics_row
 
     if "evaluated_queries" not in metrics:
         raise UserError(f"{path} is a JSON file, but not a metrics.json from 'hashkit query'")
@@ -176,7 +176,7 @@ def _metrics(path: Path, metrics: dict) -> dict:
 def _saved_index(path: Path) -> dict:
     """A saved index (``STORE.KIND.faiss``, or its stamp ``STORE.KIND.json``), checked against its
     store when present."""
-    from hashkit.hashing.search.indexes import index_kind
+    from hashkit.hashing.search.base import index_class
     from hashkit.hashing.storage.store import StoreReader
 
     path = path.with_suffix(".faiss")
@@ -192,7 +192,7 @@ def _saved_index(path: Path) -> dict:
                         "rerun hashkit index-build")
     if store.is_file():
         with StoreReader(store) as reader:
-            index, _ = load_saved_index(store, index_kind(kind_name), reader.codes(), reader.meta)
+            index, _ = load_saved_index(store, index_class(kind_name), reader.codes(), reader.meta)
         if index is None:
             raise UserError(f"{path} is stale or unreadable: the store changed since it was built; "
                             "rerun hashkit index-build")

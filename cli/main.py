@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -11,10 +12,32 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand, TyperOption
 
 from hashkit.hashing import __version__
 from hashkit.hashing.errors import UserError
 from hashkit.hashing.memory import MAX_BATCH, MAX_BITS, MAX_EPOCHS, MAX_INPUT_SIZE, MAX_SIDE, MAX_WIDTH
+
+REGISTRY_TEXTS = {  # help placeholder -> the registry function (module, name, arguments) that writes it
+    "{methods}": ("hashkit.hashing.methods", "method_choices", ()),
+    "{indexes}": ("hashkit.hashing.search.base", "index_choices", (False,)),
+    "{saveable_indexes}": ("hashkit.hashing.search.base", "index_choices", (True,)),
+    "{index_params}": ("hashkit.hashing.search.base", "index_params", ()),
+}
+
+
+class RegistryHelp(TyperCommand):
+    """A command whose options' help lists what the registries hold (methods, indexes), read from
+    them only when the help is shown: importing the methods takes seconds."""
+
+    def format_help(self, ctx: typer.Context, formatter: object) -> None:
+        for param in self.params:
+            for placeholder, (module, name, arguments) in REGISTRY_TEXTS.items():
+                if isinstance(param, TyperOption) and param.help and placeholder in param.help:
+                    text = getattr(importlib.import_module(module), name)(*arguments)
+                    param.help = param.help.replace(placeholder, text)
+        super().format_help(ctx, formatter)
+
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Offline image indexing with deep hashing: photos -> 3D pairs -> model -> codes -> search.")
@@ -50,7 +73,8 @@ def user_errors(command: Callable) -> Callable:
                 raise
             fail(f"no space left on the disk: {str(error).splitlines()[0]}")
         except KeyboardInterrupt:
-            typer.echo(f"interrupted: {INTERRUPTED.get(command.__name__, 'nothing was written')}", err=True)
+            kept = INTERRUPTED.get(command.__name__.removesuffix("_command"), "nothing was written")
+            typer.echo(f"interrupted: {kept}", err=True)
             raise typer.Exit(130) from None
     return wrapper
 
@@ -102,9 +126,9 @@ FeatureCacheOption = Annotated[Optional[Path], typer.Option(
 NoCacheOption = Annotated[bool, typer.Option("--no-feature-cache", help="Compute backbone features afresh.")]
 
 
-@app.command()
+@app.command("reconstruct")
 @user_errors
-def reconstruct(
+def reconstruct_command(
     photos: Annotated[Path, typer.Argument(metavar="PHOTOS", help="Folder of photos (searched recursively).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Work folder: sfm/ and pairs.h5 go here.")],
     matcher: Annotated[str, typer.Option(
@@ -140,9 +164,8 @@ def reconstruct(
     as_json: JsonOption = False,
 ) -> None:
     """Reconstruct 3D models from PHOTOS with COLMAP and mine image pairs into OUTPUT/pairs.h5."""
-    from hashkit.sfm_pairs.reconstruct import ReconstructOptions
-    from hashkit.sfm_pairs.reconstruct import reconstruct as run
-    summary = run(photos, output, ReconstructOptions(
+    from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
+    summary = reconstruct(photos, output, ReconstructOptions(
         matcher=matcher, num_neighbors=num_neighbors, retrieval_model=model,
         feature_cache=cache_dir(feature_cache, no_feature_cache), mapper=mapper, positives=positives,
         min_shared_points=min_shared_points, min_inliers=min_inliers, negatives_per_image=negatives_per_image,
@@ -182,18 +205,16 @@ def parse_params(items: list[str]) -> dict[str, object]:
 
 
 
-@app.command()
+@app.command("train", cls=RegistryHelp)
 @user_errors
-def train(
+def train_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Model file to write (model.pt).")],
     pairs: Annotated[Optional[Path], typer.Option(help="pairs.h5 from 'hashkit reconstruct'.")] = None,
     images: Annotated[Optional[Path], typer.Option(help="Folder of training images (no pairs needed).")] = None,
     labels: Annotated[Optional[str], typer.Option(
         help="Labels for supervised methods: 'folders' (one sub-folder per class), or a CSV of path,label "
              "or path,\"a;b;c\" rows.")] = None,
-    method: Annotated[str, typer.Option(
-        help="Label-free: bcdh, dsah, itq, lsh. Supervised (--labels): ath, rvssdh, exchnet; dsrh (multi-label).")]
-        = "bcdh",
+    method: Annotated[str, typer.Option(help="Hashing method. {methods}.")] = "bcdh",
     param: Annotated[Optional[list[str]], typer.Option(
         help="Method hyperparameter KEY=VALUE (repeatable; see docs/methods.md).")] = None,
     bits: Annotated[int, typer.Option(min=8, max=MAX_BITS, help="Code length, a multiple of 8.")] = 64,
@@ -227,15 +248,14 @@ def train(
 ) -> None:
     """Train a hashing model from pairs or from images alone, and write it to OUTPUT. Under torchrun
     (torchrun --nproc-per-node N -m hashkit.cli.main train ...) the processes train together."""
-    from hashkit.hashing.training.train import TrainOptions
-    from hashkit.hashing.training.train import train as run
+    from hashkit.hashing.training.train import TrainOptions, train
     options = TrainOptions(method=method, params=parse_params(param or []), bits=bits, backbone=backbone,
                            weights=weights, image_size=image_size, hidden=hidden,
                            freeze_backbone=freeze_backbone, epochs=epochs, batch_size=batch_size, lr=lr,
                            optimizer=optimizer,
                            seed=seed, device=device, feature_cache=cache_dir(feature_cache, no_feature_cache),
                            overwrite=overwrite, resume=resume, **({} if workers is None else {"workers": workers}))
-    summary = run(output, options, pairs_path=pairs, images_dir=images, labels=labels)
+    summary = train(output, options, pairs_path=pairs, images_dir=images, labels=labels)
     from hashkit.hashing.training.distributed import main_process
     if not main_process():  # under torchrun, rank 0 reports
         return
@@ -255,9 +275,9 @@ def train(
         echo(f"warning: {warning}", err=True)
 
 
-@app.command()
+@app.command("encode")
 @user_errors
-def encode(
+def encode_command(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file from 'hashkit train'.")],
     inputs: Annotated[list[Path], typer.Argument(
         metavar="INPUTS", help="Images, folders, or text files listing image paths.")],
@@ -277,11 +297,11 @@ def encode(
     as_json: JsonOption = False,
 ) -> None:
     """Encode images to binary codes in an HDF5 code store."""
-    from hashkit.hashing.storage.encode import encode as run
+    from hashkit.hashing.storage.encode import encode
     from hashkit.hashing.storage.shards import parse_shard
-    summary = run(model, inputs, output, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite,
-                  feature_cache=cache_dir(feature_cache, no_feature_cache), labels=labels,
-                  shard=None if shard is None else parse_shard(shard))
+    summary = encode(model, inputs, output, batch_size=batch_size, workers=workers, device=device, overwrite=overwrite,
+                     feature_cache=cache_dir(feature_cache, no_feature_cache), labels=labels,
+                     shard=None if shard is None else parse_shard(shard))
     report_summary(asdict(summary), as_json, [
         (f"shard {summary.shard}: " if summary.shard else "") +
         f"encoded {summary.encoded} images ({summary.already_present} already in the store, "
@@ -289,9 +309,9 @@ def encode(
     ] + [f"unreadable: {path}" for path in summary.unreadable])
 
 
-@app.command()
+@app.command("query", cls=RegistryHelp)
 @user_errors
-def query(
+def query_command(
     db: Annotated[list[Path], typer.Option(
         "--db", help="Database code store; repeat it to search several stores of one model (shards) as one.")],
     queries: Annotated[Path, typer.Option("--queries", help="Query code store (may be the database itself).")],
@@ -305,13 +325,10 @@ def query(
     keep_self: Annotated[bool, typer.Option("--keep-self", help="Keep a query's own image in its results.")] = False,
     radius: Annotated[Optional[int], typer.Option(
         min=0, help="Return every code within this Hamming distance instead of the k nearest.")] = None,
-    index: Annotated[str, typer.Option(
-        help="Exact: flat (scan) or mih (multi-index hashing: tables in memory, for large query batches; "
-             "fastest where neighbours are near). "
-             "Approximate: multihash, hash, ivf, hnsw.")] = "flat",
+    index: Annotated[str, typer.Option(help="Search index. {indexes}.")] = "flat",
     index_param: Annotated[Optional[list[str]], typer.Option(
-        help="Search setting KEY=VALUE of an approximate index (repeatable): nflip (multihash, hash: bit flips "
-             "probed per substring, default 1; 0 is faster, finds fewer), nprobe (ivf), efSearch (hnsw).")] = None,
+        help="Search setting KEY=VALUE of an approximate index (repeatable): {index_params}. Fewer flips, "
+             "probes or candidates are faster and find fewer true neighbours.")] = None,
     report: Annotated[Optional[Path], typer.Option(
         help="Folder for a report: precision-recall and precision@k curves (PNG) and index.html with "
              "sample queries and their top results.")] = None,
@@ -319,10 +336,11 @@ def query(
     as_json: JsonOption = False,
 ) -> None:
     """Hamming search (k nearest, or within --radius) of every query code in the database; optional evaluation."""
-    from hashkit.hashing.evaluation.query import query as run
-    summary = run(db, queries, k, output, ground_truth=ground_truth, metrics_path=metrics,
-                  exclude_self=not keep_self, overwrite=overwrite, index=index, radius=radius, report=report,
-                  index_params=parse_params(index_param or []))
+    from hashkit.hashing.evaluation.query import query
+    from hashkit.hashing.evaluation.summaries import metrics_lines
+    summary = query(db, queries, k, output, ground_truth=ground_truth, metrics_path=metrics,
+                    exclude_self=not keep_self, overwrite=overwrite, index=index, radius=radius, report=report,
+                    index_params=parse_params(index_param or []))
     found = f"top {summary.k}" if radius is None else f"{summary.results_found} results within radius {radius}"
     lines = [f"{summary.queries} queries x {summary.database} codes, {found} -> {summary.results}"]
     if not summary.exact:
@@ -331,26 +349,7 @@ def query(
         lines.append(f"note: index {summary.index} is approximate: results may miss true neighbours; "
                      f"{saved[summary.saved_index]}")
     if summary.metrics:
-        m = summary.metrics
-        lines.append(f"evaluated queries: {m['evaluated_queries']} of {m['queries']} "
-                     f"(ground truth: {m['ground_truth']})")
-        if m["evaluated_queries"]:
-            top = summary.k
-            lines.append(f"mAP: {m['mAP']:.4f}   mAP@{top}: {m[f'mAP@{top}']:.4f}   "
-                         f"precision@{top}: {m[f'precision@{top}']:.4f}   recall@{top}: {m[f'recall@{top}']:.4f}")
-            tie_aware, collapse = m["tie_aware"], m["collapse"]
-            lines.append(f"tie-aware mAP: {tie_aware['mAP']:.4f}   "
-                         f"tie-aware mAP@{top}: {tie_aware[f'mAP@{top}']:.4f}   "
-                         f"tie-aware precision@{top}: {tie_aware[f'precision@{top}']:.4f}")
-            lines.append(f"precision within radius 2: {m['precision@radius2']:.4f}   distinct codes: "
-                         f"{collapse['distinct_codes']} of {summary.database}   median nearest bucket: "
-                         f"{collapse['median_nearest_bucket']:g} rows")
-            if "wmAP" in m:  # multi-label ground truth
-                lines.append(f"NDCG@{top}: {m[f'NDCG@{top}']:.4f}   ACG@{top}: {m[f'ACG@{top}']:.4f}   "
-                             f"wmAP: {m['wmAP']:.4f}")
-        else:
-            lines.append("no query has a relevant database item: no means to report")
-        lines.append(f"metrics: {summary.metrics_path}")
+        lines += metrics_lines(summary.metrics, summary.database) + [f"metrics: {summary.metrics_path}"]
     if summary.report:
         lines.append(f"report: {summary.report}")
     for warning in summary.warnings + ([summary.metrics["tie_warning"]] if summary.metrics
@@ -359,42 +358,38 @@ def query(
     report_summary(asdict(summary), as_json, lines)
 
 
-@app.command("index-build")
+@app.command("index-build", cls=RegistryHelp)
 @user_errors
-def index_build(
+def index_build_command(
     db: Annotated[Path, typer.Option("--db", help="Code store to index.")],
-    index: Annotated[str, typer.Option(help="multihash (multi-index hashing), hash, ivf or hnsw.")] = "multihash",
+    index: Annotated[str, typer.Option(help="Index to save. {saveable_indexes}.")] = "faiss-mih",
     as_json: JsonOption = False,
 ) -> None:
     """Build an approximate search index over a code store and save it next to the store."""
-    from hashkit.hashing.search.indexes import index_kind
-    from hashkit.hashing.search.saved_index import save_index
-    from hashkit.hashing.storage.store import StoreReader
-    with StoreReader(db) as store:
-        path = save_index(db, index_kind(index), store.codes(), store.meta)
-    report_summary({"index": str(path), "rows": store.count}, as_json,
-                   [f"{index} index over {store.count} codes -> {path}"])
+    from hashkit.hashing.search.saved_index import build_saved_index
+    path, rows = build_saved_index(db, index)
+    report_summary({"index": str(path), "rows": rows}, as_json, [f"{index} index over {rows} codes -> {path}"])
 
 
-@app.command()
+@app.command("merge")
 @user_errors
-def merge(
+def merge_command(
     shards: Annotated[list[Path], typer.Argument(metavar="SHARDS", help="Code stores of one model, in order.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The merged code store to write.")],
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Join shard code stores of one model (from 'encode --shard') into one store, each path once."""
-    from hashkit.hashing.storage.merge import merge as run
-    summary = run(shards, output, overwrite)
+    from hashkit.hashing.storage.merge import merge
+    summary = merge(shards, output, overwrite)
     report_summary(asdict(summary), as_json, [
         f"merged {summary.shards} stores: {summary.rows} codes -> {summary.store}"
         + (f" ({summary.duplicates} repeated paths left out)" if summary.duplicates else "")])
 
 
-@app.command()
+@app.command("compare")
 @user_errors
-def compare(
+def compare_command(
     metrics_files: Annotated[list[Path], typer.Argument(
         metavar="METRICS", help="metrics.json files of the runs to compare.")],
     plot: Annotated[Optional[Path], typer.Option(
@@ -403,8 +398,9 @@ def compare(
     as_json: JsonOption = False,
 ) -> None:
     """Compare evaluated runs: a table of their metrics, and their curves on one plot."""
-    from hashkit.hashing.evaluation.compare import compare as run
-    table = run(metrics_files, plot)
+    from hashkit.hashing.evaluation.compare import compare
+    from hashkit.hashing.evaluation.summaries import format_table
+    table = compare(metrics_files, plot)
     report_summary({"runs": table}, as_json, format_table(table))
 
 
@@ -420,15 +416,6 @@ def inspect_command(
     summary = inspect_file(file)
     report_summary(summary, as_json, [f"{summary['path']}: {summary['kind']}, valid"]
                    + [f"  {key}: {value}" for key, value in summary.items() if key not in ("path", "kind")])
-
-
-def format_table(rows: list[dict]) -> list[str]:
-    """Rows of equal keys as an aligned text table (None as '-')."""
-    columns = list(rows[0])
-    cells = [list(columns)] + [["-" if r[c] is None else f"{r[c]:.4f}" if isinstance(r[c], float)
-                                        else str(r[c]) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def nearest_by_features(features: np.ndarray, k: int) -> np.ndarray:
 
 def nearest_by_codes(codes: np.ndarray, k: int) -> np.ndarray:
     """Each row's ``k`` nearest other rows by Hamming distance of packed codes."""
-    from hashkit.hashing.search.indexes import knn_scan
+    from hashkit.hashing.search.scan import knn_scan
     return knn_scan([codes], codes, min(k + 1, len(codes)))[1]
 
 
@@ -82,8 +82,8 @@ def retrieval_pairs(paths: list[Path], k: int, model: Path | None, cache_dir: Pa
     keep_freed_memory()
     if model is not None:
         from hashkit.hashing.storage.model_codes import model_codes
-        from hashkit.hashing.training.model_file import load_checkpoint
-        loaded = load_checkpoint(model)
+        from hashkit.hashing.training.model_file import load_model
+        loaded = load_model(model)
         codes = np.concatenate([c for c, _, _ in model_codes(loaded, paths, 64, workers=None, device=torch_device,
                                                               cache_dir=cache_dir)])
         return neighbour_pairs(nearest_by_codes(codes, k))

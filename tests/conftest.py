@@ -11,22 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from hashkit.cli.main import app
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def hamming_distances(database: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """The plain reference: (Q, N) counts of differing bits, from unpacked bits."""
-    bits = np.unpackbits(database, axis=1)
-    return np.array([(np.unpackbits(query) != bits).sum(axis=1) for query in queries])
-
-
-def run_cli(*args: str):
-    """Invoke the hashkit CLI in-process; returns typer's Result (exit_code, stdout, stderr)."""
-    return CliRunner().invoke(app, [str(a) for a in args])
+from .helpers import REPO, run_cli
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -73,18 +59,18 @@ def digits(tmp_path_factory) -> Path:
     return out
 
 
-def trained_model(images: Path, model: Path, method: str, image_size: int, *extra: str) -> Path:
-    """``hashkit train`` of a 16-bit ``method`` model on ``images`` (in-process, no workers)."""
-    result = run_cli("train", "--images", images, "-o", model, "--method", method, "--bits", "16",
-                     "--image-size", str(image_size), "--workers", "0", *extra)
-    assert result.exit_code == 0, result.output
-    return model
-
-
-def noise_photos(folder: Path, count: int, side: int, suffix: str) -> Path:
-    """``count`` random-noise photos of ``side`` x ``side`` pixels in ``folder``, named 0000.SUFFIX on."""
-    folder.mkdir(parents=True)
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    """Three photos, an LSH model at 64 px and the store of their codes."""
+    root = tmp_path_factory.mktemp("tiny")
+    photos = root / "photos"
+    photos.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(count):
-        cv2.imwrite(str(folder / f"{i:04d}{suffix}"), rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
-    return folder
+    for i in range(3):
+        cv2.imwrite(str(photos / f"{i}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    model, store = root / "lsh.pt", root / "codes.h5"
+    common = ["--workers", "0", "--no-feature-cache"]
+    assert run_cli("train", "--images", photos, "-o", model, "--method", "lsh", "--bits", "16", "--image-size", "64",
+                   *common).exit_code == 0
+    assert run_cli("encode", model, photos, "-o", store, *common).exit_code == 0
+    return {"photos": photos, "model": model, "store": store}

@@ -15,7 +15,7 @@ from hashkit.hashing.files.pairs_file import read_pairs
 from hashkit.hashing.storage.store import read_store
 
 from .bad_inputs import make_corpus
-from .conftest import run_cli
+from .helpers import run_cli
 
 
 @pytest.fixture(scope="module")

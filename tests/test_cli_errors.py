@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -14,16 +13,7 @@ from hashkit.hashing.evaluation.query import RESULT_BYTES
 from hashkit.hashing.search.mih import MultiIndex, table_bytes
 from hashkit.hashing.storage.store import read_store
 
-from .conftest import run_cli
-
-HASHKIT = [sys.executable, "-m", "hashkit.cli.main"]
-
-
-def assert_one_line_error(result, fragment: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
-    assert "Traceback" not in result.output
+from .helpers import HASHKIT, assert_one_line_error, run_cli
 
 
 def test_missing_folder(tmp_path):
@@ -108,23 +98,6 @@ def test_ground_truth_that_names_no_image_is_refused_before_writing(tmp_path):
     assert not (tmp_path / "r.h5").exists() and not (tmp_path / "metrics.json").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, Path]:
-    """Three photos, an LSH model at 64 px and the store of their codes."""
-    root = tmp_path_factory.mktemp("tiny")
-    photos = root / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        cv2.imwrite(str(photos / f"{i}.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
-    model, store = root / "lsh.pt", root / "codes.h5"
-    common = ["--workers", "0", "--no-feature-cache"]
-    assert run_cli("train", "--images", photos, "-o", model, "--method", "lsh", "--bits", "16", "--image-size", "64",
-                   *common).exit_code == 0
-    assert run_cli("encode", model, photos, "-o", store, *common).exit_code == 0
-    return {"photos": photos, "model": model, "store": store}
-
-
 def test_k_beyond_the_database_is_capped_and_said(tmp_path, tiny):
     import h5py
 
@@ -199,7 +172,7 @@ def test_a_batch_that_would_not_fit_in_memory_is_refused_before_encoding(tmp_pat
 def test_search_parameters_out_of_range_are_refused_in_one_line(tmp_path, tiny):
     query = ["query", "--db", tiny["store"], "--queries", tiny["store"], "-o", tmp_path / "r.h5"]
     assert_one_line_error(run_cli(*query, "--index", "ivf", "--index-param", "nprobe=0"), "nprobe must be")
-    assert_one_line_error(run_cli(*query, "--index", "multihash", "--index-param", "nflip=1000000000"),
+    assert_one_line_error(run_cli(*query, "--index", "faiss-mih", "--index-param", "nflip=1000000000"),
                           "nflip must be a whole number from 0 to")
     assert not (tmp_path / "r.h5").exists()
 

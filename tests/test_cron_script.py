@@ -15,7 +15,7 @@ from hashkit.hashing.errors import UserError
 from hashkit.hashing.files.locking import exclusive_lock
 from hashkit.hashing.storage.store import read_store
 
-from .conftest import REPO, run_cli
+from .helpers import REPO, run_cli
 
 SCRIPT = REPO / "examples" / "update_index.sh"
 

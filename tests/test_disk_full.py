@@ -21,7 +21,7 @@ import pytest
 from hashkit.hashing.storage.store import read_store
 from hashkit.hashing.user_cache import traced_networks_dir
 
-from .conftest import noise_photos, run_cli, trained_model
+from .helpers import noise_photos, run_cli, trained_model
 
 HASHKIT = [sys.executable, "-m", "hashkit.cli.main"]
 KIB = 1 << 10

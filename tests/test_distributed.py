@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_cli
+from .helpers import run_cli
 
 COMMON = ["--bits", "32", "--image-size", "64", "--workers", "0", "--seed", "0", "--freeze-backbone",
           "--epochs", "12"]

@@ -12,7 +12,7 @@ import pytest
 from hashkit.hashing.files.pairs_file import read_pairs
 from hashkit.hashing.storage.store import read_store
 
-from .conftest import run_cli
+from .helpers import run_cli
 
 TRAIN_ARGS = ["--bits", "32", "--image-size", "64", "--batch-size", "32", "--workers", "0", "--seed", "0"]
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import noise_photos, run_cli
+from .helpers import noise_photos, run_cli
 
 FUZZ_CASES = int(os.environ.get("HASHKIT_FUZZ_CASES", 120))
 SEEDS = [int(seed) for seed in os.environ.get("HASHKIT_FUZZ_SEEDS", "0,1").split(",")]

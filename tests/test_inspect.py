@@ -10,8 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from .conftest import run_cli
-from .test_cli_errors import assert_one_line_error, tiny  # noqa: F401 - the fixture is used here too
+from .helpers import assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def files(tmp_path_factory, tiny, work_dir) -> dict[str, Path]:  # noqa: F811
                    "--ground-truth", "folders").exit_code == 0
     assert run_cli("index-build", "--db", root / "codes.h5").exit_code == 0
     return {"pairs": work_dir / "pairs.h5", "model": tiny["model"], "codes": root / "codes.h5",
-            "results": root / "r.h5", "metrics": root / "metrics.json", "index": root / "codes.h5.multihash.faiss",
+            "results": root / "r.h5", "metrics": root / "metrics.json", "index": root / "codes.h5.faiss-mih.faiss",
             "feature-cache": next(cache.glob("*.h5"))}
 
 
@@ -75,27 +74,27 @@ def test_damaged_files_exit_1_in_one_line(tmp_path, files):
 
 
 def test_a_stale_saved_index_is_reported(tmp_path, files, tiny):  # noqa: F811
-    for name in ("codes.h5", "codes.h5.multihash.faiss", "codes.h5.multihash.json"):
+    for name in ("codes.h5", "codes.h5.faiss-mih.faiss", "codes.h5.faiss-mih.json"):
         shutil.copy(files["codes"].with_name(name), tmp_path / name)
-    assert run_cli("inspect", tmp_path / "codes.h5.multihash.faiss").exit_code == 0
+    assert run_cli("inspect", tmp_path / "codes.h5.faiss-mih.faiss").exit_code == 0
     extra = tmp_path / "extra"
     extra.mkdir()
     shutil.copy(next(tiny["photos"].glob("*.png")), extra / "new.png")
     assert run_cli("encode", tiny["model"], extra, "-o", tmp_path / "codes.h5", "--workers", "0",
                    "--no-feature-cache").exit_code == 0
-    assert_one_line_error(run_cli("inspect", tmp_path / "codes.h5.multihash.faiss"), "stale")
+    assert_one_line_error(run_cli("inspect", tmp_path / "codes.h5.faiss-mih.faiss"), "stale")
 
 
 def test_an_altered_saved_index_and_results_past_their_database_are_refused(tmp_path, files):
-    for name in ("codes.h5", "codes.h5.multihash.faiss", "codes.h5.multihash.json"):
+    for name in ("codes.h5", "codes.h5.faiss-mih.faiss", "codes.h5.faiss-mih.json"):
         shutil.copy(files["codes"].with_name(name), tmp_path / name)
-    index = tmp_path / "codes.h5.multihash.faiss"
+    index = tmp_path / "codes.h5.faiss-mih.faiss"
     data = bytearray(index.read_bytes())
     data[-1] ^= 1  # a code of the index changed: its stamp still describes the store
     index.write_bytes(bytes(data))
     assert_one_line_error(run_cli("inspect", index), "does not match its stamp")
     query = ["query", "--db", tmp_path / "codes.h5", "--queries", tmp_path / "codes.h5", "-k", "2"]
-    result = run_cli(*query, "-o", tmp_path / "r.h5", "--index", "multihash")
+    result = run_cli(*query, "-o", tmp_path / "r.h5", "--index", "faiss-mih")
     assert result.exit_code == 0 and "saved index is stale" in result.output, result.output  # rebuilt, not searched
 
     results = tmp_path / "r.h5"

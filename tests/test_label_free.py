@@ -12,7 +12,7 @@ import pytest
 from hashkit.hashing.storage.store import read_store
 from hashkit.hashing.training.features import FeatureCache
 
-from .conftest import run_cli
+from .helpers import run_cli
 
 COMMON = ["--bits", "16", "--image-size", "64", "--workers", "0", "--seed", "0"]
 

@@ -17,9 +17,7 @@ from hashkit.hashing.evaluation.metrics import evaluate, graded_scores
 from hashkit.hashing.files.labels import label_matrix, load_labels, vocabulary
 from hashkit.hashing.storage.store import read_store
 
-from .conftest import run_cli, trained_model
-from .test_cli_errors import assert_one_line_error
-from .test_metrics import codes_from_bits
+from .helpers import assert_one_line_error, codes_from_bits, run_cli, trained_model
 
 
 def test_graded_scores_by_hand():

@@ -15,10 +15,9 @@ from hashkit.hashing.evaluation.metrics import (
     ranking_scores,
     tie_aware_scores,
 )
-from hashkit.hashing.search.indexes import knn_scan
-from hashkit.hashing.storage.store import pack_codes
+from hashkit.hashing.search.scan import knn_scan
 
-from .conftest import hamming_distances
+from .helpers import codes_from_bits, hamming_distances
 
 
 def test_ranking_scores_by_hand():
@@ -32,10 +31,6 @@ def test_ranking_scores_by_hand():
 def test_ap_at_k_is_zero_without_hits_in_top_k():
     ap, ap_at_2, p_at_2, r_at_2 = ranking_scores(np.array([3]), k=2)
     assert ap == pytest.approx(1 / 3) and ap_at_2 == 0 and p_at_2 == 0 and r_at_2 == 0
-
-
-def codes_from_bits(rows):
-    return pack_codes(np.array(rows, dtype=float) - 0.5)
 
 
 def one_hot(ids, classes=2):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.search import mih
-from hashkit.hashing.search.indexes import knn_scan, radius_search
 from hashkit.hashing.search.kernels import as_words
 from hashkit.hashing.search.mih import MultiIndex, ring_masks, substring_keys, substring_lengths
+from hashkit.hashing.search.scan import knn_scan, radius_scan
 
 
 def near(rng: np.random.Generator, centres: np.ndarray, rows: int, flip: float) -> np.ndarray:
@@ -101,7 +101,7 @@ def test_radius_search_gives_the_scans_results(code_bytes):
     queries = np.concatenate([near(rng, centres, 40, 0.04), rng.integers(0, 256, (5, code_bytes), dtype=np.uint8)])
     index = MultiIndex(database)
     for radius in (0, 3, 7, 12, 40):  # the last ones past the rings' budget: scanned
-        expected = radius_search([database], queries, radius)
+        expected = radius_scan([database], queries, radius)
         found = index.radius_search(queries, radius)
         assert all(np.array_equal(a, b) for a, b in zip(found, expected)), radius
     assert len(expected[1]) > 0

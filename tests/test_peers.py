@@ -16,7 +16,7 @@ from hashkit.hashing.methods.greedyhash import straight_through_sign
 from hashkit.hashing.training.network import HashNetwork
 from hashkit.hashing.training.trainer import DeepTrainer
 
-from .test_supervised import FROZEN, train_and_evaluate
+from .helpers import FROZEN, train_and_evaluate
 
 PEERS = ["csq", "dpsh", "hashnet", "greedyhash", "bihalf"]
 

@@ -15,8 +15,7 @@ import pytest
 
 from hashkit.hashing.files.pairs_file import read_pairs
 
-from .conftest import REPO, run_cli
-from .test_cli_errors import HASHKIT, assert_one_line_error
+from .helpers import HASHKIT, REPO, assert_one_line_error, run_cli
 
 COLMAP_LOG_LINE = re.compile(r"^[IWEF]\d{8} ", re.MULTILINE)  # glog's prefix: level and date
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from .conftest import run_cli
-from .test_cli_errors import assert_one_line_error
+from .helpers import assert_one_line_error, run_cli
 
 
 class Images(HTMLParser):

@@ -13,8 +13,7 @@ import pytest
 
 from hashkit.hashing.storage.store import read_store
 
-from .conftest import noise_photos, run_cli, trained_model
-from .test_cli_errors import HASHKIT
+from .helpers import HASHKIT, noise_photos, run_cli, trained_model
 
 
 def committed_rows(store: Path) -> int:
@@ -43,7 +42,7 @@ def deep_model(tmp_path_factory, scene_set) -> Path:
 
 @pytest.mark.parametrize("kind", ["frozen", "deep"])
 def test_encode_killed_at_random_moments_resumes_to_the_uninterrupted_store(tmp_path, frozen_set, deep_model, kind):
-    from .test_signals import alive, descendants
+    from .helpers import alive, descendants
 
     model, store = (frozen_set[0] if kind == "frozen" else deep_model), tmp_path / "codes.h5"
     photos, total = frozen_set[1], 1600
@@ -84,7 +83,7 @@ def test_encode_killed_at_random_moments_resumes_to_the_uninterrupted_store(tmp_
 def test_reconstruct_killed_while_matching_resumes_to_the_same_pairs(tmp_path, scene_set, work_dir):
     from hashkit.hashing.files.pairs_file import read_pairs
 
-    from .test_signals import alive, descendants
+    from .helpers import alive, descendants
 
     work = tmp_path / "work"
     command = [*HASHKIT, "reconstruct", str(scene_set / "photos"), "-o", str(work)]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.files.pairs_file import read_pairs
-from hashkit.hashing.search.indexes import INDEXES, build_index, knn, knn_scan, radius_search
+from hashkit.hashing.search.base import Database, indexes
 from hashkit.hashing.search.kernels import as_columns, as_words, distance_matrix
+from hashkit.hashing.search.scan import knn_scan, radius_scan
 
-from .conftest import hamming_distances, run_cli
-from .test_cli_errors import assert_one_line_error
+from .helpers import assert_one_line_error, hamming_distances, run_cli
 
 
 def reference_ranking(database: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,23 +74,22 @@ def test_radius_search_returns_exactly_the_codes_within_the_radius(code_bytes, r
     rng = np.random.default_rng(code_bytes)
     database = rng.integers(0, 256, (3000, code_bytes), dtype=np.uint8)
     queries = rng.integers(0, 256, (query_count, code_bytes), dtype=np.uint8)
-    for source in ([database[:123], database[123:]], build_index(INDEXES["flat"], database)):
-        offsets, distances, ids = radius_search(source, queries, radius=radius, threads=3)
-        assert offsets[-1] > 1024 or query_count == 1  # the kernel's first 1,024 places outgrown
-        for q in range(len(queries)):
-            ref_d, ref_i = reference_ranking(database, queries[q])
-            within = ref_d <= radius
-            assert ids[offsets[q]:offsets[q + 1]].tolist() == ref_i[within].tolist()
-            assert distances[offsets[q]:offsets[q + 1]].tolist() == ref_d[within].tolist()
+    offsets, distances, ids = radius_scan([database[:123], database[123:]], queries, radius=radius, threads=3)
+    assert offsets[-1] > 1024 or query_count == 1  # the kernel's first 1,024 places outgrown
+    for q in range(len(queries)):
+        ref_d, ref_i = reference_ranking(database, queries[q])
+        within = ref_d <= radius
+        assert ids[offsets[q]:offsets[q + 1]].tolist() == ref_i[within].tolist()
+        assert distances[offsets[q]:offsets[q + 1]].tolist() == ref_d[within].tolist()
 
 
-@pytest.mark.parametrize("name", [name for name, kind in INDEXES.items() if not kind.exact])
+@pytest.mark.parametrize("name", [name for name, kind in indexes().items() if not kind.exact])
 def test_approximate_indexes_find_near_duplicates(name):
     rng = np.random.default_rng(2)
     database = rng.integers(0, 256, (5000, 8), dtype=np.uint8)
     queries = database[:50].copy()
     queries[:, 0] ^= 1  # one bit away from their source row
-    distances, ids = knn(build_index(INDEXES[name], database), queries, k=5)
+    distances, ids = indexes()[name].build(Database.in_memory(database)).knn(queries, 5)
     assert (ids[:, 0] == np.arange(50)).mean() >= 0.9, f"{name} recall@1"
     assert (distances[:, 0][ids[:, 0] == np.arange(50)] == 1).all()
     valid = ids >= 0
@@ -121,11 +120,11 @@ def test_query_cli_radius_and_index(work_dir, tmp_path):
     with h5py.File(tmp_path / "r.h5") as f, h5py.File(tmp_path / "rm.h5") as e:
         assert e.attrs["index"] == "mih" and e.attrs["exact"] and e.attrs["layout"] == "radius"
         assert all(np.array_equal(f[name][:], e[name][:]) for name in ("offsets", "ids", "distances", "paths"))
-    result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "m.h5", "--index", "multihash",
+    result = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "m.h5", "--index", "faiss-mih",
                      "-k", "3")
     assert result.exit_code == 0 and "approximate" in result.stdout
     with h5py.File(tmp_path / "m.h5") as f:
-        assert f.attrs["index"] == "multihash" and not f.attrs["exact"] and f["ids"].shape == (len(codes), 3)
+        assert f.attrs["index"] == "faiss-mih" and not f.attrs["exact"] and f["ids"].shape == (len(codes), 3)
     flat = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "f.h5", "-k", "5")
     exact = run_cli("query", "--db", store, "--queries", store, "-o", tmp_path / "e.h5", "--index", "mih", "-k", "5")
     assert flat.exit_code == 0 and exact.exit_code == 0 and "approximate" not in exact.stdout, exact.output
@@ -141,10 +140,10 @@ def test_saved_index_is_reused_until_the_store_changes(work_dir, scene_set, tmp_
     photos = read_pairs(work_dir / "pairs.h5").absolute_paths()
     store = tmp_path / "codes.h5"
     assert run_cli("encode", model, *photos[:-3], "-o", store, "--workers", "0").exit_code == 0
-    result = run_cli("index-build", "--db", store, "--index", "multihash")
+    result = run_cli("index-build", "--db", store, "--index", "faiss-mih")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "codes.h5.multihash.faiss").is_file() and (tmp_path / "codes.h5.multihash.json").is_file()
-    query = ["query", "--db", store, "--queries", store, "--index", "multihash", "-k", "3", "--keep-self", "--json",
+    assert (tmp_path / "codes.h5.faiss-mih.faiss").is_file() and (tmp_path / "codes.h5.faiss-mih.json").is_file()
+    query = ["query", "--db", store, "--queries", store, "--index", "faiss-mih", "-k", "3", "--keep-self", "--json",
              "--overwrite"]
     first = json.loads(run_cli(*query, "-o", tmp_path / "a.h5").stdout)
     assert first["saved_index"] == "loaded"
@@ -153,7 +152,7 @@ def test_saved_index_is_reused_until_the_store_changes(work_dir, scene_set, tmp_
     assert second["saved_index"] == "stale" and second["database"] == len(photos)
     with h5py.File(tmp_path / "b.h5") as f:
         assert (f["ids"][:, 0] == np.arange(len(photos))).all(), "each code finds itself, the new ones too"
-    assert run_cli("index-build", "--db", store, "--index", "multihash").exit_code == 0
+    assert run_cli("index-build", "--db", store, "--index", "faiss-mih").exit_code == 0
     assert json.loads(run_cli(*query, "-o", tmp_path / "c.h5").stdout)["saved_index"] == "loaded"
     for exact in ("flat", "mih"):
         assert_one_line_error(run_cli("index-build", "--db", store, "--index", exact), "needs no saved index")
@@ -167,12 +166,12 @@ def test_index_params_tune_the_search_and_are_checked(work_dir, tmp_path):
     assert run_cli("encode", model, *read_pairs(work_dir / "pairs.h5").absolute_paths(), "-o", store,
                    "--workers", "0").exit_code == 0
     base = ["query", "--db", store, "--queries", store, "-k", "3", "--keep-self", "--json"]
-    result = run_cli(*base, "-o", tmp_path / "a.h5", "--index", "multihash", "--index-param", "nflip=0")
+    result = run_cli(*base, "-o", tmp_path / "a.h5", "--index", "faiss-mih", "--index-param", "nflip=0")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["index_params"] == {"nflip": 0}
     with h5py.File(tmp_path / "a.h5") as f:
         assert (f["ids"][:, 0] == np.arange(len(f["ids"]))).all(), "exact matches need no flips"
-    assert_one_line_error(run_cli(*base, "-o", tmp_path / "b.h5", "--index", "multihash", "--index-param", "nprobe=3"),
+    assert_one_line_error(run_cli(*base, "-o", tmp_path / "b.h5", "--index", "faiss-mih", "--index-param", "nprobe=3"),
                           "has no search parameter 'nprobe'")
     assert_one_line_error(run_cli(*base, "-o", tmp_path / "c.h5", "--index-param", "nflip=0"),
                           "index flat takes no --index-param")

@@ -13,8 +13,7 @@ import pytest
 
 from hashkit.hashing.storage.store import read_store
 
-from .conftest import run_cli, trained_model
-from .test_cli_errors import assert_one_line_error
+from .helpers import assert_one_line_error, run_cli, trained_model
 
 
 @pytest.fixture(scope="module")

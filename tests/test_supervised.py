@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +13,7 @@ from hashkit.hashing.methods.dsrh import ranking_loss
 from hashkit.hashing.methods.exchnet import binary_step
 from hashkit.hashing.methods.rvssdh import VLAD
 
-from .conftest import run_cli
-from .test_cli_errors import assert_one_line_error
-
-COMMON = ["--bits", "32", "--image-size", "64", "--workers", "0", "--seed", "0"]
-FROZEN = ["--freeze-backbone", "--batch-size", "64"]
+from .helpers import COMMON, FROZEN, assert_one_line_error, run_cli, train_and_evaluate
 
 
 def test_triplet_margin_loss_by_hand():
@@ -80,22 +74,6 @@ def test_exchnet_binary_step_lowers_its_objective():
     updated = binary_step(codes, outputs, onehot, gamma=1.0)
     assert set(np.unique(updated)) <= {-1.0, 1.0}
     assert objective(updated) < objective(codes)
-
-
-def train_and_evaluate(name: str, method: str, extra: list[str], train: Path, db: Path, queries: Path,
-                       ground_truth: str, tmp: Path) -> tuple[dict, dict]:
-    """Train through the CLI, encode database and queries, query; (train summary, metrics)."""
-    model = tmp / f"{name}.pt"
-    result = run_cli("train", "--images", train, "-o", model, "--method", method, *COMMON, *extra, "--json")
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
-    for folder, store in ((db, tmp / f"{name}-db.h5"), (queries, tmp / f"{name}-q.h5")):
-        assert run_cli("encode", model, folder, "-o", store, "--workers", "0").exit_code == 0
-    metrics = tmp / f"{name}.json"
-    result = run_cli("query", "--db", tmp / f"{name}-db.h5", "--queries", tmp / f"{name}-q.h5", "-k", "10",
-                     "-o", tmp / f"{name}-r.h5", "--ground-truth", ground_truth, "--metrics", metrics)
-    assert result.exit_code == 0, result.output
-    return summary, json.loads(metrics.read_text())
 
 
 @pytest.fixture(scope="module")

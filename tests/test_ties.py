@@ -10,7 +10,7 @@ import pytest
 
 from hashkit.hashing.storage.store import CodeStoreWriter, StoreMeta, label_cell
 
-from .conftest import run_cli
+from .helpers import run_cli
 
 META = StoreMeta(bits=16, method="lsh", model_digest="a" * 64, backbone="none", hashkit_version="0")
 CLASS_SIZE = 5

@@ -12,10 +12,10 @@ import torch
 
 from hashkit.hashing.storage.store import read_store
 from hashkit.hashing.training import traced_copy
-from hashkit.hashing.training.model_file import load_checkpoint
+from hashkit.hashing.training.model_file import load_model
 from hashkit.hashing.user_cache import traced_networks_dir
 
-from .conftest import noise_photos, run_cli, trained_model
+from .helpers import noise_photos, run_cli, trained_model
 
 ENCODE_WITHOUT_TORCHVISION = """
 import sys
@@ -43,13 +43,13 @@ def test_a_second_encode_runs_the_traced_copy_without_torchvision_and_gives_the_
     assert np.array_equal(read_store(tmp_path / "second.h5").codes, read_store(tmp_path / "first.h5").codes)
 
     copies[0].write_bytes(b"not a traced network")
-    assert traced_copy._load(copies[0], load_checkpoint(model).digest) is None
+    assert traced_copy._load(copies[0], load_model(model).digest) is None
     third = run_cli("encode", model, photos, "-o", tmp_path / "third.h5", "--no-feature-cache")
     assert third.exit_code == 0, third.output
     assert np.array_equal(read_store(tmp_path / "third.h5").codes, read_store(tmp_path / "first.h5").codes)
     loaded = traced_copy.load_for_encoding(model, traced_networks_dir(), torch.device("cpu"))
     assert isinstance(loaded.network, torch.jit.ScriptModule)  # replaced by a loadable copy
-    assert loaded.config == load_checkpoint(model).config and loaded.digest == load_checkpoint(model).digest
+    assert loaded.config == load_model(model).config and loaded.digest == load_model(model).digest
 
 
 def test_only_the_most_recently_used_copies_are_kept(tmp_path):

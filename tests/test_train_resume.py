@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import noise_photos, run_cli
-from .test_cli_errors import HASHKIT
-from .test_signals import alive, descendants
+from .helpers import HASHKIT, alive, descendants, noise_photos, run_cli
 
 EPOCHS = 5
 

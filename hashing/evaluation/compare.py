@@ -8,6 +8,8 @@ from pathlib import Path
 from hashkit.hashing.errors import UserError
 from hashkit.hashing.files.outputs import output_file
 
+from .summaries import metrics_row
+
 
 def compare(metrics_files: list[Path], plot: Path | None = None) -> list[dict]:
     """One row per run: its name (the file's folder and name), method, bits and headline
@@ -33,25 +35,3 @@ def compare(metrics_files: list[Path], plot: Path | None = None) -> list[dict]:
         except (KeyError, TypeError, ValueError) as error:
             raise UserError(f"a metrics file's curves cannot be drawn ({type(error).__name__}: {error})") from error
     return rows
-
-
-def metrics_row(path: Path, name: str, m: object) -> dict:
-    """The table row (named ``name``) of the metrics ``m`` read from ``path``, once their fields
-    and types are checked; a UserError when they are not the metrics 'hashkit query' writes."""
-    try:
-        if not isinstance(m, dict) or "evaluated_queries" not in m or "pr_curve" not in m:
-            raise KeyError("evaluated_queries or pr_curve")
-        k = m["k"]
-        row = {"run": name, "method": m.get("method"), "bits": m.get("bits"), "k": k,
-               "queries": m["evaluated_queries"], "mAP": m["mAP"], "mAP@k": m[f"mAP@{k}"],
-               "precision@k": m[f"precision@{k}"], "tie-aware mAP": m["tie_aware"]["mAP"],
-               "precision@radius2": m["precision@radius2"]}
-    except (KeyError, TypeError) as error:
-        raise UserError(f"{path} is not a metrics.json written by this version of 'hashkit query' "
-                        f"({type(error).__name__}: {error})") from error
-    numbers = [row[key] for key in ("mAP", "mAP@k", "precision@k", "tie-aware mAP", "precision@radius2")]
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or not isinstance(row["queries"], int) \
-            or any(value is not None and not isinstance(value, (int, float)) for value in numbers):
-        raise UserError(f"{path} is not a metrics.json written by this version of 'hashkit query' "
-                        "(a value of the wrong type)")
-    return row

@@ -1,34 +1,8 @@
-"""Retrieval metrics over Hamming rankings, with their conventions stated.
+"""Retrieval metrics over Hamming rankings.
 
-Conventions (also written into metrics.json):
-- Ranking: database items by ascending Hamming distance; ties broken by database row, lowest first.
-- Relevance: r = the number of labels a database item shares with the query (label sets);
-  relevant means r >= 1. Items or queries with an unknown label share none. For single-label
-  data this is "same label".
-- Queries with no relevant item in the database are left out of every mean (and counted).
-- AP (whole database): mean of precision at the rank of each relevant item.
-- AP@k: sum over the top k of precision@i at relevant ranks, divided by the number of
-  relevant items within the top k (the HashNet / DeepHash convention); 0 when there is none.
-- precision@k: relevant in the top k / k. recall@k: relevant in the top k / all relevant.
-- Multi-label data only (some image has more than one label), graded by r:
-  ACG@k = sum of r over the top k / k;
-  NDCG@k = DCG@k / ideal DCG@k, DCG@k = sum over ranks i <= k of (2^r_i - 1) / log2(i + 1),
-  the ideal taking the query's r over the whole ranking sorted descending;
-  weighted AP (Zhao et al., CVPR 2015) = sum of ACG@n over the ranks n of relevant items in the
-  whole ranking / the number of relevant items; wmAP is its mean.
-- Tie-aware AP, AP@k and precision@k (McSherry and Najork, ECIR 2008): their expected values over
-  all orderings of the items within each Hamming distance, so no tie order is assumed. AP@k is
-  in the convention above: E[numerator / number of relevant in the top k], exact.
-- Collapse diagnostics: the number of distinct codes in the database, and the median over the
-  evaluated queries of the number of rows at the query's smallest Hamming distance to the
-  database (rows left out of its ranking excluded). A tie warning is given when a row-order mAP,
-  mAP@k or precision@k differs from its tie-aware value by more than 0.02.
-- precision within Hamming radius 2: relevant / retrieved among items at distance <= 2; a query
-  retrieving nothing there counts 0. The precision-recall curve is taken over Hamming radii
-  0..bits: at each radius, precision averaged over the queries that retrieve something, recall
-  over every evaluated query.
-- DeepHash convention (HashNet's and DeepHash's published code): mAP@k averaged over the queries
-  with at least one relevant item in their top k only.
+Their conventions (ranking and tie order, relevance, which queries count, each metric's
+definition) are stated once, in ``CONVENTIONS`` below: every metrics.json carries them, and
+docs/formats.md points there.
 """
 
 from __future__ import annotations
@@ -43,8 +17,8 @@ import numpy as np
 from numba import njit
 
 from hashkit.hashing.progress import progress
-from hashkit.hashing.search.indexes import cpu_cores
 from hashkit.hashing.search.kernels import as_columns, as_words, distance_matrix, rank_relevant, shared_labels
+from hashkit.hashing.search.scan import cpu_cores
 
 TIE_WARNING_GAP = 0.02  # absolute difference between a row-order and a tie-aware mean that is warned about
 TIE_TERMS = 1 << 20  # bound on the (query, relevant count) terms of tie-aware AP@k computed at once
@@ -54,7 +28,9 @@ CONVENTIONS = {
                  "unknown labels share none (single-label data: same label)",
     "excluded_queries": "queries without any relevant database item are left out of the means",
     "ap_at_k": "normalised by the relevant items retrieved within the top k (HashNet/DeepHash); 0 if none",
-    "ap": "over the whole database ranking",
+    "ap": "mean over the relevant items of the precision at each one's rank, over the whole database ranking",
+    "precision_recall_at_k": "precision@k: relevant items in the top k / k; recall@k: relevant items in the top k / "
+                             "all relevant items",
     "self_match": "a query's own image is removed from its ranking when it is in the database",
     "acg_at_k": "multi-label only: sum of r over the top k, divided by k",
     "ndcg_at_k": "multi-label only: gain 2^r - 1, discount log2(rank + 1), normalised by the ideal DCG@k "
@@ -279,7 +255,7 @@ def distinct_codes(database: np.ndarray) -> int:
 @dataclass
 class LabelRelevance:
     """Relevance from label sets: r = labels shared. Labels are multi-hot bool matrices
-    (``ground_truth.label_matrix``) over one vocabulary; an all-false row is an unknown label.
+    (``labels.label_matrix``) over one vocabulary; an all-false row is an unknown label.
     ``self_rows[q]``: the database row of query q's own image (-1 if absent), left out."""
 
     db_labels: np.ndarray

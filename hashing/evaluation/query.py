@@ -29,18 +29,9 @@ from hashkit.hashing.files.outputs import hdf5_in_memory, output_file, write_byt
 from hashkit.hashing.files.text_column import encoded
 from hashkit.hashing.memory import available_memory
 from hashkit.hashing.progress import progress
-from hashkit.hashing.search.indexes import (
-    CHUNK_ROWS,
-    IndexKind,
-    build_index,
-    index_kind,
-    knn,
-    knn_scan,
-    radius_search,
-    tune,
-)
-from hashkit.hashing.search.mih import MultiIndex, table_bytes
+from hashkit.hashing.search.base import Database, SearchIndex, index_class
 from hashkit.hashing.search.saved_index import load_saved_index
+from hashkit.hashing.search.scan import CHUNK_ROWS
 from hashkit.hashing.storage.store import StoreContents, StoreSet, check_same_model, read_store
 
 from .metrics import LabelRelevance, ListedRelevance, evaluate_relevance
@@ -80,22 +71,24 @@ def query(db_paths: Path | list[Path], queries_path: Path, k: int, output: Path,
     ``db_paths``: one store, or several stores of one model searched as one database (their rows
     numbered through the stores in order, as ``hashkit merge`` would join them).
 
-    ``index``: a name in ``search.INDEXES`` (``flat``, the exact scan, by default), with
-    ``index_params`` its search-time settings (``search.tune``). With
+    ``index``: a registered index (``search.base.indexes``; ``flat``, the exact scan, by default),
+    with ``index_params`` its search-time settings (``SearchIndex.tune``). With
     ``radius``, every database row within that Hamming distance is returned instead of the k
     nearest. ``ground_truth``: ``stored`` (the labels stored with the codes), or a source for
-    ``ground_truth.load_labels``; when None, the stored labels if both stores hold some. With
+    ``labels.load_labels``; when None, the stored labels if both stores hold some. With
     ``report``, that folder gets the curves and a page of sample queries (``report.write_report``).
     """
     output = Path(output)
     metrics_path = Path(metrics_path) if metrics_path else output.parent / "metrics.json"
-    kind = index_kind(index)
-    if index_params and kind.exact:
+    kind = index_class(index)
+    if index_params and not kind.search_params:
         raise UserError(f"index {kind.name} takes no --index-param")
     if k < 1:
         raise UserError(f"-k must be at least 1, got {k}")
     if radius is not None and radius < 0:
         raise UserError(f"--radius must be at least 0, got {radius}")
+    if radius is not None and not kind.searches_radius:
+        raise UserError(f"index {kind.name} has no radius search; use flat or mih")
     queries = read_store(queries_path)
     db_paths = [Path(db_paths)] if isinstance(db_paths, (str, Path)) else [Path(p) for p in db_paths]
     with StoreSet(db_paths) as db:  # the database is streamed: codes in chunks, only the paths needed
@@ -106,9 +99,9 @@ def query(db_paths: Path | list[Path], queries_path: Path, k: int, output: Path,
         if radius is None and k > db.count:
             warnings.append(f"-k {k} is more than the {db.count} database codes: capped at {db.count}")
             k = db.count
-        if radius is None or kind.name == "mih":  # a radius search's results: as many as there are
-            _check_search_memory(len(queries.paths), k if radius is None else 0, db.count, db.meta.bits,
-                                 kind.name == "mih")
+        held = kind.memory_needed(db.count, db.meta.bits)
+        if radius is None or held:  # a radius search's results: as many as there are
+            _check_search_memory(len(queries.paths), k if radius is None else 0, kind, held, db.count)
         if ground_truth is None and _has_labels(queries) and db.has_labels():
             ground_truth = STORED
         self_rows = None  # each query's own row, found among its results (they are k + 1 for it)
@@ -158,58 +151,49 @@ def _checked_outputs(output: Path, metrics_path: Path | None, report: Path | Non
     return outputs
 
 
-def _search(db: StoreSet, queries: StoreContents, kind: IndexKind, index_params: dict[str, object], k: int,
+def _search(db: StoreSet, queries: StoreContents, kind: type[SearchIndex], index_params: dict[str, object], k: int,
             radius: int | None, self_rows: np.ndarray | None, summary: QuerySummary) -> tuple[list[np.ndarray], bytes]:
     """Run the search and note how in ``summary``; each query's first results, and the results
     file's bytes. ``self_rows``: each query's own row, left out (-1: none); None: the first of its
     results holding its path."""
-    chunks = _counted(db.code_chunks(CHUNK_ROWS), db.count)
-    built = None
-    if not kind.exact:  # FAISS's other indexes hold every code
-        codes = db.codes()
+    index = None
+    if kind.saveable:
         if len(db.readers) == 1:  # a saved index belongs to one store
-            built, summary.saved_index = load_saved_index(db.paths_of_files[0], kind, codes, db.meta)
+            index, summary.saved_index = load_saved_index(db.paths_of_files[0], kind, db.codes(), db.meta)
         else:
             summary.saved_index = "none"
-        built = built or build_index(kind, codes)
-        tune(built, kind, index_params)
+    if index is None:
+        index = kind.build(Database(db.count, db.meta.bits, db.codes,
+                                    lambda: _counted(db.code_chunks(CHUNK_ROWS), db.count)))
+    index.tune(index_params)
     if radius is None:
-        if built is not None:
-            distances, ids = knn(built, queries.codes, k + 1)
-        elif kind.name == "mih":  # exact by certificate, over every code in memory
-            distances, ids, _ = MultiIndex(db.codes()).search(queries.codes, k + 1)
-        else:
-            distances, ids = knn_scan(chunks, queries.codes, k + 1)
+        distances, ids = index.knn(queries.codes, k + 1)
         paths = _PathsOf(db, ids)
         if self_rows is None:
             self_rows = paths.own_rows(np.repeat(np.arange(len(ids)), ids.shape[1]), ids.ravel(), queries.paths)
         distances, ids = _drop_self(distances, ids, self_rows, k)
-        results = _knn_results(distances, ids, queries.paths, paths, db, kind.name)
+        results = _knn_results(distances, ids, queries.paths, paths, db, kind)
         return [row[row >= 0][:REPORT_RESULTS] for row in ids], results
-    if kind.name == "mih":  # every code within the radius matches a substring within its ring
-        offsets, distances, ids = MultiIndex(db.codes()).radius_search(queries.codes, radius)
-    else:
-        offsets, distances, ids = radius_search(chunks if built is None else built, queries.codes, radius)
+    offsets, distances, ids = index.radius(queries.codes, radius)
     paths = _PathsOf(db, ids)
     if self_rows is None:
         self_rows = paths.own_rows(np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)), ids, queries.paths)
     offsets, distances, ids = _drop_self_ragged(offsets, distances, ids, self_rows)
-    results = _radius_results(offsets, distances, ids, queries.paths, paths, db, kind.name, radius)
+    results = _radius_results(offsets, distances, ids, queries.paths, paths, db, kind, radius)
     summary.results_found = int(offsets[-1])
     return [ids[offsets[q]:offsets[q + 1]][:REPORT_RESULTS] for q in range(len(queries.paths))], results
 
 
-def _check_search_memory(queries: int, k: int, db_rows: int, bits: int, multi_index: bool) -> None:
-    """Refuse a k-nearest search whose results (and with ``multi_index``, the codes and their
-    multi-index tables) would not fit in the memory available; ``k`` 0 for a radius search (its
-    results, as many as there are, not counted)."""
+def _check_search_memory(queries: int, k: int, kind: type[SearchIndex], held: int, db_rows: int) -> None:
+    """Refuse a k-nearest search whose results, with what the index ``kind`` holds (``held`` bytes),
+    would not fit in the memory available; ``k`` 0 for a radius search (its results, as many as
+    there are, not counted)."""
     results, available = queries * (k + 1) * RESULT_BYTES, available_memory()
-    tables = table_bytes(db_rows, bits) + db_rows * bits // 8 if multi_index else 0
-    if available is None or results + tables <= available:
+    if available is None or results + held <= available:
         return
-    if tables:
-        raise UserError(f"--index mih needs about {tables / 2**30:.1f} GiB for its tables over {db_rows} codes (and "
-                        f"{results / 2**30:.1f} GiB for the results), more than the {available / 2**30:.1f} GiB "
+    if held:
+        raise UserError(f"--index {kind.name} needs about {held / 2**30:.1f} GiB for itself over {db_rows} codes "
+                        f"(and {results / 2**30:.1f} GiB for the results), more than the {available / 2**30:.1f} GiB "
                         "available; use --index flat, which streams the store")
     raise UserError(f"{queries} queries x top {k} need about {results / 2**30:.1f} GiB for their results, more "
                     f"than the {available / 2**30:.1f} GiB available; lower -k or query fewer codes at a time")
@@ -311,7 +295,7 @@ class _PathsOf:
 
 
 def _knn_results(distances: np.ndarray, ids: np.ndarray, query_paths: list[str], paths: _PathsOf, db: StoreSet,
-                 index: str) -> bytes:
+                 index: type[SearchIndex]) -> bytes:
     result_paths = np.array([encoded(path) for path in paths(ids)], dtype=object).reshape(ids.shape)
     with _results_file(db, index, "knn") as (f, image):
         f.create_dataset("ids", data=ids)
@@ -322,7 +306,7 @@ def _knn_results(distances: np.ndarray, ids: np.ndarray, query_paths: list[str],
 
 
 def _radius_results(offsets: np.ndarray, distances: np.ndarray, ids: np.ndarray, query_paths: list[str],
-                    paths: _PathsOf, db: StoreSet, index: str, radius: int) -> bytes:
+                    paths: _PathsOf, db: StoreSet, index: type[SearchIndex], radius: int) -> bytes:
     with _results_file(db, index, "radius") as (f, image):
         f.attrs["radius"] = radius
         f.create_dataset("offsets", data=offsets)
@@ -334,11 +318,11 @@ def _radius_results(offsets: np.ndarray, distances: np.ndarray, ids: np.ndarray,
 
 
 @contextmanager
-def _results_file(db: StoreSet, index: str, layout: str) -> Iterator[tuple[h5py.File, io.BytesIO]]:
+def _results_file(db: StoreSet, index: type[SearchIndex], layout: str) -> Iterator[tuple[h5py.File, io.BytesIO]]:
     """A new results file built in memory (its bytes in the BytesIO once the block ends)."""
     with hdf5_in_memory() as (f, image):
         f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION, database=str(db.paths_of_files[0].resolve()),
                        databases=json.dumps([str(p.resolve()) for p in db.paths_of_files]),
-                       bits=db.meta.bits, index=index, exact=index_kind(index).exact, layout=layout,
+                       bits=db.meta.bits, index=index.name, exact=index.exact, layout=layout,
                        hashkit_version=__version__)
         yield f, image

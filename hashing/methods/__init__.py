@@ -1,7 +1,24 @@
-"""Hashing methods, found by name. Importing this package registers the built-in ones."""
+"""Hashing methods, found by name. Importing this package imports each of its modules, so every
+method registers itself (``@register``): a new method is one new file here."""
 
-from . import ath, bcdh, bihalf, csq, dpsh, dsah, dsrh, exchnet, greedyhash, hashnet, itq, lsh, rvssdh  # noqa: F401,E402 - registration side effect  # noqa: F401,E402 - peers, registered likewise
-from .base import METHODS, Batch, DeepMethod, FeatureMethod, Method, TrainingData, get_method, register, saved_method
+import importlib
+import pkgutil
 
-__all__ = ["METHODS", "Batch", "DeepMethod", "FeatureMethod", "Method", "TrainingData", "get_method", "register",
-           "saved_method"]
+from .base import (
+    METHODS,
+    Batch,
+    DeepMethod,
+    FeatureMethod,
+    Method,
+    TrainingData,
+    get_method,
+    method_choices,
+    register,
+    saved_method,
+)
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["METHODS", "Batch", "DeepMethod", "FeatureMethod", "Method", "TrainingData", "get_method",
+           "method_choices", "register", "saved_method"]

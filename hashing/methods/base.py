@@ -1,6 +1,6 @@
 """The method interface and registry.
 
-A method declares the supervision it needs and is one of two kinds:
+A method declares what it learns from (``supervision``: a key of SUPERVISION) and is one of two kinds:
 
 - ``DeepMethod``: trained by gradient descent. It sees the training data once (``setup``),
   may run an alternating step at the start of each epoch (``start_epoch``: update auxiliary
@@ -12,6 +12,19 @@ A method also builds the head of its network (``build_head``): by default a hidd
 linear hash layer on the pooled backbone features; methods whose ``uses_maps`` is true read the
 backbone's last feature maps instead (attention, VLAD, parts). Codes are always the sign of the
 head's output.
+
+The contract a new method keeps (``tests/test_method_contract.py`` checks it for every registered
+method, and ``hashkit train --method`` lists them from the registry):
+
+- It is one module of this package with a class decorated ``@register``, whose constructor takes
+  its hyperparameters as keyword arguments (``--param KEY=VALUE``, stored in the model file).
+- Its state is its instance attributes. After every epoch the trainer checkpoints all of them but
+  modules and functions (``training.resume.object_state``) and restores them on ``--resume``;
+  ``setup`` must rebuild anything left out. An attribute ``resume.snapshot`` cannot store (other
+  than arrays, tensors, random generators, numbers, strings and lists or dicts of them) fails the
+  run when its first checkpoint is written, at the end of epoch 1.
+- ``loss`` leaves the state alone (state that follows the batches changes in ``after_step``), so
+  a resumed run ends where the uninterrupted one ends.
 """
 
 from __future__ import annotations
@@ -140,6 +153,12 @@ class FeatureMethod(Method):
 
 
 METHODS: dict[str, type[Method]] = {}
+SUPERVISION = {  # what a method learns from -> how --method's help introduces it
+    "pairs": "From 3D-mined pairs (--pairs)",
+    "none": "Label-free (--images, or --pairs for its images)",
+    "labels": "Supervised, one label per image (--labels)",
+    "multilabels": "Supervised, one or more labels per image (--labels)",
+}
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -165,3 +184,9 @@ def saved_method(name: str, params: dict[str, Any]) -> Method:
         return get_method(name)  # the one-line error for an unknown method
     known = inspect.signature(METHODS[name]).parameters
     return get_method(name, **{key: value for key, value in params.items() if key in known})
+
+
+def method_choices() -> str:
+    """The registered methods grouped by what they learn from, for ``--method``'s help."""
+    groups = {kind: sorted(name for name, cls in METHODS.items() if cls.supervision == kind) for kind in SUPERVISION}
+    return ". ".join(f"{SUPERVISION[kind]}: {', '.join(names)}" for kind, names in groups.items() if names)

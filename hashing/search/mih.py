@@ -23,7 +23,7 @@ table whatever its rings), and the others' lists take only codes within the pilo
 distance, so far fewer codes are offered while they fill (a query with fewer than k codes within
 it is probed again without that limit). The rings stop where their work per query would pass
 ``ESCALATION_WORK`` of the rows; the queries still open then are answered by the exact scan
-(``search.knn_scan``), all together; and when most of the pilot is, so are all the others,
+(``scan.knn_scan``), all together; and when most of the pilot is, so are all the others,
 unprobed.
 
 A radius search needs no certificate: every code within distance r is in the rings up to bound r,
@@ -32,7 +32,7 @@ probed in one pass per table, and collected (scanned instead when those rings wo
 Tables are in memory: per table, bucket offsets (2^bits + 1) and the rows (4 bytes each, 8 from
 2^32 rows on) and codes sorted by bucket: 480 MB for 10M 64-bit codes (4 tables of 16 bits), 6
 times the codes' size. Each table is a counting sort of the rows by substring, the tables built in
-parallel: about 1 s for those 10M codes on 2 cores.
+parallel (benchmarks/results/search.md times it).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from numba import njit, uint64
 
 from hashkit.hashing.progress import progress
 
-from .indexes import _by_query, _ordered, cpu_cores, knn_scan, radius_search
+from .base import Database, SearchIndex, by_query, ordered, register
 from .kernels import (
     BLOCK,
     NO_DISTANCE,
@@ -60,6 +60,7 @@ from .kernels import (
     smallest_one_word,
     smallest_two_words,
 )
+from .scan import cpu_cores, knn_scan, radius_scan
 
 BUCKET_CODES = 128  # codes per bucket the substring length aims at
 MAX_SUBSTRING_BITS = 26  # a table's offsets: 2^26 entries, 512 MiB at most
@@ -239,19 +240,19 @@ class MultiIndex:
             if len(scanned):
                 best_d[scanned], best_i[scanned] = knn_scan([self.codes], queries[scanned], k, threads)
                 bar.update(len(scanned))
-        distances, rows = _ordered(best_d, best_i, k)
+        distances, rows = ordered(best_d, best_i, k)
         return distances, rows, stats
 
     def radius_search(self, queries: np.ndarray, radius: int, threads: int | None = None,
                       escalation_work: float = ESCALATION_WORK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every row within Hamming distance ``radius`` of each query, as ``search.radius_search``
+        """Every row within Hamming distance ``radius`` of each query, as ``SearchIndex.radius``
         gives them (offsets, distances, ids). The rings up to bound ``radius`` are probed in one pass
         per table (a code within it matches some substring within its ring); when their work per
         query would pass ``escalation_work`` x the rows, every query is scanned instead."""
         rings, spent = self.rings()
         threads = threads or cpu_cores()
         if radius >= len(rings) or spent[radius + 1] > escalation_work * len(self.codes):
-            return radius_search([self.codes], queries, radius, threads)
+            return radius_scan([self.codes], queries, radius, threads)
         query_words, everyone = as_words(queries), np.arange(len(queries))
         found = []
         with ThreadPoolExecutor(threads) as pool:
@@ -263,7 +264,7 @@ class MultiIndex:
                     found.append((query_of, self.rows[j][at].astype(np.int64), distances))
         query_of, ids, distances = (np.concatenate([np.empty(0, np.int64), *arrays]) for arrays in zip(*found))
         first = np.unique(query_of * len(self.codes) + ids, return_index=True)[1]  # a code met in several tables
-        return _by_query(len(queries), query_of[first], ids[first], distances[first])
+        return by_query(len(queries), query_of[first], ids[first], distances[first])
 
     def masks(self, table: int, radii: list[int]) -> np.ndarray:
         """The masks of the rings of ``table`` at ``radii``."""
@@ -449,3 +450,30 @@ def _ring_within(open_queries, keys, masks, offsets, columns, queries, radius):
                                                                    found_q, found_at, found_d, found)
         start = stop
     return found_q[:found], found_at[:found], found_d[:found]
+
+
+@register
+class ExactMultiIndex(SearchIndex):
+    """``MultiIndex`` as a search index: its tables are built over every code at query time."""
+
+    name = "mih"
+    exact = True
+    description = "multi-index hashing, tables in memory; fastest for large query batches with near neighbours"
+
+    def __init__(self, tables: MultiIndex):
+        self.tables = tables
+
+    @classmethod
+    def memory_needed(cls, rows: int, bits: int) -> int:
+        return table_bytes(rows, bits) + rows * bits // 8  # the tables and the codes
+
+    @classmethod
+    def build(cls, database: Database) -> ExactMultiIndex:
+        return cls(MultiIndex(database.codes()))
+
+    def knn(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        distances, rows, _ = self.tables.search(queries, k)
+        return distances, rows
+
+    def radius(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.tables.radius_search(queries, radius)

@@ -1,6 +1,6 @@
-"""Saved search indexes: a FAISS binary index built once over a code store, kept next to it
-(``STORE.NAME.faiss`` plus ``STORE.NAME.json``, its stamp: the store's digest and the index file's)
-and reused while both are unchanged."""
+"""Saved search indexes: a saveable index (``SearchIndex.saveable``: FAISS's) built once over a code
+store, kept next to it (``STORE.NAME.faiss`` plus ``STORE.NAME.json``, its stamp: the store's digest
+and the index file's) and reused while both are unchanged."""
 
 from __future__ import annotations
 
@@ -8,21 +8,20 @@ import hashlib
 import json
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from hashkit.hashing import __version__
 from hashkit.hashing.errors import UserError
 from hashkit.hashing.files.locking import exclusive_lock
 from hashkit.hashing.files.outputs import write_bytes
-from hashkit.hashing.storage.store import StoreMeta
+from hashkit.hashing.storage.store import StoreMeta, StoreReader
 
-from .indexes import IndexKind, build_index
+from .base import Database, SearchIndex, index_class
 
 SCHEMA = "hashkit.index"
 
 
-def index_paths(store: Path, kind: IndexKind) -> tuple[Path, Path]:
+def index_paths(store: Path, kind: type[SearchIndex]) -> tuple[Path, Path]:
     """The index file and its stamp, next to ``store``."""
     store = Path(store)
     return store.with_name(f"{store.name}.{kind.name}.faiss"), store.with_name(f"{store.name}.{kind.name}.json")
@@ -34,12 +33,21 @@ def store_stamp(codes: np.ndarray, meta: StoreMeta) -> dict:
             "codes_sha256": hashlib.sha256(np.ascontiguousarray(codes).tobytes()).hexdigest()}
 
 
-def save_index(store: Path, kind: IndexKind, codes: np.ndarray, meta: StoreMeta) -> Path:
+def build_saved_index(store: Path, name: str) -> tuple[Path, int]:
+    """``hashkit index-build``: build the index ``name`` over the code store ``store`` and save it
+    beside it; the index file and the rows indexed."""
+    kind = index_class(name)
+    if not kind.saveable:
+        raise UserError(f"index {kind.name} is built at query time; it needs no saved index")
+    with StoreReader(store) as reader:
+        codes, meta = reader.codes(), reader.meta
+    return save_index(store, kind, codes, meta), len(codes)
+
+
+def save_index(store: Path, kind: type[SearchIndex], codes: np.ndarray, meta: StoreMeta) -> Path:
     """Build ``kind`` over ``codes`` and save it with its stamp; returns the index file."""
-    if kind.exact:
-        raise UserError(f"index {kind.name} is exact and built at query time; it needs no saved index")
     index_file, stamp_file = index_paths(store, kind)
-    data = faiss.serialize_index_binary(build_index(kind, codes)).tobytes()
+    data = kind.build(Database.in_memory(codes)).to_bytes()
     stamp = {"schema": SCHEMA, "index": kind.name, "hashkit_version": __version__, **store_stamp(codes, meta),
              "index_sha256": hashlib.sha256(data).hexdigest()}
     with exclusive_lock(index_file):
@@ -48,8 +56,8 @@ def save_index(store: Path, kind: IndexKind, codes: np.ndarray, meta: StoreMeta)
     return index_file
 
 
-def load_saved_index(store: Path, kind: IndexKind, codes: np.ndarray,
-                     meta: StoreMeta) -> tuple[faiss.IndexBinary | None, str]:
+def load_saved_index(store: Path, kind: type[SearchIndex], codes: np.ndarray,
+                     meta: StoreMeta) -> tuple[SearchIndex | None, str]:
     """The saved index of ``store`` and ``"loaded"``, or None and ``"none"`` (not saved) or
     ``"stale"`` (the store changed since it was built, or the files do not match)."""
     index_file, stamp_file = index_paths(store, kind)
@@ -66,6 +74,6 @@ def load_saved_index(store: Path, kind: IndexKind, codes: np.ndarray,
     if hashlib.sha256(data).hexdigest() != stamp.get("index_sha256"):  # altered, or saved by an older hashkit
         return None, "stale"
     try:
-        return faiss.deserialize_index_binary(np.frombuffer(data, np.uint8)), "loaded"
+        return kind.from_bytes(data), "loaded"
     except RuntimeError:
         return None, "stale"

@@ -2,7 +2,7 @@
 
 A run with nothing new to encode (every image already in the store, made by the same model file)
 reads the store's paths and the model file's digest and stops there: it never imports torch nor
-loads the model (0.4 s for a command that finds nothing new, on 2 cores)."""
+loads the model (benchmarks/results/encode.md times such a run)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def encode(model_path: Path, inputs: list[Path], output: Path, batch_size: int =
     An existing store of the same model is appended to, skipping paths it already holds. For a
     model whose backbone was frozen, backbone features come from the feature cache
     (``feature_cache``: a folder, None for no cache; default ``~/.cache/hashkit/features``).
-    With ``labels`` (a source for ``ground_truth.load_labels``), each image's labels are stored
+    With ``labels`` (a source for ``labels.load_labels``), each image's labels are stored
     with its code; images the source does not label are stored as unknown.
     With ``shard`` (i, n), only the images of shard i of n are encoded (``shards.in_shard``); under
     torchrun without ``shard``, each process takes its own and writes ``shards.shard_store_name``.

@@ -23,7 +23,7 @@ def model_codes(model: LoadedModel, paths: list[Path], batch_size: int, workers:
     """(packed codes, paths, decodable mask) of ``paths`` a batch or chunk at a time; a model whose
     backbone was frozen takes its backbone features from the cache in ``cache_dir`` (None: no cache).
     A traced network (``traced_copy``) runs its graph as traced: TorchScript's optimising executor
-    profiles the first two calls, 0.1 s of a one-image encode, and was no faster after them."""
+    profiles the first two calls, which costs a one-image encode more than it saves."""
     to_device(model.network, device)
     with torch.jit.optimized_execution(False):
         if model.config.get("frozen_backbone") and cache_dir is not None:

@@ -47,8 +47,8 @@ class EvalTransform:
     """Shorter side to ``image_size`` (bilinear, antialiased), then the centre square; uint8 (3, H, W)
     in and out (see ``Normalizer``). The pixels of torchvision's ``v2.Resize(image_size,
     antialias=True)`` then ``v2.CenterCrop(image_size)`` on CPUs with AVX2 (tests compare them; on
-    others, torchvision resizes in float32), written with torch alone: importing torchvision costs
-    1.7 s, most of a one-image encode."""
+    others, torchvision resizes in float32), written with torch alone: importing torchvision is
+    most of a one-image encode."""
 
     def __init__(self, image_size: int):
         self.size = image_size
@@ -69,7 +69,7 @@ CROP_SCALE, CROP_RATIO = (0.6, 1.0), (3 / 4, 4 / 3)  # training crops: share of 
 
 def train_transform(image_size: int) -> v2.Compose:
     """Random resized crop and mild colour jitter; uint8 in and out (see ``Normalizer``)."""
-    from torchvision.transforms import v2  # 1.7 s to import: only where training needs it
+    from torchvision.transforms import v2  # slow to import: only where training needs it
 
     return v2.Compose([
         v2.RandomResizedCrop(image_size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True),

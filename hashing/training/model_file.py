@@ -29,27 +29,27 @@ class LoadedModel:
 def build_network(method: Method, backbone: str, weights: str, bits: int, hidden: int,
                   classes: int) -> HashNetwork:
     """The network of ``method``: the backbone (pooled features or feature maps) and its head."""
-    from .backbones import backbone_spec, build_backbone, output_size  # torchvision: 1.7 s to import
+    from .backbones import backbone_spec, build_backbone, output_size  # torchvision: slow to import
 
     trunk = build_backbone(backbone, weights, maps=method.uses_maps)  # first: the seeded draws stay in order
     head = method.build_head(output_size(backbone_spec(backbone), method.uses_maps), bits, hidden, classes)
     return HashNetwork(trunk, head)
 
 
-def save_checkpoint(path: Path, network: HashNetwork, config: dict) -> None:
+def save_model(path: Path, network: HashNetwork, config: dict) -> None:
     """Write the model file; it appears under ``path`` only once completely written."""
     config = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **config}
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     write_torch(path, {"config": json.dumps(config, sort_keys=True), "state_dict": state})
 
 
-def load_checkpoint(path: Path) -> LoadedModel:
+def load_model(path: Path) -> LoadedModel:
     """Load a model file safely (weights only; no code in the file is ever run)."""
-    config, state = read_checkpoint(path)
+    config, state = read_model_file(path)
     return LoadedModel(network_from_state(config, state, path), config, file_digest(path))
 
 
-def read_checkpoint(path: Path) -> tuple[dict, dict]:
+def read_model_file(path: Path) -> tuple[dict, dict]:
     """A model file's checked config and its weights, without building its network."""
     path = existing_file(path, "model file")
     try:

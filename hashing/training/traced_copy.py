@@ -1,6 +1,6 @@
 """Traced copies of model networks (``torch.jit.trace``) in the user cache, so that ``hashkit
 encode`` on the CPU starts without importing torchvision: its import, which pulls in torch._dynamo,
-was 1.7 s of a 4 s one-image encode on 2 cores.
+is a large part of a one-image encode (benchmarks/results/encode.md).
 
 The first CPU encode with a model file builds its network as usual and saves a traced copy, kept
 only when it gives the network's outputs, and its backbone's and head's, bit for bit on a batch of
@@ -8,7 +8,7 @@ another size than the one traced, and saved with the model's config, so that lat
 hash the model file. Copies are named by the model file's sha256 and the torch version; one that
 cannot be loaded is ignored (and replaced). The folder keeps the KEPT_COPIES most recently used
 copies (each about its model file's size); model files over MAX_COPIED_BYTES get none, so that
-the cache stays small (building a VGG16 network and reading its weights took 3.4 s here anyway),
+the cache stays small (building such a network and reading its weights is slow anyway),
 and none is written where the disk has no room for it. A copy also holds its model file's sha256,
 checked on load: a copy renamed or swapped in the cache is never used for another model."""
 
@@ -27,7 +27,7 @@ from hashkit.hashing.errors import existing_file
 from hashkit.hashing.files.disk_space import METADATA_BYTES, room_for
 from hashkit.hashing.files.outputs import file_digest
 
-from .model_file import LoadedModel, network_from_state, read_checkpoint
+from .model_file import LoadedModel, network_from_state, read_model_file
 from .network import HashNetwork
 
 TRACE_BATCH, CHECK_BATCH = 2, 3  # images in the traced example and in the check
@@ -49,7 +49,7 @@ def load_for_encoding(path: Path, copies: Path | None, device: torch.device) -> 
         with contextlib.suppress(OSError):  # another run may have just pruned it
             os.utime(copy)  # recently used: kept by _prune
         return LoadedModel(*traced, digest)
-    config, state = read_checkpoint(path)
+    config, state = read_model_file(path)
     model = LoadedModel(network_from_state(config, state, path), config, digest)
     if copy is not None:
         _save(model, copy)

@@ -28,7 +28,7 @@ from . import distributed, resume
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .collapse import Collapse, code_collapse
 from .features import cached_features, weights_digest
-from .model_file import build_network, save_checkpoint
+from .model_file import build_network, save_model
 from .network import HashNetwork
 from .trainer import OPTIMIZERS, DeepTrainer
 
@@ -142,7 +142,7 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
             "labels": labels, "classes": data.classes,
         }
         if writer:
-            save_checkpoint(output, network, config)
+            save_model(output, network, config)
             resume.checkpoint_path(output).unlink(missing_ok=True)
     distributed.stop()
     warnings = loss_warnings(losses) + [line for line in [collapse.warning()] if line]
