@@ -131,6 +131,11 @@ NoCacheOption = Annotated[bool, typer.Option("--no-feature-cache", help="Compute
 def reconstruct_command(
     photos: Annotated[Path, typer.Argument(metavar="PHOTOS", help="Folder of photos (searched recursively).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Work folder: sfm/ and pairs.h5 go here.")],
+    colmap: Annotated[Optional[Path], typer.Option(
+        help="An existing COLMAP workspace to mine instead of reconstructing: a folder with a database (*.db) "
+             "and/or sparse models (binary or text, at any depth: sparse/0, ...), a model folder, or a database, "
+             "made by COLMAP, GLOMAP, hloc or another tool, its image names relative to PHOTOS. Nothing is "
+             "extracted, matched or mapped; the matching and mapping options do not apply.")] = None,
     matcher: Annotated[str, typer.Option(
         help="Which photo pairs COLMAP matches: exhaustive (all; cost grows with the square of the photos), "
              "retrieval (each photo with its --num-neighbors nearest by a global descriptor; linear), "
@@ -163,22 +168,30 @@ def reconstruct_command(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show COLMAP's own log on stderr.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Reconstruct 3D models from PHOTOS with COLMAP and mine image pairs into OUTPUT/pairs.h5."""
-    from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
-    summary = reconstruct(photos, output, ReconstructOptions(
+    """Reconstruct 3D models from PHOTOS with COLMAP (or read them from an existing workspace, --colmap)
+    and mine image pairs into OUTPUT/pairs.h5."""
+    from hashkit.sfm_pairs.reconstruct import ReconstructOptions, pairs_from_workspace, reconstruct
+    options = ReconstructOptions(
         matcher=matcher, num_neighbors=num_neighbors, retrieval_model=model,
         feature_cache=cache_dir(feature_cache, no_feature_cache), mapper=mapper, positives=positives,
         min_shared_points=min_shared_points, min_inliers=min_inliers, negatives_per_image=negatives_per_image,
         max_image_size=max_image_size, min_model_size=min_model_size, seed=seed, overwrite=overwrite,
-        verbose=verbose))
+        verbose=verbose)
+    if colmap is None:
+        summary = reconstruct(photos, output, options)
+        matching = f"matching: {summary.matcher}, {summary.pairs_matched} pairs matched, "
+    else:
+        summary = pairs_from_workspace(photos, output, colmap, options)
+        matching = f"from the COLMAP workspace {colmap}: "
     report_summary(asdict(summary), as_json, [
-        f"images: {summary.images} ({len(summary.unreadable)} unreadable, {summary.registered} registered)",
-        f"matching: {summary.matcher}, {summary.pairs_matched} pairs matched, {summary.verified_pairs} verified",
+        f"images: {summary.images} ({len(summary.unreadable)} unreadable, {summary.registered} registered)"
+        + (f"; {len(summary.missing)} named by the workspace are not in {photos}" if summary.missing else ""),
+        matching + f"{summary.verified_pairs} verified",
         f"3D models: {len(summary.model_sizes)} (images per model: {summary.model_sizes}); "
         f"{summary.groups} groups of linked images",
         f"pairs: {summary.positives} positive ({summary.positives_from_models} from models, "
         f"{summary.positives_verified_only} verified only), {summary.negatives} negative -> {summary.pairs_path}",
-    ] + [f"unreadable: {name}" for name in summary.unreadable])
+    ] + [f"unreadable: {name}" for name in summary.unreadable] + [f"missing: {name}" for name in summary.missing])
 
 
 def learning_rate(value: float) -> float:

@@ -58,11 +58,32 @@ class ColmapOptions:
 
 
 @dataclass
+class SfmModel:
+    """A 3D model as pair mining sees it, in photo numbers (indices into the photo list)."""
+
+    registered: np.ndarray  # the photos registered in the model
+    tracks: list[np.ndarray]  # per 3D point, the photos observing it
+
+
+@dataclass
 class SfmResult:
-    models: list[pycolmap.Reconstruction]  # largest first; image names are link names (see image_index)
-    verified: np.ndarray  # (V, 2) indices into the photo list: pairs with a verified two-view geometry
+    models: list[SfmModel]  # largest first
+    verified: np.ndarray  # (V, 2) photo numbers: pairs with a verified two-view geometry
     inliers: np.ndarray  # (V,) their inlier matches
     seconds: dict[str, float]  # wall time of each stage run now (0 for a stage done before)
+
+
+PhotoNumber = Callable[[str], "int | None"]  # an image name in COLMAP's files -> its photo number (None: not used)
+
+
+def sfm_result(models: list[pycolmap.Reconstruction], database: Path | None, number: PhotoNumber,
+               seconds: dict[str, float]) -> SfmResult:
+    """The models (largest first, by photos registered) and the verified geometries of
+    ``database`` (none without one), in photo numbers."""
+    tracked = sorted((model_tracks(model, number) for model in models), key=lambda model: -len(model.registered))
+    verified, inliers = verified_geometries(database, number) if database is not None else \
+        (np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
+    return SfmResult(tracked, verified, inliers, {stage: round(value, 3) for stage, value in seconds.items()})
 
 
 def link_name(index: int, name: str) -> str:
@@ -182,19 +203,19 @@ def map_models(database: Path, images_dir: Path, models_dir: Path, num_images: i
             bar.update(1)
 
 
-def verified_geometries(database: Path) -> tuple[np.ndarray, np.ndarray]:
+def verified_geometries(database: Path, number: PhotoNumber) -> tuple[np.ndarray, np.ndarray]:
     """Photo-number pairs with a verified two-view geometry and their inlier match counts, read
     from COLMAP's tables (``images``, ``two_view_geometries``: ``rows`` is the inlier count) with a
     read-only connection, so that a finished database is left untouched."""
     with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
-        number = {image_id: image_index(name) for image_id, name in db.execute("SELECT image_id, name FROM images")}
+        photo = {image_id: number(name) for image_id, name in database_images(db)}
         rows = db.execute("SELECT pair_id, rows, config FROM two_view_geometries WHERE rows > 0").fetchall()
     pairs, inliers = [], []
     for pair_id, count, config in rows:
-        if config in _NOT_A_GEOMETRY:
+        first, second = (photo.get(image_id) for image_id in pycolmap.pair_id_to_image_pair(pair_id))
+        if config in _NOT_A_GEOMETRY or first is None or second is None:
             continue
-        first, second = pycolmap.pair_id_to_image_pair(pair_id)
-        pairs.append((number[first], number[second]))
+        pairs.append((first, second))
         inliers.append(count)
     return np.array(pairs, np.int64).reshape(-1, 2), np.array(inliers, np.int64)
 
@@ -237,9 +258,7 @@ def run_colmap(photo_root: Path, names: list[str], sfm_dir: Path, select_pairs: 
         _mark_done(sfm_dir, f"map-{options.mapper}", settings)
         seconds["map"] = clock() - started
     models = [pycolmap.Reconstruction(path) for path in sorted(models_dir.iterdir()) if path.is_dir()]
-    verified, inliers = verified_geometries(database)
-    return SfmResult(sorted(models, key=lambda model: -model.num_reg_images()), verified, inliers,
-                     {stage: round(value, 3) for stage, value in seconds.items()})
+    return sfm_result(models, database, image_index, seconds)
 
 
 def _pairs_to_match(sfm_dir: Path, links: list[str], select_pairs: Callable[[], np.ndarray]) -> np.ndarray:
@@ -254,9 +273,16 @@ def _pairs_to_match(sfm_dir: Path, links: list[str], select_pairs: Callable[[], 
     return np.array([[image_index(a), image_index(b)] for a, b in rows], np.int64).reshape(-1, 2)
 
 
-def model_tracks(model: pycolmap.Reconstruction) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The registered photos of ``model`` and its 3D point tracks, as photo numbers."""
-    number = {image_id: image_index(image.name) for image_id, image in model.images.items() if image.has_pose}
-    tracks = [np.array([number[e.image_id] for e in point.track.elements if e.image_id in number], dtype=np.int64)
+def database_images(db: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(image id, name) of every image in a COLMAP database."""
+    return db.execute("SELECT image_id, name FROM images").fetchall()
+
+
+def model_tracks(model: pycolmap.Reconstruction, number: PhotoNumber) -> SfmModel:
+    """The registered photos of ``model`` and its 3D point tracks, as photo numbers (images that
+    ``number`` gives none are left out)."""
+    photo = {image_id: number(image.name) for image_id, image in model.images.items() if image.has_pose}
+    photo = {image_id: value for image_id, value in photo.items() if value is not None}
+    tracks = [np.array([photo[e.image_id] for e in point.track.elements if e.image_id in photo], dtype=np.int64)
               for point in model.points3D.values()]
-    return np.array(sorted(number.values()), dtype=np.int64), tracks
+    return SfmModel(np.array(sorted(photo.values()), dtype=np.int64), tracks)

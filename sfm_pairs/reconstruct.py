@@ -1,4 +1,5 @@
-"""``hashkit reconstruct``: a photo folder to 3D models to ``pairs.h5``."""
+"""``hashkit reconstruct``: a photo folder to 3D models to ``pairs.h5``, or, from an existing
+COLMAP workspace (``--colmap``), its models to ``pairs.h5``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from hashkit.hashing.files.outputs import file_digest, output_folder
 from hashkit.hashing.files.pairs_file import Pairs, write_pairs
 from hashkit.hashing.progress import progress
 
-from .colmap import ColmapOptions, SfmResult, model_tracks, run_colmap
+from .colmap import ColmapOptions, SfmResult, run_colmap, sfm_result
 from .mining import (
     covisible_pairs,
     cross_group_negatives,
@@ -28,6 +29,7 @@ from .mining import (
     verified_pairs,
 )
 from .pair_selection import choose_matcher, exhaustive_pairs, retrieval_pairs, sequential_pairs
+from .workspace import read_workspace
 
 POSITIVES = ("auto", "models", "verified", "both")
 
@@ -66,6 +68,7 @@ class ReconstructSummary:
     positives_verified_only: int = 0
     negatives: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # per stage: check, extract, select, match, map, mine
+    missing: list[str] = field(default_factory=list)  # --colmap: photos the workspace names that PHOTOS lacks
 
 
 def reconstruct(photos_dir: Path, work_dir: Path,
@@ -77,9 +80,7 @@ def reconstruct(photos_dir: Path, work_dir: Path,
     if options.positives not in POSITIVES:
         raise UserError(f"unknown --positives {options.positives!r}; choose one of {', '.join(POSITIVES)}")
     photos_dir, work_dir = Path(photos_dir).resolve(), Path(work_dir)
-    found = find_images(photos_dir)
-    if not found:
-        raise UserError(f"no images in {photos_dir} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    found = _photos(photos_dir)
     matcher = choose_matcher(options.matcher, len(found))
     output_folder(work_dir)
     with exclusive_lock(work_dir / "reconstruct"):
@@ -89,8 +90,6 @@ def reconstruct(photos_dir: Path, work_dir: Path,
         started = time.perf_counter()
         readable, unreadable = _split_readable(found, photos_dir)
         checked = time.perf_counter() - started
-        if not readable:
-            raise UserError(f"none of the {len(found)} images in {photos_dir} could be decoded")
         _pin(sfm_dir, "images.txt", "".join(f"{name}\n" for name in readable), "a different set of photos")
         _pin(sfm_dir, "matching.json", json.dumps(_matching_settings(matcher, options), sort_keys=True),
              "other matching settings (--matcher, --num-neighbors, --model, --max-image-size)")
@@ -98,21 +97,66 @@ def reconstruct(photos_dir: Path, work_dir: Path,
                          ColmapOptions(mapper=options.mapper, max_image_size=options.max_image_size,
                                        min_model_size=options.min_model_size, seed=options.seed,
                                        verbose=options.verbose))
+        summary = _mine_and_write(work_dir, photos_dir, readable, unreadable, sfm, matcher, options, {})
+    summary.images, summary.pairs_matched = len(found), _pairs_matched(sfm_dir)
+    summary.seconds = {"check": round(checked, 3), **sfm.seconds, "mine": summary.seconds["mine"]}
+    return summary
+
+
+def pairs_from_workspace(photos_dir: Path, work_dir: Path, workspace_path: Path,
+                         options: ReconstructOptions = ReconstructOptions()) -> ReconstructSummary:
+    """Mine ``work_dir/pairs.h5`` from an existing COLMAP workspace (``workspace.read_workspace``)
+    whose image names are relative to ``photos_dir``, as ``reconstruct`` mines its own models: the
+    same positives, groups and negatives. Models with fewer than ``options.min_model_size`` of the
+    photos are left out; photos the workspace names but ``photos_dir`` lacks are reported."""
+    if options.positives not in POSITIVES:
+        raise UserError(f"unknown --positives {options.positives!r}; choose one of {', '.join(POSITIVES)}")
+    photos_dir, work_dir = Path(photos_dir).resolve(), Path(work_dir)
+    workspace = read_workspace(workspace_path)
+    named = workspace.image_names()
+    on_disk = {path.relative_to(photos_dir).as_posix(): path for path in _photos(photos_dir)}
+    present = [path for name, path in on_disk.items() if name in named]
+    if not present:
+        raise UserError(f"none of the {len(named)} images that {workspace_path} names is in {photos_dir} "
+                        "(its image names are relative to the folder of photos COLMAP read)")
+    output_folder(work_dir)
+    with exclusive_lock(work_dir / "reconstruct"):
         started = time.perf_counter()
-        pairs = _mine(photos_dir, readable, unreadable, sfm, matcher, options)
-        mined = time.perf_counter() - started
-        pairs_path = work_dir / "pairs.h5"
-        write_pairs(pairs_path, pairs)
+        readable, unreadable = _split_readable(present, photos_dir)
+        checked = time.perf_counter() - started
+        number = {name: i for i, name in enumerate(readable)}.get
+        sfm = sfm_result(workspace.models, workspace.database, number, {})
+        sfm.models = [model for model in sfm.models if len(model.registered) >= options.min_model_size]
+        summary = _mine_and_write(work_dir, photos_dir, readable, unreadable, sfm, "imported", options,
+                                  {"colmap_workspace": str(Path(workspace_path).resolve())})
+    summary.images, summary.missing = len(present), sorted(named - on_disk.keys())
+    summary.seconds = {"check": round(checked, 3), "mine": summary.seconds["mine"]}
+    return summary
+
+
+def _photos(photos_dir: Path) -> list[Path]:
+    found = find_images(photos_dir)
+    if not found:
+        raise UserError(f"no images in {photos_dir} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return found
+
+
+def _mine_and_write(work_dir: Path, photos_dir: Path, readable: list[str], unreadable: list[str], sfm: SfmResult,
+                    matcher: str, options: ReconstructOptions, settings: dict) -> ReconstructSummary:
+    """Mine the pairs of ``sfm`` into ``work_dir/pairs.h5``; the summary of what was found."""
+    started = time.perf_counter()
+    pairs = _mine(photos_dir, readable, unreadable, sfm, matcher, options)
+    pairs.settings.update(settings)
+    pairs_path = work_dir / "pairs.h5"
+    write_pairs(pairs_path, pairs)
     from_models = int((pairs.shared_points > 0).sum())
     return ReconstructSummary(
-        pairs_path=str(pairs_path), images=len(found), unreadable=unreadable,
-        registered=int((pairs.model_id >= 0).sum()), matcher=matcher,
-        pairs_matched=_pairs_matched(sfm_dir), verified_pairs=len(sfm.verified),
-        model_sizes=[int((pairs.model_id == m).sum()) for m in range(len(sfm.models))],
+        pairs_path=str(pairs_path), images=len(readable) + len(unreadable), unreadable=unreadable,
+        registered=int((pairs.model_id >= 0).sum()), matcher=matcher, pairs_matched=0,
+        verified_pairs=len(sfm.verified), model_sizes=[len(model.registered) for model in sfm.models],
         groups=len(np.unique(pairs.group[pairs.group >= 0])), positives=len(pairs.positives),
         positives_from_models=from_models, positives_verified_only=len(pairs.positives) - from_models,
-        negatives=len(pairs.negatives),
-        seconds={"check": round(checked, 3), **sfm.seconds, "mine": round(mined, 3)})
+        negatives=len(pairs.negatives), seconds={"mine": round(time.perf_counter() - started, 3)})
 
 
 def _matching_settings(matcher: str, options: ReconstructOptions) -> dict:
@@ -138,11 +182,13 @@ def _pairs_matched(sfm_dir: Path) -> int:
 
 
 def _split_readable(paths: list[Path], root: Path) -> tuple[list[str], list[str]]:
-    """Relative names of the images that decode, and of those that do not."""
+    """Relative names of the images that decode, and of those that do not; an error if none does."""
     readable, unreadable = [], []
     for path in progress(paths, desc="checking images", unit="image"):
         name = path.relative_to(root).as_posix()
         (readable if read_rgb(path) is not None else unreadable).append(name)
+    if not readable:
+        raise UserError(f"none of the {len(paths)} images in {root} could be decoded")
     return readable, unreadable
 
 
@@ -165,9 +211,8 @@ def _mine(photos_dir: Path, names: list[str], unreadable: list[str], sfm: SfmRes
     model_id = np.full(n, -1, np.int32)
     from_models, shared = [np.zeros((0, 2), np.int32)], [np.zeros(0, np.int32)]
     for m, model in enumerate(sfm.models):
-        registered, tracks = model_tracks(model)
-        model_id[registered] = m
-        pairs, counts = covisible_pairs(tracks, options.min_shared_points)
+        model_id[model.registered] = m
+        pairs, counts = covisible_pairs(model.tracks, options.min_shared_points)
         from_models.append(pairs)
         shared.append(counts)
     model_pairs, shared_points = np.concatenate(from_models), np.concatenate(shared)
