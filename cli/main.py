@@ -222,7 +222,9 @@ def parse_params(items: list[str]) -> dict[str, object]:
 @user_errors
 def train_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Model file to write (model.pt).")],
-    pairs: Annotated[Optional[Path], typer.Option(help="pairs.h5 from 'hashkit reconstruct'.")] = None,
+    pairs: Annotated[Optional[list[Path]], typer.Option(
+        help="pairs.h5 from 'hashkit reconstruct'; repeat it to train on several as one (photos identified by "
+             "absolute path, each file's groups kept apart unless they share a photo).")] = None,
     images: Annotated[Optional[Path], typer.Option(help="Folder of training images (no pairs needed).")] = None,
     labels: Annotated[Optional[str], typer.Option(
         help="Labels for supervised methods: 'folders' (one sub-folder per class), or a CSV of path,label "

@@ -61,30 +61,6 @@ def values_of_pairs(pairs: np.ndarray, table: np.ndarray, values: np.ndarray) ->
     return np.where(keys[at] == wanted, values[at], 0).astype(np.int32)
 
 
-def linked_groups(num_images: int, edges: np.ndarray) -> np.ndarray:
-    """Connected components of the graph with ``edges`` (E x 2), numbered 0, 1, ... by their
-    smallest image; images on no edge get -1."""
-    parent = np.arange(num_images)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in np.asarray(edges).reshape(-1, 2):
-        a, b = root(int(i)), root(int(j))
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    roots = np.array([root(i) for i in range(num_images)])
-    linked = np.zeros(num_images, bool)
-    linked[np.asarray(edges).reshape(-1)] = True
-    _, group = np.unique(roots[linked], return_inverse=True)
-    out = np.full(num_images, -1, np.int32)
-    out[linked] = group
-    return out
-
-
 def cross_group_negatives(group: np.ndarray, per_image: int, seed: int) -> np.ndarray:
     """Up to ``per_image`` random partners from other groups for each grouped image.
 

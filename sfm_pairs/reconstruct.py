@@ -17,13 +17,13 @@ from hashkit.hashing.files.images import IMAGE_EXTENSIONS, find_images, read_rgb
 from hashkit.hashing.files.locking import exclusive_lock
 from hashkit.hashing.files.outputs import file_digest, output_folder
 from hashkit.hashing.files.pairs_file import Pairs, write_pairs
+from hashkit.hashing.files.pairs_merge import linked_groups
 from hashkit.hashing.progress import progress
 
 from .colmap import ColmapOptions, SfmResult, run_colmap, sfm_result
 from .mining import (
     covisible_pairs,
     cross_group_negatives,
-    linked_groups,
     union_of_pairs,
     values_of_pairs,
     verified_pairs,

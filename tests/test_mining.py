@@ -2,10 +2,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hashkit.hashing.files.pairs_merge import linked_groups
 from hashkit.sfm_pairs.mining import (
     covisible_pairs,
     cross_group_negatives,
-    linked_groups,
     union_of_pairs,
     values_of_pairs,
     verified_pairs,

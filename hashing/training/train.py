@@ -19,6 +19,7 @@ from hashkit.hashing.files.labels import label_matrix, load_labels, vocabulary
 from hashkit.hashing.files.locking import exclusive_lock
 from hashkit.hashing.files.outputs import output_file
 from hashkit.hashing.files.pairs_file import read_pairs
+from hashkit.hashing.files.pairs_merge import merged_pairs
 from hashkit.hashing.memory import check_batch_memory, keep_freed_memory
 from hashkit.hashing.methods import DeepMethod, FeatureMethod, Method, TrainingData, get_method
 from hashkit.hashing.runtime import resolve_device, seed_everything
@@ -87,13 +88,15 @@ def loss_warnings(losses: list[float]) -> list[str]:
     return found
 
 
-def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
+def train(output: Path, options: TrainOptions, pairs_path: Path | list[Path] | None = None,
           images_dir: Path | None = None, labels: str | None = None) -> TrainSummary:
-    """Train ``options.method`` from a ``pairs.h5`` or an image folder (with ``labels``:
-    ``folders`` or a CSV, for supervised methods); write ``output``."""
+    """Train ``options.method`` from a ``pairs.h5`` (or several, read as one by
+    ``pairs_merge.merged_pairs``) or an image folder (with ``labels``: ``folders`` or a CSV, for
+    supervised methods); write ``output``."""
+    pairs_paths = [Path(pairs_path)] if isinstance(pairs_path, (str, Path)) else list(pairs_path or [])
     output = Path(output)
     method = get_method(options.method, **options.params)
-    _check_options(output, options, method, pairs_path, images_dir, labels)
+    _check_options(output, options, method, pairs_paths, images_dir, labels)
     started = time.perf_counter()
     generator = seed_everything(options.seed)
     device = resolve_device(options.device)
@@ -108,7 +111,7 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
     distributed.start(device)
     writer = distributed.main_process()  # under torchrun, rank 0 alone writes the model and checkpoints
     with exclusive_lock(output) if writer else nullcontext():
-        data = _training_data(method, pairs_path, images_dir, labels)
+        data = _training_data(method, pairs_paths, images_dir, labels)
         network = build_network(method, options.backbone, options.weights, options.bits, options.hidden,
                                 len(data.classes))
         unreadable: list[str] = []
@@ -138,7 +141,8 @@ def train(output: Path, options: TrainOptions, pairs_path: Path | None = None,
             "backbone_output": "maps" if method.uses_maps else "features",
             "image_size": options.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
             "hashkit_version": __version__, "seed": options.seed, "epochs": options.epochs if losses else 0,
-            "trained_on": str(pairs_path or images_dir), "training_images": len(data.paths),
+            "trained_on": ", ".join(str(path) for path in pairs_paths) or str(images_dir),
+            "training_images": len(data.paths),
             "labels": labels, "classes": data.classes,
         }
         if writer:
@@ -166,7 +170,7 @@ def _feature_batch(options: TrainOptions) -> int:
     return max(options.batch_size, 64)
 
 
-def _check_options(output: Path, options: TrainOptions, method: Method, pairs_path: Path | None,
+def _check_options(output: Path, options: TrainOptions, method: Method, pairs_paths: list[Path],
                    images_dir: Path | None, labels: str | None) -> None:
     if options.bits <= 0 or options.bits % 8:
         raise UserError(f"--bits must be a positive multiple of 8, got {options.bits}")
@@ -182,7 +186,7 @@ def _check_options(output: Path, options: TrainOptions, method: Method, pairs_pa
     checkpoint = resume.checkpoint_path(output)
     if checkpoint.exists() and not (options.resume or options.overwrite):
         raise UserError(f"{checkpoint} holds an interrupted run: --resume continues it, --overwrite starts again")
-    if pairs_path is None and images_dir is None:
+    if not pairs_paths and images_dir is None:
         raise UserError("give --pairs PAIRS.h5 or --images DIR")
     supervised = method.supervision in ("labels", "multilabels")
     if supervised and labels is None:
@@ -191,12 +195,13 @@ def _check_options(output: Path, options: TrainOptions, method: Method, pairs_pa
         raise UserError(f"method {method.name} does not use labels; drop --labels")
 
 
-def _training_data(method: Method, pairs_path: Path | None, images_dir: Path | None,
+def _training_data(method: Method, pairs_paths: list[Path], images_dir: Path | None,
                    labels: str | None) -> TrainingData:
-    """Pairs methods use the pairs file when given; everything else trains from the images of
-    ``--images`` (or the images listed in the pairs file), with their labels when given."""
-    if pairs_path is not None:
-        pairs = read_pairs(pairs_path)
+    """Pairs methods use the pairs files when given; everything else trains from the images of
+    ``--images`` (or the images listed in the pairs files), with their labels when given."""
+    if pairs_paths:
+        files = [read_pairs(path) for path in pairs_paths]
+        pairs = files[0] if len(files) == 1 else merged_pairs(files)
         data = TrainingData(pairs.absolute_paths(), pairs=pairs if method.supervision == "pairs" else None)
     else:
         paths = find_images(Path(images_dir))
