@@ -146,7 +146,9 @@ def reconstruct_command(
     model: Annotated[Optional[Path], typer.Option(
         help="retrieval: a model from 'hashkit train' whose codes choose the pairs [default: ImageNet "
              "MobileNetV2 features].")] = None,
-    mapper: Annotated[str, typer.Option(help="incremental (COLMAP) or global (GLOMAP).")] = "incremental",
+    mapper: Annotated[str, typer.Option(
+        help="incremental (COLMAP), global (GLOMAP), or hierarchical (COLMAP's incremental mapper on "
+             "overlapping clusters of at most 500 images, merged: for one very large scene).")] = "incremental",
     positives: Annotated[str, typer.Option(
         help="Positive pairs from: models (covisible in a 3D model), verified (a two-view geometry with "
              "--min-inliers inlier matches), both, or auto (models, plus verified pairs of photos that no "
@@ -159,6 +161,20 @@ def reconstruct_command(
         min=0, max=C_INT_MAX, help="Random negatives drawn from other groups per image.")] = 10,
     max_image_size: Annotated[int, typer.Option(min=32, max=MAX_SIDE, help="Longest side for SIFT extraction.")] = 1600,
     min_model_size: Annotated[int, typer.Option(min=2, max=C_INT_MAX, help="Smallest 3D model kept, in images.")] = 3,
+    parts: Annotated[int, typer.Option(
+        min=1, max=10_000, help="Split the photos into this many parts that keep each scene together (clusters "
+                                "of retrieval descriptors, overlapping), reconstruct each on its own and merge "
+                                "their pairs: for collections too big for one mapping run (docs/scaling.md).")] = 1,
+    part_overlap: Annotated[int, typer.Option(
+        min=0, max=1000, help="--parts: each photo's nearest photos in other parts that its part takes too, so a "
+                              "scene cut in two is joined through the photos both parts register.")] = 5,
+    part_jobs: Annotated[int, typer.Option(
+        min=0, max=1024, help="--parts: parts reconstructed at once on this machine (0: one per core, at most "
+                              "the parts), the cores shared among them.")] = 0,
+    part: Annotated[Optional[int], typer.Option(
+        min=0, max=10_000, help="--parts: reconstruct this part alone (a job array's task, e.g. "
+                                "$SLURM_ARRAY_TASK_ID); a later run without --part merges the finished parts.")]
+        = None,
     feature_cache: FeatureCacheOption = None,
     no_feature_cache: NoCacheOption = False,
     seed: Annotated[int, typer.Option(
@@ -177,16 +193,22 @@ def reconstruct_command(
         min_shared_points=min_shared_points, min_inliers=min_inliers, negatives_per_image=negatives_per_image,
         max_image_size=max_image_size, min_model_size=min_model_size, seed=seed, overwrite=overwrite,
         verbose=verbose)
-    if colmap is None:
-        summary = reconstruct(photos, output, options)
-        matching = f"matching: {summary.matcher}, {summary.pairs_matched} pairs matched, "
-    else:
+    if colmap is not None:
         summary = pairs_from_workspace(photos, output, colmap, options)
         matching = f"from the COLMAP workspace {colmap}: "
+    else:
+        if parts > 1 or part is not None:
+            from hashkit.sfm_pairs.partition import PartitionOptions, reconstruct_partitioned
+            summary = reconstruct_partitioned(photos, output, PartitionOptions(parts, part_overlap, part_jobs),
+                                              options, part)
+        else:
+            summary = reconstruct(photos, output, options)
+        matching = f"matching: {summary.matcher}, {summary.pairs_matched} pairs matched, "
     report_summary(asdict(summary), as_json, [
         f"images: {summary.images} ({len(summary.unreadable)} unreadable, {summary.registered} registered)"
         + (f"; {len(summary.missing)} named by the workspace are not in {photos}" if summary.missing else ""),
         matching + f"{summary.verified_pairs} verified",
+    ] + ([f"parts: {len(summary.parts)} (photos per part: {summary.parts}), merged"] if summary.parts else []) + [
         f"3D models: {len(summary.model_sizes)} (images per model: {summary.model_sizes}); "
         f"{summary.groups} groups of linked images",
         f"pairs: {summary.positives} positive ({summary.positives_from_models} from models, "

@@ -1,5 +1,5 @@
 """COLMAP through pycolmap: feature extraction, matching of chosen image pairs, and mapping
-(incremental or global), resumable.
+(incremental, global or hierarchical), resumable.
 
 The photos are given to COLMAP through a folder of numbered links (``sfm/images/000000.jpg``
 and on), so that COLMAP's pair lists never see a path with spaces or odd characters. Each stage
@@ -36,7 +36,7 @@ from hashkit.hashing.files.disk_space import METADATA_BYTES, ensure_room
 from hashkit.hashing.files.outputs import written_atomically
 from hashkit.hashing.progress import progress
 
-MAPPERS = ("incremental", "global")
+MAPPERS = ("incremental", "global", "hierarchical")
 CALL_SECONDS = 10.0  # extraction and matching run in calls of about this long: the progress bar moves, a rerun
 # resumes after the last finished call, and each call's fixed cost (reading descriptors, starting threads) stays small
 FIRST_CALL = {"extract": 16, "match": 500}  # images, pairs: the first call, before its speed is known
@@ -182,17 +182,7 @@ def map_models(database: Path, images_dir: Path, models_dir: Path, num_images: i
                options: ColmapOptions) -> None:
     ensure_room(models_dir, database.stat().st_size + METADATA_BYTES,
                 "the features and matches are kept; rerun the same command to map again")
-    if options.mapper == "incremental":
-        mapping = pycolmap.IncrementalPipelineOptions()
-        mapping.min_model_size = options.min_model_size
-        mapping.num_threads = options.num_threads
-        mapping.random_seed = options.seed
-        mapping.multiple_models = True
-        bar = progress(total=num_images, desc="registering images", unit="image")
-        pycolmap.incremental_mapping(database, images_dir, models_dir, options=mapping,
-                                     next_image_callback=lambda: bar.update(1))
-        bar.close()
-    else:
+    if options.mapper == "global":
         mapping = pycolmap.GlobalPipelineOptions()
         mapping.min_model_size = options.min_model_size
         mapping.num_threads = options.num_threads
@@ -201,6 +191,24 @@ def map_models(database: Path, images_dir: Path, models_dir: Path, num_images: i
         with progress(total=1, desc="global mapping", unit="run") as bar:
             pycolmap.global_mapping(database, images_dir, models_dir, options=mapping)
             bar.update(1)
+        return
+    incremental = pycolmap.IncrementalPipelineOptions()
+    incremental.min_model_size = options.min_model_size
+    incremental.num_threads = options.num_threads
+    incremental.random_seed = options.seed
+    incremental.multiple_models = True
+    if options.mapper == "hierarchical":  # clusters of at most 500 overlapping images, mapped and merged
+        mapping = pycolmap.HierarchicalPipelineOptions()
+        mapping.incremental_options = incremental
+        mapping.num_threads = options.num_threads
+        with progress(total=1, desc="hierarchical mapping", unit="run") as bar:
+            pycolmap.hierarchical_mapping(database, images_dir, models_dir, options=mapping)
+            bar.update(1)
+        return
+    bar = progress(total=num_images, desc="registering images", unit="image")
+    pycolmap.incremental_mapping(database, images_dir, models_dir, options=incremental,
+                                 next_image_callback=lambda: bar.update(1))
+    bar.close()
 
 
 def verified_geometries(database: Path, number: PhotoNumber) -> tuple[np.ndarray, np.ndarray]:

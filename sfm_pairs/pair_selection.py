@@ -74,23 +74,35 @@ def retrieval_pairs(paths: list[Path], k: int, model: Path | None, cache_dir: Pa
                     device: str = "auto") -> np.ndarray:
     """The pairs of each photo with its ``k`` nearest photos: by the codes of a trained hashkit
     ``model``, or by the pooled features of the ImageNet MobileNetV2 (cached in ``cache_dir``)."""
-    from hashkit.hashing.memory import keep_freed_memory
-    from hashkit.hashing.runtime import resolve_device
     if k < 1:
         raise UserError("--num-neighbors must be at least 1")
-    torch_device = resolve_device(device)
-    keep_freed_memory()
     if model is not None:
-        from hashkit.hashing.storage.model_codes import model_codes
-        from hashkit.hashing.training.model_file import load_model
-        loaded = load_model(model)
-        codes = np.concatenate([c for c, _, _ in model_codes(loaded, paths, 64, workers=None, device=torch_device,
-                                                              cache_dir=cache_dir)])
-        return neighbour_pairs(nearest_by_codes(codes, k))
+        return neighbour_pairs(nearest_by_codes(_codes_by_model(paths, model, cache_dir, device), k))
+    return neighbour_pairs(nearest_by_features(global_features(paths, cache_dir, device), k))
+
+
+def global_features(paths: list[Path], cache_dir: Path | None, device: str = "auto") -> np.ndarray:
+    """The pooled features (N, D) of the ImageNet MobileNetV2 for ``paths``, through the cache in
+    ``cache_dir``: retrieval's global descriptor."""
+    from hashkit.hashing.memory import keep_freed_memory
+    from hashkit.hashing.runtime import resolve_device
     from hashkit.hashing.training.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
     from hashkit.hashing.training.features import cached_features, weights_digest
+    keep_freed_memory()
     backbone = build_backbone(RETRIEVAL_BACKBONE)
     features, _ = cached_features(backbone, RETRIEVAL_BACKBONE, weights_digest(backbone), paths,
                                   RETRIEVAL_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD, 64, workers=None,
-                                  device=torch_device, cache_dir=cache_dir)
-    return neighbour_pairs(nearest_by_features(features, k))
+                                  device=resolve_device(device), cache_dir=cache_dir)
+    return features
+
+
+def _codes_by_model(paths: list[Path], model: Path, cache_dir: Path | None, device: str = "auto") -> np.ndarray:
+    """The packed codes of ``paths`` by a trained hashkit ``model``."""
+    from hashkit.hashing.memory import keep_freed_memory
+    from hashkit.hashing.runtime import resolve_device
+    from hashkit.hashing.storage.model_codes import model_codes
+    from hashkit.hashing.training.model_file import load_model
+    keep_freed_memory()
+    loaded = load_model(model)
+    return np.concatenate([codes for codes, _, _ in model_codes(loaded, paths, 64, workers=None,
+                                                                device=resolve_device(device), cache_dir=cache_dir)])

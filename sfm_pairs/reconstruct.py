@@ -50,6 +50,7 @@ class ReconstructOptions:
     seed: int = 0
     overwrite: bool = False
     verbose: bool = False  # COLMAP's own log on stderr
+    colmap_threads: int = -1  # COLMAP's threads (-1: every core); partitioned runs share the cores among parts
 
 
 @dataclass
@@ -69,18 +70,20 @@ class ReconstructSummary:
     negatives: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # per stage: check, extract, select, match, map, mine
     missing: list[str] = field(default_factory=list)  # --colmap: photos the workspace names that PHOTOS lacks
+    parts: list[int] = field(default_factory=list)  # --parts: the photos of each part
 
 
-def reconstruct(photos_dir: Path, work_dir: Path,
-                options: ReconstructOptions = ReconstructOptions()) -> ReconstructSummary:
-    """Reconstruct every scene in ``photos_dir`` and mine pairs into ``work_dir/pairs.h5``.
+def reconstruct(photos_dir: Path, work_dir: Path, options: ReconstructOptions = ReconstructOptions(),
+                names: list[str] | None = None) -> ReconstructSummary:
+    """Reconstruct every scene in ``photos_dir`` (or the photos ``names`` of it, relative paths)
+    and mine pairs into ``work_dir/pairs.h5``.
 
     Rerunning resumes: COLMAP stages already finished in ``work_dir/sfm`` are not redone.
     """
     if options.positives not in POSITIVES:
         raise UserError(f"unknown --positives {options.positives!r}; choose one of {', '.join(POSITIVES)}")
     photos_dir, work_dir = Path(photos_dir).resolve(), Path(work_dir)
-    found = _photos(photos_dir)
+    found = _photos(photos_dir) if names is None else [photos_dir / name for name in names]
     matcher = choose_matcher(options.matcher, len(found))
     output_folder(work_dir)
     with exclusive_lock(work_dir / "reconstruct"):
@@ -95,8 +98,8 @@ def reconstruct(photos_dir: Path, work_dir: Path,
              "other matching settings (--matcher, --num-neighbors, --model, --max-image-size)")
         sfm = run_colmap(photos_dir, readable, sfm_dir, lambda: _select_pairs(matcher, photos_dir, readable, options),
                          ColmapOptions(mapper=options.mapper, max_image_size=options.max_image_size,
-                                       min_model_size=options.min_model_size, seed=options.seed,
-                                       verbose=options.verbose))
+                                       min_model_size=options.min_model_size, num_threads=options.colmap_threads,
+                                       seed=options.seed, verbose=options.verbose))
         summary = _mine_and_write(work_dir, photos_dir, readable, unreadable, sfm, matcher, options, {})
     summary.images, summary.pairs_matched = len(found), _pairs_matched(sfm_dir)
     summary.seconds = {"check": round(checked, 3), **sfm.seconds, "mine": summary.seconds["mine"]}
@@ -132,6 +135,11 @@ def pairs_from_workspace(photos_dir: Path, work_dir: Path, workspace_path: Path,
     summary.images, summary.missing = len(present), sorted(named - on_disk.keys())
     summary.seconds = {"check": round(checked, 3), "mine": summary.seconds["mine"]}
     return summary
+
+
+def photo_names(photos_dir: Path) -> list[str]:
+    """The images under ``photos_dir``, as relative names."""
+    return [path.relative_to(photos_dir).as_posix() for path in _photos(photos_dir)]
 
 
 def _photos(photos_dir: Path) -> list[Path]:
