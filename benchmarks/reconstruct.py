@@ -12,6 +12,10 @@ benchmark links them into one shuffled folder, the scene of each photo being the
 hashkit's overhead compares the best of --overhead-rounds runs of hashkit (exhaustive matching,
 incremental mapping, in a fresh folder each time) with the best of as many runs of a bare
 pycolmap script doing the same COLMAP calls, the two taking turns.
+--partitioned COUNT reconstructs a rendered set whole and in --parts parts (retrieval matching
+and incremental mapping both; the parts in parallel, the cores shared), and times mining the
+whole run's COLMAP workspace again through --colmap (the import of an existing reconstruction);
+--partitioned-real FOLDER does the same on a folder of photos/ and truth.csv (SIFT at 1000 px).
 Results: benchmarks/results/reconstruct.{md,json}.
 """
 
@@ -39,7 +43,8 @@ from hashkit.hashing.files.images import find_images
 from hashkit.hashing.files.pairs_file import read_pairs
 from hashkit.hashing.storage.encode import encode
 from hashkit.hashing.training.train import TrainOptions, train
-from hashkit.sfm_pairs.reconstruct import ReconstructOptions, reconstruct
+from hashkit.sfm_pairs.partition import PartitionOptions, reconstruct_partitioned
+from hashkit.sfm_pairs.reconstruct import ReconstructOptions, pairs_from_workspace, reconstruct
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -57,6 +62,11 @@ def render(count: int, folder: Path) -> tuple[Path, dict[str, str]]:
         subprocess.run([sys.executable, str(REPO / "examples" / "render_scenes.py"), str(folder), "--scenes",
                         str(scenes), "--views", str(VIEWS), "--distractors", str(count - scenes * VIEWS),
                         "--size", SIZE, "--seed", str(SEED)], check=True)
+    return truth_of(folder)
+
+
+def truth_of(folder: Path) -> tuple[Path, dict[str, str]]:
+    """A set as examples/render_scenes.py and benchmarks/real.py assemble lay it out: photos/ and truth.csv."""
     with (folder / "truth.csv").open() as f:
         return folder / "photos", {str((folder / row["path"]).resolve()): row["label"] for row in csv.DictReader(f)}
 
@@ -248,6 +258,57 @@ def add_mapper_rows(report: dict, mapper: str, count: int, work_root: Path, save
         save()
 
 
+def partitioned_row(name: str, photos: Path, truth: dict[str, str], work: Path, parts: int,
+                    max_image_size: int) -> dict:
+    """One photo set reconstructed whole and in ``parts`` parts, and imported from the whole run's
+    workspace: wall times, and the partitioned positives against the true scenes and the whole
+    run's correct positives; scenes the whole run keeps in one group that the parts split."""
+    options = ReconstructOptions(matcher="retrieval", num_neighbors=NEIGHBORS, feature_cache=work / "cache", seed=SEED,
+                                 max_image_size=max_image_size)
+    timings = {}
+    for kind in ("whole", "partitioned"):
+        shutil.rmtree(work / kind, ignore_errors=True)
+        print(f"{name}: {kind}", flush=True)
+        started = time.perf_counter()
+        if kind == "whole":
+            reconstruct(photos, work / kind, options)
+        else:
+            reconstruct_partitioned(photos, work / kind, PartitionOptions(parts), options)
+        timings[kind] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()  # the whole run's own workspace, its photos under COLMAP's names
+    pairs_from_workspace(work / "whole" / "sfm" / "images", work / "imported", work / "whole" / "sfm", options)
+    timings["import"] = round(time.perf_counter() - started, 2)
+    found = {kind: read_pairs(work / kind / "pairs.h5") for kind in ("whole", "partitioned")}
+    positives, scenes_split = {}, 0
+    for kind, pairs in found.items():
+        paths = [str(path.resolve()) for path in pairs.absolute_paths()]
+        positives[kind] = {tuple(sorted((paths[i], paths[j]))) for i, j in pairs.positives.tolist()}
+    wanted = {pair for pair in positives["whole"] | positives["partitioned"]
+              if truth[pair[0]] == truth[pair[1]] and not truth[pair[0]].startswith("distractor")}
+    every_true = true_pairs(find_images(photos), truth)
+    group_of = {kind: {str(path.resolve()): group for path, group in zip(pairs.absolute_paths(), pairs.group.tolist())
+                       if group >= 0} for kind, pairs in found.items()}
+    for scene in {label for label in truth.values() if not label.startswith("distractor")}:
+        members = [path for path, label in truth.items() if label == scene]
+        whole = {group_of["whole"][path] for path in members if path in group_of["whole"]}
+        parts_groups = {group_of["partitioned"][path] for path in members if path in group_of["partitioned"]}
+        scenes_split += len(whole) == 1 and len(parts_groups) > 1
+    correct = {kind: positives[kind] & wanted for kind in positives}
+    plan = json.loads((work / "partitioned" / "parts.json").read_text())
+    return {"set": name, "photos": len(truth), "parts": parts, "max_image_size": max_image_size,
+            "whole_seconds": timings["whole"], "partitioned_seconds": timings["partitioned"],
+            "import_seconds": timings["import"],
+            "part_sizes": [len(part) for part in plan["parts"]],
+            "whole_positives": len(positives["whole"]), "partitioned_positives": len(positives["partitioned"]),
+            "whole_precision": round(len(correct["whole"]) / max(len(positives["whole"]), 1), 4),
+            "partitioned_precision": round(len(correct["partitioned"]) / max(len(positives["partitioned"]), 1), 4),
+            "whole_recall": round(len(correct["whole"]) / max(len(every_true), 1), 4),
+            "partitioned_recall": round(len(correct["partitioned"]) / max(len(every_true), 1), 4),
+            "kept_of_whole_correct": round(len(correct["partitioned"] & correct["whole"])
+                                           / max(len(correct["whole"]), 1), 4),
+            "scenes_split": scenes_split}
+
+
 def write_markdown(path: Path, report: dict) -> None:
     lines = ["# Reconstruction benchmark", "", f"Machine: {report['machine']}. Produced by "
              "`python benchmarks/reconstruct.py` (protocol in its docstring and in docs/scaling.md); "
@@ -288,6 +349,24 @@ def write_markdown(path: Path, report: dict) -> None:
                       + ". Incremental mapping time varies from run to run (it depends on the order of "
                         "registration, and so on RANSAC's draws in verification)."]
         lines.append("")
+    if report.get("partitioned"):
+        lines += ["## Partitioned reconstruction and existing workspaces", "",
+                  "Each set reconstructed whole and in `--parts` parts (`--matcher retrieval`, incremental mapping; "
+                  "the parts in parallel, the machine's cores shared among them), then the whole run's COLMAP "
+                  "workspace mined again through `--colmap` (import). Positives counted as pairs of absolute paths; "
+                  "correct = the same true scene. Scenes split: true scenes the whole run keeps in one group that "
+                  "the partitioned run leaves in several. Targets: at least 95% of the whole run's correct positives "
+                  "in at most half its wall time.", "",
+                  "| set | photos | parts (photos each) | whole s | partitioned s | import s | positives whole / parts "
+                  "| precision whole / parts | recall whole / parts | kept of whole's correct | scenes split |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['set']} | {r['photos']} | {r['parts']} ({', '.join(map(str, r['part_sizes']))}) "
+                  f"| {r['whole_seconds']} | {r['partitioned_seconds']} | {r['import_seconds']} "
+                  f"| {r['whole_positives']} / {r['partitioned_positives']} "
+                  f"| {r['whole_precision']} / {r['partitioned_precision']} "
+                  f"| {r['whole_recall']} / {r['partitioned_recall']} | {r['kept_of_whole_correct']} "
+                  f"| {r['scenes_split']} |" for r in report["partitioned"]]
+        lines.append("")
     if report.get("user_path"):
         lines += ["## The whole user path on the real photos", "",
                   "Reconstruct (exhaustive, incremental), then each method trained on those photos (BCDH on the "
@@ -321,6 +400,11 @@ def main() -> None:
     parser.add_argument("--add-mapper", choices=MAPPERS,
                         help="run this mapper on the finished matches of the --rendered sets' saved sections and add "
                              "the rows they lack (wall time then counts mapping and mining only)")
+    parser.add_argument("--partitioned", type=int, nargs="*", default=[],
+                        help="rendered set sizes to reconstruct whole and partitioned (and to import)")
+    parser.add_argument("--partitioned-real", type=Path, nargs="*", default=[],
+                        help="folders of photos/ and truth.csv to reconstruct whole and partitioned")
+    parser.add_argument("--parts", type=int, default=4, help="--partitioned: parts per set")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "data" / "reconstruct")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -356,6 +440,18 @@ def main() -> None:
     if args.add_mapper:
         for count in args.rendered:
             add_mapper_rows(report, args.add_mapper, count, args.work, save)
+        print((args.results / "reconstruct.md").read_text())
+        return
+    if args.partitioned or args.partitioned_real:
+        sets = [(f"rendered, {count}", *render(count, args.work / f"rendered-{count}-set"), 1600)
+                for count in args.partitioned]
+        sets += [(f"real, {folder.name}", *truth_of(folder), 1000) for folder in args.partitioned_real]
+        for name, photos, truth, max_image_size in sets:
+            row = partitioned_row(name, photos, truth, args.work / f"partitioned-{name.replace(', ', '-')}",
+                                  args.parts, max_image_size)
+            row["command"] = " ".join(["python benchmarks/reconstruct.py", *sys.argv[1:]])
+            report["partitioned"] = [r for r in report.get("partitioned", []) if r["set"] != name] + [row]
+            save()
         print((args.results / "reconstruct.md").read_text())
         return
     if args.real:

@@ -15,7 +15,7 @@ from hashkit.hashing.errors import UserError
 
 from .colmap import database_images
 
-MODEL_FILES = ("images.bin", "images.txt")  # a folder holding one of these (with cameras and points3D) is a model
+MODEL_FILES = ("cameras", "images", "points3D")  # a model folder holds these three, all .bin or all .txt
 
 
 @dataclass
@@ -41,17 +41,20 @@ def read_workspace(path: Path) -> Workspace:
         return Workspace(path, [], _checked_database(path))
     if not path.is_dir():
         raise UserError(f"--colmap {path}: no such file or folder")
-    folders = sorted(folder for folder in (path, *path.rglob("*"))
-                     if folder.is_dir() and any((folder / name).is_file() for name in MODEL_FILES))
+    folders = sorted(folder for folder in (path, *path.rglob("*")) if folder.is_dir() and _is_model(folder))
     databases = sorted(path.glob("*.db"))
     if len(databases) > 1:
         raise UserError(f"--colmap {path} holds several databases ({', '.join(d.name for d in databases)}); "
                         "give the one to use")
     if not folders and not databases:
-        raise UserError(f"--colmap {path} holds no COLMAP model (a folder with images.bin or images.txt) "
-                        "and no database (*.db)")
+        raise UserError(f"--colmap {path} holds no COLMAP model (a folder with cameras, images and points3D, "
+                        ".bin or .txt) and no database (*.db)")
     return Workspace(path, [_model(folder) for folder in folders],
                      _checked_database(databases[0]) if databases else None)
+
+
+def _is_model(folder: Path) -> bool:
+    return any(all((folder / f"{name}{suffix}").is_file() for name in MODEL_FILES) for suffix in (".bin", ".txt"))
 
 
 def _model(folder: Path) -> pycolmap.Reconstruction:

@@ -49,6 +49,8 @@ def assert_same_pairs(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("text", [False, True])
 def test_a_workspace_of_the_same_models_gives_the_same_pairs(work_dir, scene_set, tmp_path, text):
+    """The same models as hashkit's run, as another tool leaves them; and hashkit's own SfM folder
+    given as it is, with its photos under COLMAP's names."""
     workspace = outside_workspace(work_dir / "sfm", tmp_path / "workspace", text)
     assert (workspace / "sparse" / "0" / ("images.txt" if text else "images.bin")).is_file()
     result = run_cli("reconstruct", scene_set / "photos", "-o", tmp_path / "out", "--colmap", workspace)
@@ -56,6 +58,12 @@ def test_a_workspace_of_the_same_models_gives_the_same_pairs(work_dir, scene_set
     assert "from the COLMAP workspace" in result.stdout
     assert_same_pairs(work_dir / "pairs.h5", tmp_path / "out" / "pairs.h5")
     assert not (tmp_path / "out" / "sfm").exists(), "nothing extracted, matched or mapped"
+    sfm = work_dir / "sfm"
+    result = run_cli("reconstruct", sfm / "images", "-o", tmp_path / "own", "--colmap", sfm)
+    assert result.exit_code == 0, result.output
+    own, imported = read_pairs(work_dir / "pairs.h5"), read_pairs(tmp_path / "own" / "pairs.h5")
+    for name in ARRAYS:
+        assert np.array_equal(getattr(own, name), getattr(imported, name)), name
 
 
 def test_models_alone_give_the_model_positives(work_dir, scene_set, tmp_path):
@@ -110,7 +118,8 @@ def test_a_workspace_made_by_pycolmap_outside_hashkit(scene_set, truth, tmp_path
 @pytest.mark.parametrize("make, fragment", [
     (lambda root: root.mkdir(), "holds no COLMAP model"),
     (lambda root: None, "no such file or folder"),
-    (lambda root: (root.mkdir(), (root / "images.bin").write_bytes(b"damaged")), "is not a readable COLMAP model"),
+    (lambda root: (root.mkdir(), *(((root / f"{name}.bin").write_bytes(b"damaged")) for name in
+                                   ("cameras", "images", "points3D"))), "is not a readable COLMAP model"),
     (lambda root: (root.mkdir(), (root / "database.db").write_text("not sqlite")), "is not a readable COLMAP database"),
 ])
 def test_damaged_workspaces_are_refused_in_one_line(scene_set, tmp_path, make, fragment):
