@@ -243,7 +243,7 @@ def _mine(photos_dir: Path, names: list[str], unreadable: list[str], sfm: SfmRes
                         f"pairs with at least {options.min_inliers} inlier matches; the photos need overlapping "
                         "views of the same scenes")
     settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(options).items()
-                if key not in ("overwrite", "verbose", "feature_cache")}
+                if key not in ("overwrite", "verbose", "feature_cache", "colmap_threads")}
     settings.update(matcher=matcher, pycolmap_version=pycolmap.__version__)
     return Pairs(
         photo_root=photos_dir, images=names, model_id=model_id, positives=positives,
