@@ -450,7 +450,8 @@ def main() -> None:
             row = partitioned_row(name, photos, truth, args.work / f"partitioned-{name.replace(', ', '-')}",
                                   args.parts, max_image_size)
             row["command"] = " ".join(["python benchmarks/reconstruct.py", *sys.argv[1:]])
-            report["partitioned"] = [r for r in report.get("partitioned", []) if r["set"] != name] + [row]
+            report["partitioned"] = [r for r in report.get("partitioned", [])
+                                     if (r["set"], r["parts"]) != (name, args.parts)] + [row]
             save()
         print((args.results / "reconstruct.md").read_text())
         return
