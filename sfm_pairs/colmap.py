@@ -172,7 +172,7 @@ def match(database: Path, sfm_dir: Path, links: list[str], pairs: np.ndarray, op
 
 def _feature_counts(database: Path, links: list[str]) -> np.ndarray:
     """The number of SIFT features of each photo (in ``links``' order) in COLMAP's database."""
-    with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
+    with closing(read_only(database)) as db:
         rows = db.execute("SELECT images.name, keypoints.rows FROM images JOIN keypoints USING (image_id)")
         found = dict(rows.fetchall())
     return np.array([found.get(link, 0) for link in links], np.int64)
@@ -215,7 +215,7 @@ def verified_geometries(database: Path, number: PhotoNumber) -> tuple[np.ndarray
     """Photo-number pairs with a verified two-view geometry and their inlier match counts, read
     from COLMAP's tables (``images``, ``two_view_geometries``: ``rows`` is the inlier count) with a
     read-only connection, so that a finished database is left untouched."""
-    with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
+    with closing(read_only(database)) as db:
         photo = {image_id: number(name) for image_id, name in database_images(db)}
         rows = db.execute("SELECT pair_id, rows, config FROM two_view_geometries WHERE rows > 0").fetchall()
     pairs, inliers = [], []
@@ -279,6 +279,11 @@ def _pairs_to_match(sfm_dir: Path, links: list[str], select_pairs: Callable[[], 
         return pairs
     rows = [line.split() for line in listing.read_text().splitlines() if line]
     return np.array([[image_index(a), image_index(b)] for a, b in rows], np.int64).reshape(-1, 2)
+
+
+def read_only(database: Path) -> sqlite3.Connection:
+    """A read-only connection to a COLMAP database, so that a finished one is left untouched."""
+    return sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True)
 
 
 def database_images(db: sqlite3.Connection) -> list[tuple[int, str]]:

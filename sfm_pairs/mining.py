@@ -5,14 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _pair_keys(pairs: np.ndarray) -> np.ndarray:
-    """One int64 key per (i, j) pair with i < j."""
-    return pairs[:, 0].astype(np.int64) << 32 | pairs[:, 1].astype(np.int64)
-
-
-def _keys_to_pairs(keys: np.ndarray) -> np.ndarray:
-    return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1).astype(np.int32).reshape(-1, 2)
+from hashkit.hashing.files.pairs_merge import keys_to_pairs, pair_keys
 
 
 def covisible_pairs(tracks: list[np.ndarray], min_shared_points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +25,7 @@ def covisible_pairs(tracks: list[np.ndarray], min_shared_points: int) -> tuple[n
         return np.zeros((0, 2), np.int32), np.zeros(0, np.int32)
     unique, counts = np.unique(np.concatenate(keys), return_counts=True)
     keep = counts >= min_shared_points
-    return _keys_to_pairs(unique[keep]), counts[keep].astype(np.int32)
+    return keys_to_pairs(unique[keep]), counts[keep].astype(np.int32)
 
 
 def verified_pairs(pairs: np.ndarray, inliers: np.ndarray, min_inliers: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,23 +33,23 @@ def verified_pairs(pairs: np.ndarray, inliers: np.ndarray, min_inliers: int) -> 
     matches, as sorted (i < j) unique pairs with their inlier counts."""
     pairs = np.sort(np.asarray(pairs, np.int64).reshape(-1, 2), axis=1)
     keep = np.asarray(inliers) >= min_inliers
-    keys, first = np.unique(_pair_keys(pairs[keep]), return_index=True)
-    return _keys_to_pairs(keys), np.asarray(inliers)[keep][first].astype(np.int32)
+    keys, first = np.unique(pair_keys(pairs[keep]), return_index=True)
+    return keys_to_pairs(keys), np.asarray(inliers)[keep][first].astype(np.int32)
 
 
 def union_of_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The sorted union of two lists of (i < j) pairs."""
-    return _keys_to_pairs(np.union1d(_pair_keys(a), _pair_keys(b)))
+    return keys_to_pairs(np.union1d(pair_keys(a), pair_keys(b)))
 
 
 def values_of_pairs(pairs: np.ndarray, table: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The value of each of ``pairs`` in a (i < j) pair ``table``; 0 for pairs not in it."""
-    keys = _pair_keys(table)
+    keys = pair_keys(table)
     order = np.argsort(keys)
     keys, values = keys[order], np.asarray(values)[order]
     if len(keys) == 0:
         return np.zeros(len(pairs), np.int32)
-    wanted = _pair_keys(pairs)
+    wanted = pair_keys(pairs)
     at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
     return np.where(keys[at] == wanted, values[at], 0).astype(np.int32)
 

@@ -13,7 +13,7 @@ import pycolmap
 
 from hashkit.hashing.errors import UserError
 
-from .colmap import database_images
+from .colmap import database_images, read_only
 
 MODEL_FILES = ("cameras", "images", "points3D")  # a model folder holds these three, all .bin or all .txt
 
@@ -28,7 +28,7 @@ class Workspace:
         """Every image name the models and the database hold (relative to the images' folder)."""
         names = {image.name for model in self.models for image in model.images.values()}
         if self.database is not None:
-            with closing(_connect(self.database)) as db:
+            with closing(read_only(self.database)) as db:
                 names.update(name for _, name in database_images(db))
         return names
 
@@ -64,14 +64,10 @@ def _model(folder: Path) -> pycolmap.Reconstruction:
         raise UserError(f"{folder} is not a readable COLMAP model ({str(error).splitlines()[0][:200]})") from error
 
 
-def _connect(database: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
-
-
 def _checked_database(database: Path) -> Path:
     """``database``, once it reads as a COLMAP database (its images and two-view geometries)."""
     try:
-        with closing(_connect(database)) as db:
+        with closing(read_only(database)) as db:
             db.execute("SELECT image_id, name FROM images LIMIT 1").fetchall()
             db.execute("SELECT pair_id, rows, config FROM two_view_geometries LIMIT 1").fetchall()
     except sqlite3.Error as error:

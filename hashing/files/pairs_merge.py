@@ -1,4 +1,4 @@
-"""Groups of linked images, and several pairs files read as one.
+"""Pair keys, groups of linked images, and several pairs files read as one.
 
 A group is a connected component of the graph whose edges are the positives and each model's
 photos (``linked_groups``); reconstruct numbers its groups so, and merging joins the groups of
@@ -38,6 +38,15 @@ def linked_groups(num_images: int, edges: np.ndarray) -> np.ndarray:
     return out
 
 
+def pair_keys(pairs: np.ndarray) -> np.ndarray:
+    """One int64 key per (i, j) pair with i < j."""
+    return pairs[:, 0].astype(np.int64) << 32 | pairs[:, 1].astype(np.int64)
+
+
+def keys_to_pairs(keys: np.ndarray) -> np.ndarray:
+    return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1).astype(np.int32).reshape(-1, 2)
+
+
 def merged_pairs(files: list[Pairs]) -> Pairs:
     """Several pairs files as one, each photo once (identified by its absolute path): the models
     and groups of each file are numbered apart, groups that share a photo are joined, a pair found
@@ -64,13 +73,13 @@ def merged_pairs(files: list[Pairs]) -> Pairs:
         _, first = np.unique(pairs.group[grouped], return_index=True)
         leader = dict(zip(pairs.group[grouped[first]].tolist(), index[grouped[first]].tolist()))
         members.append(np.stack([[leader[g] for g in pairs.group[grouped].tolist()], index[grouped]], 1))
-    keys, at = np.unique(_keys(np.concatenate(positives)), return_inverse=True)
+    keys, at = np.unique(pair_keys(np.concatenate(positives)), return_inverse=True)
     most_shared, most_inliers = np.zeros(len(keys), np.int32), np.zeros(len(keys), np.int32)
     np.maximum.at(most_shared, at, np.concatenate(shared))
     np.maximum.at(most_inliers, at, np.concatenate(inliers))
-    pair_list = _pairs(keys)
+    pair_list = keys_to_pairs(keys)
     group = linked_groups(count, np.concatenate([pair_list.astype(np.int64), *members]))
-    negative = _pairs(np.unique(_keys(np.concatenate(negatives))))
+    negative = keys_to_pairs(np.unique(pair_keys(np.concatenate(negatives))))
     negative = negative[(group[negative[:, 0]] < 0) | (group[negative[:, 0]] != group[negative[:, 1]])]
     paths = list(number)
     root = Path(os.path.commonpath([os.path.dirname(path) for path in paths]))
@@ -80,11 +89,3 @@ def merged_pairs(files: list[Pairs]) -> Pairs:
                  model_id=model_id, positives=pair_list, shared_points=most_shared, negatives=negative, group=group,
                  inlier_matches=most_inliers, unreadable=unreadable,
                  settings={"merged_from": [pairs.settings for pairs in files]})
-
-
-def _keys(pairs: np.ndarray) -> np.ndarray:
-    return pairs[:, 0].astype(np.int64) << 32 | pairs[:, 1].astype(np.int64)
-
-
-def _pairs(keys: np.ndarray) -> np.ndarray:
-    return np.stack([keys >> 32, keys & 0xFFFFFFFF], axis=1).astype(np.int32).reshape(-1, 2)
