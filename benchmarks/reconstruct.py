@@ -263,8 +263,9 @@ def partitioned_row(name: str, photos: Path, truth: dict[str, str], work: Path, 
     """One photo set reconstructed whole and in ``parts`` parts, and imported from the whole run's
     workspace: wall times, and the partitioned positives against the true scenes and the whole
     run's correct positives; scenes the whole run keeps in one group that the parts split."""
-    options = ReconstructOptions(matcher="retrieval", num_neighbors=NEIGHBORS, feature_cache=work / "cache", seed=SEED,
-                                 max_image_size=max_image_size)
+    options = ReconstructOptions(matcher="retrieval", num_neighbors=NEIGHBORS, mapper="incremental",
+                                 feature_cache=work / "cache", seed=SEED, max_image_size=max_image_size,
+                                 max_features=8192)
     timings = {}
     for kind in ("whole", "partitioned"):
         shutil.rmtree(work / kind, ignore_errors=True)

@@ -160,6 +160,9 @@ def reconstruct_command(
     negatives_per_image: Annotated[int, typer.Option(
         min=0, max=C_INT_MAX, help="Random negatives drawn from other groups per image.")] = 10,
     max_image_size: Annotated[int, typer.Option(min=32, max=MAX_SIDE, help="Longest side for SIFT extraction.")] = 1600,
+    max_features: Annotated[int, typer.Option(
+        min=64, max=C_INT_MAX, help="SIFT features kept per photo (the strongest); matching time grows with their "
+                                    "square.")] = 8192,
     min_model_size: Annotated[int, typer.Option(min=2, max=C_INT_MAX, help="Smallest 3D model kept, in images.")] = 3,
     parts: Annotated[int, typer.Option(
         min=1, max=10_000, help="Split the photos into this many parts that keep each scene together (clusters "
@@ -191,8 +194,8 @@ def reconstruct_command(
         matcher=matcher, num_neighbors=num_neighbors, retrieval_model=model,
         feature_cache=cache_dir(feature_cache, no_feature_cache), mapper=mapper, positives=positives,
         min_shared_points=min_shared_points, min_inliers=min_inliers, negatives_per_image=negatives_per_image,
-        max_image_size=max_image_size, min_model_size=min_model_size, seed=seed, overwrite=overwrite,
-        verbose=verbose)
+        max_image_size=max_image_size, max_features=max_features, min_model_size=min_model_size, seed=seed,
+        overwrite=overwrite, verbose=verbose)
     if colmap is not None:
         summary = pairs_from_workspace(photos, output, colmap, options)
         matching = f"from the COLMAP workspace {colmap}: "

@@ -51,6 +51,7 @@ _NOT_A_GEOMETRY = {int(config.value) for config in (pycolmap.TwoViewGeometryConf
 class ColmapOptions:
     mapper: str = "incremental"
     max_image_size: int = 1600
+    max_features: int = 8192  # SIFT features kept per photo (the strongest)
     min_model_size: int = 3
     num_threads: int = -1
     seed: int = 0
@@ -133,6 +134,7 @@ def timed_calls(start: int, total: int, first: int) -> Iterator[tuple[int, int]]
 def extract(database: Path, images_dir: Path, links: list[str], options: ColmapOptions) -> None:
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = options.max_image_size
+    extraction.sift.max_num_features = options.max_features
     extraction.num_threads = options.num_threads
     per_image = extraction.sift.max_num_features * FEATURE_BYTES
     with progress(total=len(links), desc="SIFT features", unit="image") as bar:

@@ -46,6 +46,7 @@ class ReconstructOptions:
     min_inliers: int = 30  # verified positives: inlier matches of the two-view geometry
     negatives_per_image: int = 10
     max_image_size: int = 1600
+    max_features: int = 8192  # SIFT features kept per photo
     min_model_size: int = 3
     seed: int = 0
     overwrite: bool = False
@@ -95,9 +96,10 @@ def reconstruct(photos_dir: Path, work_dir: Path, options: ReconstructOptions = 
         checked = time.perf_counter() - started
         _pin(sfm_dir, "images.txt", "".join(f"{name}\n" for name in readable), "a different set of photos")
         _pin(sfm_dir, "matching.json", json.dumps(_matching_settings(matcher, options), sort_keys=True),
-             "other matching settings (--matcher, --num-neighbors, --model, --max-image-size)")
+             "other matching settings (--matcher, --num-neighbors, --model, --max-image-size, --max-features)")
         sfm = run_colmap(photos_dir, readable, sfm_dir, lambda: _select_pairs(matcher, photos_dir, readable, options),
                          ColmapOptions(mapper=options.mapper, max_image_size=options.max_image_size,
+                                       max_features=options.max_features,
                                        min_model_size=options.min_model_size, num_threads=options.colmap_threads,
                                        seed=options.seed, verbose=options.verbose))
         summary = _mine_and_write(work_dir, photos_dir, readable, unreadable, sfm, matcher, options, {})
@@ -168,7 +170,7 @@ def _mine_and_write(work_dir: Path, photos_dir: Path, readable: list[str], unrea
 
 
 def _matching_settings(matcher: str, options: ReconstructOptions) -> dict:
-    settings = {"matcher": matcher, "max_image_size": options.max_image_size}
+    settings = {"matcher": matcher, "max_image_size": options.max_image_size, "max_features": options.max_features}
     if matcher == "retrieval":
         settings.update(num_neighbors=options.num_neighbors, model=None if options.retrieval_model is None
                         else file_digest(options.retrieval_model))

@@ -228,8 +228,8 @@ def test_damaged_files_give_one_error_line_from_every_command(tmp_path, original
 
 NUMERIC_OPTIONS = {  # command (with its other arguments) -> its numeric options
     ("reconstruct", "{photos}", "-o", "{out}/work"): ["--num-neighbors", "--min-shared-points", "--min-inliers",
-                                                     "--negatives-per-image", "--max-image-size", "--min-model-size",
-                                                     "--seed"],
+                                                     "--negatives-per-image", "--max-image-size", "--max-features",
+                                                     "--min-model-size", "--seed"],
     ("train", "--images", "{photos}", "-o", "{out}/m.pt", "--method", "lsh"): [
         "--bits", "--image-size", "--hidden", "--epochs", "--batch-size", "--lr", "--workers", "--seed"],
     ("encode", "{model}", "{photos}", "-o", "{out}/c.h5"): ["--batch-size", "--workers"],

@@ -7,8 +7,10 @@ import csv
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -99,4 +101,21 @@ def test_global_mapper_and_verified_positives_reuse_the_matches(scene_set, truth
     assert np.all(scenes[verified.negatives[:, 0]] != scenes[verified.negatives[:, 1]])
 
     other = run_cli("reconstruct", scene_set / "photos", "-o", work, "--matcher", "sequential")
+    assert_one_line_error(other, "other matching settings")
+
+
+def keypoint_counts(work) -> list[int]:
+    with closing(sqlite3.connect(work / "sfm" / "database.db")) as db:
+        return [rows for (rows,) in db.execute("SELECT rows FROM keypoints")]
+
+
+def test_max_features_caps_the_sift_features_and_is_pinned(scene_set, work_dir, tmp_path):
+    work = tmp_path / "w"
+    result = run_cli("reconstruct", scene_set / "photos", "-o", work, "--max-features", "100",
+                     "--min-model-size", "2")
+    assert result.exit_code == 0 or "no positive pair" in result.output, result.output
+    capped, default = keypoint_counts(work), keypoint_counts(work_dir)
+    assert len(capped) == 24 and max(capped) <= 2 * 100, capped  # COLMAP keeps up to 2 orientations per point
+    assert sum(capped) < 0.5 * sum(default), (sum(capped), sum(default))
+    other = run_cli("reconstruct", scene_set / "photos", "-o", work, "--max-features", "300")
     assert_one_line_error(other, "other matching settings")
