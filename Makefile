@@ -41,7 +41,7 @@ SOURCES ?= sources
 REAL_PHOTOS ?= benchmarks/data/real-photos
 bench-real: venv
 	$(BIN)/python benchmarks/real.py assemble --sources $(SOURCES) --out $(REAL_PHOTOS)
-	$(BIN)/python benchmarks/real.py run --photos $(REAL_PHOTOS) --max-image-size 1000
+	$(BIN)/python benchmarks/real.py run --photos $(REAL_PHOTOS)
 
 # Retrieval quality of every method beside its peers (label-free, supervised, multi-label; about 70 minutes on 2
 # cores with the feature cache filled, about 30 more to fill it; `--only SECTION`, `--quick` for parts). Needs Debian's

@@ -7,7 +7,7 @@ docs/real_photos.md). The photos reconstructed are those of the held-out protoco
 half (real.py's ``split_scenes``: 237 photos of 28 scenes), the collection `hashkit reconstruct`
 meets in the real-photo benchmark, at the photos' own sizes (224 to 4032 px). Each setting of
 SETTINGS is one row, reconstructed in a fresh folder; ``defaults`` is `hashkit reconstruct` with
-no option at all, run --repeats times (wall time: the median). The reference is exhaustive
+no option at all, run --repeats times (wall time and kept: the median over the runs). The reference is exhaustive
 matching with SIFT at 1,600 px and 8,192 features (the former defaults up to 200 photos), mapped
 incrementally and, on the same matches, globally; a row's 'kept' is the share of the reference's
 correct positives (pairs of photos of one true scene) it also finds, against the reference mapper
@@ -72,28 +72,30 @@ def correct_positives(pairs_path: Path, scene: dict[str, str]) -> tuple[int, lis
 
 def run_setting(name: str, photos: Path, scene: dict[str, str], work: Path, repeats: int) -> dict:
     """One setting reconstructed ``repeats`` times in fresh folders (the reference's global row on
-    the incremental row's matches); the last run's positives are kept in ``work/name/correct.json``."""
+    the incremental row's matches); run k's correct positives go to ``work/name/correct-k.json``."""
     options = ReconstructOptions(**SETTINGS[name])  # no feature cache: retrieval's selection as in a first run
     folder = work / (REFERENCES[0] if name == REFERENCES[1] else name)
-    walls = []
-    for _ in range(repeats):
+    true_pairs = sum(n * (n - 1) // 2 for n in _scene_sizes(scene))
+    (work / name).mkdir(parents=True, exist_ok=True)
+    runs = []
+    for k in range(repeats):
         if name != REFERENCES[1]:
             shutil.rmtree(folder, ignore_errors=True)
-        print(f"{name}: run {len(walls) + 1} of {repeats}", flush=True)
+        print(f"{name}: run {k + 1} of {repeats}", flush=True)
         started = time.perf_counter()
         summary = reconstruct(photos, folder, options)
-        walls.append(round(time.perf_counter() - started, 1))
-    positives, correct = correct_positives(folder / "pairs.h5", scene)
-    (work / name).mkdir(parents=True, exist_ok=True)
-    (work / name / "correct.json").write_text(json.dumps(correct))
-    true_pairs = sum(n * (n - 1) // 2 for n in _scene_sizes(scene))
+        wall = round(time.perf_counter() - started, 1)
+        positives, correct = correct_positives(folder / "pairs.h5", scene)
+        (work / name / f"correct-{k}.json").write_text(json.dumps(correct))
+        runs.append({"wall": wall, "stages": summary.seconds, "pairs_matched": summary.pairs_matched,
+                     "verified": summary.verified_pairs, "registered": summary.registered,
+                     "models": len(summary.model_sizes), "positives": positives, "correct": len(correct),
+                     "precision": round(len(correct) / max(positives, 1), 4),
+                     "recall": round(len(correct) / max(true_pairs, 1), 4)})
     return {"name": name, "options": {k: str(v) for k, v in SETTINGS[name].items()} or "none (the defaults)",
             "matcher": summary.matcher, "mapper": options.mapper, "max_image_size": options.max_image_size,
-            "max_features": options.max_features, "walls": walls, "wall_median": statistics.median(walls),
-            "stages": summary.seconds, "pairs_matched": summary.pairs_matched, "verified": summary.verified_pairs,
-            "registered": summary.registered, "models": len(summary.model_sizes), "positives": positives,
-            "correct": len(correct), "precision": round(len(correct) / max(positives, 1), 4),
-            "recall": round(len(correct) / max(true_pairs, 1), 4)}
+            "max_features": options.max_features, "runs": runs,
+            "wall_median": statistics.median(run["wall"] for run in runs)}
 
 
 def _scene_sizes(scene: dict[str, str]) -> list[int]:
@@ -105,16 +107,19 @@ def _scene_sizes(scene: dict[str, str]) -> list[int]:
 
 
 def add_kept(rows: list[dict], work: Path) -> None:
-    """Each row's share of the reference's correct positives (the reference mapper that found more)."""
-    found = {row["name"]: {tuple(pair) for pair in json.loads((work / row["name"] / "correct.json").read_text())}
-             for row in rows if (work / row["name"] / "correct.json").exists()}
-    references = [found[name] for name in REFERENCES if name in found]
+    """Each run's share of the reference's correct positives (the reference mapper that found
+    more), and each row's median over its runs."""
+    def correct(name: str, k: int) -> set[tuple[str, str]]:
+        return {tuple(pair) for pair in json.loads((work / name / f"correct-{k}.json").read_text())}
+    names = {row["name"] for row in rows}
+    references = [correct(name, 0) for name in REFERENCES if name in names]
     if not references:
         return
     reference = max(references, key=len)
     for row in rows:
-        if row["name"] in found:
-            row["kept_of_reference"] = round(len(found[row["name"]] & reference) / max(len(reference), 1), 4)
+        for k, run in enumerate(row["runs"]):
+            run["kept"] = round(len(correct(row["name"], k) & reference) / max(len(reference), 1), 4)
+        row["kept_median"] = statistics.median(run["kept"] for run in row["runs"])
 
 
 def write_markdown(path: Path, report: dict) -> None:
@@ -122,22 +127,27 @@ def write_markdown(path: Path, report: dict) -> None:
              f"Machine: {report['machine']}. Produced by `python benchmarks/reconstruct_defaults.py` (protocol in "
              f"its docstring). Photos: the real-photo benchmark's held-out training half, {report['photos']} photos "
              f"of {report['scenes']} scenes at their own sizes. Retrieval: each photo with its 20 nearest by "
-             "ImageNet MobileNetV2 features. Wall: seconds per run on this machine (the median where several), "
-             "the whole `reconstruct` call. Kept: share of the reference's correct positives (exhaustive matching, "
+             "ImageNet MobileNetV2 features. Wall: seconds of the whole `reconstruct` call on this machine (the median "
+             "where several runs; stage times of the first run). Where several runs, the other columns list each "
+             "run's value. Kept: share of the reference's correct positives (exhaustive matching, "
              "SIFT 1,600 px and 8,192 features, the mapper that found more) that the row finds too. Correct = the "
              "two photos show one true scene.", "",
-             "| setting | matching | SIFT px | SIFT features | mapping | wall s (runs) | extract s | select s "
+             "| setting | matching | SIFT px | SIFT features | mapping | wall s | extract s | select s "
              "| match s | map s | pairs matched | verified | registered | models | positives | precision "
-             "| recall (all true pairs) | kept of reference |",
+             "| recall (all true pairs) | kept of reference (median) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
-        s = r["stages"]
-        runs = ", ".join(str(w) for w in r["walls"])
+        runs, s = r["runs"], r["runs"][0]["stages"]
+
+        def each(key: str) -> str:
+            return ", ".join(str(run[key]) for run in runs)
+        median = f" (runs: {each('wall')})" if len(runs) > 1 else ""
+        kept = f"{r.get('kept_median', '-')}" + (f" ({each('kept')})" if len(runs) > 1 else "")
         lines.append(f"| {r['name']} | {r['matcher']} | {r['max_image_size']} | {r['max_features']} | {r['mapper']} "
-                     f"| {r['wall_median']} ({runs}) | {s.get('extract', 0)} | {s.get('select', 0)} "
-                     f"| {s.get('match', 0)} | {s.get('map', 0)} | {r['pairs_matched']} | {r['verified']} "
-                     f"| {r['registered']} | {r['models']} | {r['positives']} | {r['precision']} | {r['recall']} "
-                     f"| {r.get('kept_of_reference', '-')} |")
+                     f"| {r['wall_median']}{median} | {s.get('extract', 0)} | {s.get('select', 0)} "
+                     f"| {s.get('match', 0)} | {s.get('map', 0)} | {each('pairs_matched')} | {each('verified')} "
+                     f"| {each('registered')} | {each('models')} | {each('positives')} | {each('precision')} "
+                     f"| {each('recall')} | {kept} |")
     lines += ["", "Stage times are 0 where a stage reused an earlier run (the reference's global row maps the "
               "incremental row's matches). Commands: " + "; ".join(sorted({f"`{r['command']}`"
                                                                            for r in report["rows"]})), ""]

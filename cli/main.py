@@ -139,7 +139,7 @@ def reconstruct_command(
     matcher: Annotated[str, typer.Option(
         help="Which photo pairs COLMAP matches: exhaustive (all; cost grows with the square of the photos), "
              "retrieval (each photo with its --num-neighbors nearest by a global descriptor; linear), "
-             "sequential (each with the next 10 in file order), or auto (exhaustive up to 200 photos, "
+             "sequential (each with the next 10 in file order), or auto (exhaustive up to 100 photos, "
              "retrieval above).")] = "auto",
     num_neighbors: Annotated[int, typer.Option(
         min=1, max=C_INT_MAX, help="retrieval: nearest photos matched with each photo.")] = 20,
@@ -147,22 +147,23 @@ def reconstruct_command(
         help="retrieval: a model from 'hashkit train' whose codes choose the pairs [default: ImageNet "
              "MobileNetV2 features].")] = None,
     mapper: Annotated[str, typer.Option(
-        help="incremental (COLMAP), global (GLOMAP), or hierarchical (COLMAP's incremental mapper on "
-             "overlapping clusters of at most 500 images, merged: for one very large scene).")] = "incremental",
+        help="global (GLOMAP), incremental (COLMAP; the more robust on small, weakly connected sets), or "
+             "hierarchical (COLMAP's incremental mapper on overlapping clusters of at most 500 images, merged: "
+             "for one very large scene).")] = "global",
     positives: Annotated[str, typer.Option(
         help="Positive pairs from: models (covisible in a 3D model), verified (a two-view geometry with "
-             "--min-inliers inlier matches), both, or auto (models, plus verified pairs of photos that no "
-             "model registered).")] = "auto",
+             "--min-inliers inlier matches), both, or auto (models, plus verified pairs except those "
+             "joining two different models).")] = "auto",
     min_shared_points: Annotated[int, typer.Option(
         min=1, max=C_INT_MAX, help="3D points two images must share to be a positive pair.")] = 15,
     min_inliers: Annotated[int, typer.Option(
         min=1, max=C_INT_MAX, help="Inlier matches a verified pair needs to be a positive.")] = 30,
     negatives_per_image: Annotated[int, typer.Option(
         min=0, max=C_INT_MAX, help="Random negatives drawn from other groups per image.")] = 10,
-    max_image_size: Annotated[int, typer.Option(min=32, max=MAX_SIDE, help="Longest side for SIFT extraction.")] = 1600,
+    max_image_size: Annotated[int, typer.Option(min=32, max=MAX_SIDE, help="Longest side for SIFT extraction.")] = 800,
     max_features: Annotated[int, typer.Option(
         min=64, max=C_INT_MAX, help="SIFT features kept per photo (the strongest); matching time grows with their "
-                                    "square.")] = 8192,
+                                    "square.")] = 4096,
     min_model_size: Annotated[int, typer.Option(min=2, max=C_INT_MAX, help="Smallest 3D model kept, in images.")] = 3,
     parts: Annotated[int, typer.Option(
         min=1, max=10_000, help="Split the photos into this many parts that keep each scene together (clusters "

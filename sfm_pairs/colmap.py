@@ -49,9 +49,9 @@ _NOT_A_GEOMETRY = {int(config.value) for config in (pycolmap.TwoViewGeometryConf
 
 @dataclass(frozen=True)
 class ColmapOptions:
-    mapper: str = "incremental"
-    max_image_size: int = 1600
-    max_features: int = 8192  # SIFT features kept per photo (the strongest)
+    mapper: str
+    max_image_size: int
+    max_features: int  # SIFT features kept per photo (the strongest)
     min_model_size: int = 3
     num_threads: int = -1
     seed: int = 0

@@ -11,7 +11,7 @@ import numpy as np
 from hashkit.hashing.errors import UserError
 
 MATCHERS = ("auto", "exhaustive", "sequential", "retrieval")
-EXHAUSTIVE_UP_TO = 200  # auto: exhaustive matching up to this many photos, retrieval above
+EXHAUSTIVE_UP_TO = 100  # auto: exhaustive matching up to this many photos (4,950 pairs), retrieval above
 EXHAUSTIVE_BLOCK = 50  # exhaustive: photos per block (COLMAP's ExhaustivePairingOptions.block_size)
 SEQUENTIAL_OVERLAP = 10  # sequential: each photo with the next 10 in file order (COLMAP's default)
 RETRIEVAL_BACKBONE = "mobilenet_v2"  # retrieval's global descriptor without --model: ImageNet pooled features

@@ -40,13 +40,13 @@ class ReconstructOptions:
     num_neighbors: int = 20  # retrieval: pairs of each photo with its nearest photos
     retrieval_model: Path | None = None  # retrieval by a trained hashkit model's codes (default: ImageNet features)
     feature_cache: Path | None = None  # retrieval's backbone feature cache (None: none)
-    mapper: str = "incremental"
-    positives: str = "auto"  # auto: models, plus verified pairs of photos no model registered
+    mapper: str = "global"  # GLOMAP: registered more of the real photos than incremental mapping did
+    positives: str = "auto"  # auto: models, plus verified pairs except those joining two models
     min_shared_points: int = 15
     min_inliers: int = 30  # verified positives: inlier matches of the two-view geometry
     negatives_per_image: int = 10
-    max_image_size: int = 1600
-    max_features: int = 8192  # SIFT features kept per photo
+    max_image_size: int = 800  # SIFT's longest side (benchmarks/results/reconstruct_defaults.md)
+    max_features: int = 4096  # SIFT features kept per photo
     min_model_size: int = 3
     seed: int = 0
     overwrite: bool = False
@@ -228,8 +228,9 @@ def _mine(photos_dir: Path, names: list[str], unreadable: list[str], sfm: SfmRes
     model_pairs, shared_points = np.concatenate(from_models), np.concatenate(shared)
     all_verified, all_inliers = verified_pairs(sfm.verified, sfm.inliers, 1)
     keep = all_inliers >= options.min_inliers
-    if options.positives == "auto":  # verified pairs only where no model registered both photos
-        keep &= (model_id[all_verified[:, 0]] < 0) | (model_id[all_verified[:, 1]] < 0)
+    if options.positives == "auto":  # no verified pair between two models that COLMAP kept apart
+        first, second = model_id[all_verified[:, 0]], model_id[all_verified[:, 1]]
+        keep &= (first < 0) | (second < 0) | (first == second)
     if options.positives == "models":
         keep[:] = False
     if options.positives == "verified":

@@ -15,6 +15,7 @@ import pytest
 
 from hashkit.hashing.files.pairs_file import read_pairs
 from hashkit.sfm_pairs.colmap import link_name
+from hashkit.sfm_pairs.reconstruct import ReconstructOptions
 
 from .helpers import assert_one_line_error, run_cli
 
@@ -31,7 +32,8 @@ def outside_workspace(sfm_dir: Path, target: Path, text: bool) -> Path:
     with closing(sqlite3.connect(target / "database.db")) as db:
         db.executemany("UPDATE images SET name = ? WHERE name = ?", [(real, link) for link, real in real_name.items()])
         db.commit()
-    for k, folder in enumerate(sorted(path for path in (sfm_dir / "models-incremental").iterdir() if path.is_dir())):
+    models = sfm_dir / f"models-{ReconstructOptions.mapper}"
+    for k, folder in enumerate(sorted(path for path in models.iterdir() if path.is_dir())):
         model = pycolmap.Reconstruction(folder)
         for image in model.images.values():
             image.name = real_name[image.name]

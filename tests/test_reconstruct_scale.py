@@ -1,9 +1,11 @@
-"""Reconstruction beyond exhaustive matching: retrieval-chosen pairs, the global mapper, and
+"""Reconstruction beyond exhaustive matching: retrieval-chosen pairs, the other mapper, and
 positives from verified two-view geometries where COLMAP builds no model."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import inspect
 import json
 import re
 import shutil
@@ -78,12 +80,12 @@ def test_retrieval_matches_fewer_pairs_and_keeps_the_positives(scene_set, truth,
     assert len(summary["model_sizes"]) == 3
 
 
-def test_global_mapper_and_verified_positives_reuse_the_matches(scene_set, truth, work_dir, tmp_path):
+def test_incremental_mapper_and_verified_positives_reuse_the_matches(scene_set, truth, work_dir, tmp_path):
     work = tmp_path / "w"
     shutil.copytree(work_dir, work, symlinks=True)
     markers = [work / "sfm" / f"{stage}.done" for stage in ("extract", "match")]
     before = [marker.stat().st_mtime_ns for marker in markers]
-    result = run_cli("reconstruct", scene_set / "photos", "-o", work, "--mapper", "global", "--json")
+    result = run_cli("reconstruct", scene_set / "photos", "-o", work, "--mapper", "incremental", "--json")
     assert result.exit_code == 0, result.output
     assert [marker.stat().st_mtime_ns for marker in markers] == before, "extraction and matching not redone"
     assert (work / "sfm" / "models-global").is_dir() and (work / "sfm" / "models-incremental").is_dir()
@@ -119,3 +121,31 @@ def test_max_features_caps_the_sift_features_and_is_pinned(scene_set, work_dir, 
     assert sum(capped) < 0.5 * sum(default), (sum(capped), sum(default))
     other = run_cli("reconstruct", scene_set / "photos", "-o", work, "--max-features", "300")
     assert_one_line_error(other, "other matching settings")
+
+
+def test_the_command_line_defaults_are_the_library_defaults():
+    """`hashkit reconstruct` shows its defaults in --help; they must be ReconstructOptions' own."""
+    from hashkit.cli.main import reconstruct_command
+    from hashkit.sfm_pairs.reconstruct import ReconstructOptions
+    library = {field.name: field.default for field in dataclasses.fields(ReconstructOptions)}
+    shared = {name: parameter.default for name, parameter in inspect.signature(reconstruct_command).parameters.items()
+              if name in library and name not in ("feature_cache", "retrieval_model")}
+    assert len(shared) >= 12, sorted(shared)
+    assert {name: library[name] for name in shared} == shared
+
+
+def test_auto_positives_take_verified_pairs_within_a_model_not_across_models(scene_set, truth, work_dir, tmp_path):
+    """With no pair sharing enough 3D points, `auto` still finds the verified pairs of each model's photos."""
+    work = tmp_path / "w"
+    shutil.copytree(work_dir, work, symlinks=True)
+    result = run_cli("reconstruct", scene_set / "photos", "-o", work, "--min-shared-points", "1000000", "--json")
+    assert result.exit_code == 0, result.output
+    pairs = read_pairs(work / "pairs.h5")
+    scenes = scenes_of(pairs, truth)
+    first, second = pairs.model_id[pairs.positives[:, 0]], pairs.model_id[pairs.positives[:, 1]]
+    assert len(pairs.positives) >= 30 and np.all(pairs.shared_points == 0) and np.all(pairs.inlier_matches >= 30)
+    assert np.all((first == second) | (first < 0) | (second < 0)), "no verified pair across two models"
+    assert np.all(scenes[pairs.positives[:, 0]] == scenes[pairs.positives[:, 1]])
+    models_only = run_cli("reconstruct", scene_set / "photos", "-o", work, "--min-shared-points", "1000000",
+                          "--positives", "models")
+    assert_one_line_error(models_only, "no positive pair")
