@@ -62,6 +62,13 @@ def training_half(photos: Path, folder: Path) -> dict[str, str]:
     return {Path(name).name: truth[name] for name in names}
 
 
+def correct_file(work: Path, name: str, run: int) -> Path:
+    """Where a run's correct positives are kept (outside its folder, which the next run clears)."""
+    folder = work / "correct-positives"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}-{run}.json"
+
+
 def positives_record(pairs_path: Path, scene: dict[str, str], correct_file: Path) -> dict:
     """The positives of a pairs file against the true scenes; those joining two photos of one
     scene (by name) are written to ``correct_file``."""
@@ -77,10 +84,9 @@ def positives_record(pairs_path: Path, scene: dict[str, str], correct_file: Path
 
 def run_setting(name: str, photos: Path, scene: dict[str, str], work: Path, repeats: int) -> dict:
     """One setting reconstructed ``repeats`` times in fresh folders (the reference's global row on
-    the incremental row's matches); run k's correct positives go to ``work/name/correct-k.json``."""
+    the incremental row's matches); run k's correct positives go to ``correct_file(work, name, k)``."""
     options = ReconstructOptions(**SETTINGS[name])  # no feature cache: retrieval's selection as in a first run
     folder = work / (REFERENCES[0] if name == REFERENCES[1] else name)
-    (work / name).mkdir(parents=True, exist_ok=True)
     runs = []
     for k in range(repeats):
         if name != REFERENCES[1]:
@@ -92,7 +98,7 @@ def run_setting(name: str, photos: Path, scene: dict[str, str], work: Path, repe
         runs.append({"wall": wall, "stages": summary.seconds, "pairs_matched": summary.pairs_matched,
                      "verified": summary.verified_pairs, "registered": summary.registered,
                      "models": len(summary.model_sizes),
-                     **positives_record(folder / "pairs.h5", scene, work / name / f"correct-{k}.json")})
+                     **positives_record(folder / "pairs.h5", scene, correct_file(work, name, k))})
     return {"name": name, "options": {k: str(v) for k, v in SETTINGS[name].items()} or "none (the defaults)",
             "matcher": summary.matcher, "mapper": options.mapper, "max_image_size": options.max_image_size,
             "max_features": options.max_features, "runs": runs,
@@ -106,7 +112,7 @@ def mine_again(row: dict, photos: Path, scene: dict[str, str], work: Path) -> No
     folder = work / (REFERENCES[0] if name == REFERENCES[1] else name)
     print(f"{name}: mining again", flush=True)
     reconstruct(photos, folder, ReconstructOptions(**SETTINGS[name]))
-    row["runs"][0].update(positives_record(folder / "pairs.h5", scene, work / name / "correct-0.json"))
+    row["runs"][0].update(positives_record(folder / "pairs.h5", scene, correct_file(work, name, 0)))
 
 
 def _scene_sizes(scene: dict[str, str]) -> list[int]:
@@ -121,7 +127,7 @@ def add_kept(rows: list[dict], work: Path) -> None:
     """Each run's share of the reference's correct positives (the reference mapper that found
     more), and each row's median over its runs."""
     def correct(name: str, k: int) -> set[tuple[str, str]]:
-        return {tuple(pair) for pair in json.loads((work / name / f"correct-{k}.json").read_text())}
+        return {tuple(pair) for pair in json.loads(correct_file(work, name, k).read_text())}
     names = {row["name"] for row in rows}
     references = [correct(name, 0) for name in REFERENCES if name in names]
     if not references:
