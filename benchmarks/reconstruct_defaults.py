@@ -25,6 +25,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pycolmap
@@ -62,6 +63,11 @@ def training_half(photos: Path, folder: Path) -> dict[str, str]:
     return {Path(name).name: truth[name] for name in names}
 
 
+def reconstruction_folder(work: Path, name: str) -> Path:
+    """A setting's work folder: the reference's global row maps in the incremental row's folder."""
+    return work / (REFERENCES[0] if name == REFERENCES[1] else name)
+
+
 def correct_file(work: Path, name: str, run: int) -> Path:
     """Where a run's correct positives are kept (outside its folder, which the next run clears)."""
     folder = work / "correct-positives"
@@ -86,7 +92,7 @@ def run_setting(name: str, photos: Path, scene: dict[str, str], work: Path, repe
     """One setting reconstructed ``repeats`` times in fresh folders (the reference's global row on
     the incremental row's matches); run k's correct positives go to ``correct_file(work, name, k)``."""
     options = ReconstructOptions(**SETTINGS[name])  # no feature cache: retrieval's selection as in a first run
-    folder = work / (REFERENCES[0] if name == REFERENCES[1] else name)
+    folder = reconstruction_folder(work, name)
     runs = []
     for k in range(repeats):
         if name != REFERENCES[1]:
@@ -109,18 +115,14 @@ def mine_again(row: dict, photos: Path, scene: dict[str, str], work: Path) -> No
     """A single-run row's positives mined again from its finished folder (after a change to pair
     mining): COLMAP's stages are not redone, so the row's times stand."""
     name = row["name"]
-    folder = work / (REFERENCES[0] if name == REFERENCES[1] else name)
+    folder = reconstruction_folder(work, name)
     print(f"{name}: mining again", flush=True)
     reconstruct(photos, folder, ReconstructOptions(**SETTINGS[name]))
     row["runs"][0].update(positives_record(folder / "pairs.h5", scene, correct_file(work, name, 0)))
 
 
 def _scene_sizes(scene: dict[str, str]) -> list[int]:
-    sizes: dict[str, int] = {}
-    for label in scene.values():
-        if not label.startswith(DISTRACTOR):
-            sizes[label] = sizes.get(label, 0) + 1
-    return list(sizes.values())
+    return list(Counter(label for label in scene.values() if not label.startswith(DISTRACTOR)).values())
 
 
 def add_kept(rows: list[dict], work: Path) -> None:

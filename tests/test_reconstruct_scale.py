@@ -9,7 +9,6 @@ import inspect
 import json
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 from contextlib import closing
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from hashkit.hashing.files.pairs_file import read_pairs
+from hashkit.sfm_pairs.colmap import read_only
 
 from .helpers import HASHKIT, REPO, assert_one_line_error, run_cli
 
@@ -107,7 +107,7 @@ def test_incremental_mapper_and_verified_positives_reuse_the_matches(scene_set, 
 
 
 def keypoint_counts(work) -> list[int]:
-    with closing(sqlite3.connect(work / "sfm" / "database.db")) as db:
+    with closing(read_only(work / "sfm" / "database.db")) as db:
         return [rows for (rows,) in db.execute("SELECT rows FROM keypoints")]
 
 
