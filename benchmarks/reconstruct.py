@@ -12,10 +12,11 @@ benchmark links them into one shuffled folder, the scene of each photo being the
 hashkit's overhead compares the best of --overhead-rounds runs of hashkit (exhaustive matching,
 incremental mapping, in a fresh folder each time) with the best of as many runs of a bare
 pycolmap script doing the same COLMAP calls, the two taking turns.
---partitioned COUNT reconstructs a rendered set whole and in --parts parts (retrieval matching
-and incremental mapping both; the parts in parallel, the cores shared), and times mining the
-whole run's COLMAP workspace again through --colmap (the import of an existing reconstruction);
---partitioned-real FOLDER does the same on a folder of photos/ and truth.csv (SIFT at 1000 px).
+--partitioned COUNT reconstructs a rendered set whole and in --parts parts (both with
+reconstruct's defaults but retrieval matching, or --partition-mapper's mapper; the parts in
+parallel, the cores shared), and times mining the whole run's COLMAP workspace again through
+--colmap (the import of an existing reconstruction); --partitioned-real FOLDER does the same on
+a folder of photos/ and truth.csv.
 Results: benchmarks/results/reconstruct.{md,json}.
 """
 
@@ -258,14 +259,13 @@ def add_mapper_rows(report: dict, mapper: str, count: int, work_root: Path, save
         save()
 
 
-def partitioned_row(name: str, photos: Path, truth: dict[str, str], work: Path, parts: int,
-                    max_image_size: int) -> dict:
-    """One photo set reconstructed whole and in ``parts`` parts, and imported from the whole run's
-    workspace: wall times, and the partitioned positives against the true scenes and the whole
-    run's correct positives; scenes the whole run keeps in one group that the parts split."""
-    options = ReconstructOptions(matcher="retrieval", num_neighbors=NEIGHBORS, mapper="incremental",
-                                 feature_cache=work / "cache", seed=SEED, max_image_size=max_image_size,
-                                 max_features=8192)
+def partitioned_row(name: str, photos: Path, truth: dict[str, str], work: Path, parts: int, mapper: str) -> dict:
+    """One photo set reconstructed whole and in ``parts`` parts with ``mapper`` (reconstruct's
+    other defaults, retrieval matching), and imported from the whole run's workspace: wall times,
+    and the partitioned positives against the true scenes and the whole run's correct positives;
+    scenes the whole run keeps in one group that the parts split."""
+    options = ReconstructOptions(matcher="retrieval", num_neighbors=NEIGHBORS, mapper=mapper,
+                                 feature_cache=work / "cache", seed=SEED)
     timings = {}
     for kind in ("whole", "partitioned"):
         shutil.rmtree(work / kind, ignore_errors=True)
@@ -296,7 +296,8 @@ def partitioned_row(name: str, photos: Path, truth: dict[str, str], work: Path, 
         scenes_split += len(whole) == 1 and len(parts_groups) > 1
     correct = {kind: positives[kind] & wanted for kind in positives}
     plan = json.loads((work / "partitioned" / "parts.json").read_text())
-    return {"set": name, "photos": len(truth), "parts": parts, "max_image_size": max_image_size,
+    return {"set": name, "photos": len(truth), "parts": parts, "mapper": mapper,
+            "max_image_size": options.max_image_size, "max_features": options.max_features,
             "whole_seconds": timings["whole"], "partitioned_seconds": timings["partitioned"],
             "import_seconds": timings["import"],
             "part_sizes": [len(part) for part in plan["parts"]],
@@ -352,16 +353,19 @@ def write_markdown(path: Path, report: dict) -> None:
         lines.append("")
     if report.get("partitioned"):
         lines += ["## Partitioned reconstruction and existing workspaces", "",
-                  "Each set reconstructed whole and in `--parts` parts (`--matcher retrieval`, incremental mapping; "
-                  "the parts in parallel, the machine's cores shared among them), then the whole run's COLMAP "
+                  "Each set reconstructed whole and in `--parts` parts (`--matcher retrieval`, the mapping, SIFT size "
+                  "and features of each row; the parts in parallel, the machine's cores shared among them), then the "
+                  "whole run's COLMAP "
                   "workspace mined again through `--colmap` (import). Positives counted as pairs of absolute paths; "
                   "correct = the same true scene. Scenes split: true scenes the whole run keeps in one group that "
                   "the partitioned run leaves in several. Targets: at least 95% of the whole run's correct positives "
                   "in at most half its wall time.", "",
-                  "| set | photos | parts (photos each) | whole s | partitioned s | import s | positives whole / parts "
-                  "| precision whole / parts | recall whole / parts | kept of whole's correct | scenes split |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['set']} | {r['photos']} | {r['parts']} ({', '.join(map(str, r['part_sizes']))}) "
+                  "| set | photos | mapping | SIFT px / features | parts (photos each) | whole s | partitioned s "
+                  "| import s | positives whole / parts | precision whole / parts | recall whole / parts "
+                  "| kept of whole's correct | scenes split |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['set']} | {r['photos']} | {r['mapper']} | {r['max_image_size']} / {r['max_features']} "
+                  f"| {r['parts']} ({', '.join(map(str, r['part_sizes']))}) "
                   f"| {r['whole_seconds']} | {r['partitioned_seconds']} | {r['import_seconds']} "
                   f"| {r['whole_positives']} / {r['partitioned_positives']} "
                   f"| {r['whole_precision']} / {r['partitioned_precision']} "
@@ -406,6 +410,8 @@ def main() -> None:
     parser.add_argument("--partitioned-real", type=Path, nargs="*", default=[],
                         help="folders of photos/ and truth.csv to reconstruct whole and partitioned")
     parser.add_argument("--parts", type=int, default=4, help="--partitioned: parts per set")
+    parser.add_argument("--partition-mapper", choices=MAPPERS, default=ReconstructOptions.mapper,
+                        help="--partitioned: the mapper of the whole run and of the parts")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "data" / "reconstruct")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -444,15 +450,16 @@ def main() -> None:
         print((args.results / "reconstruct.md").read_text())
         return
     if args.partitioned or args.partitioned_real:
-        sets = [(f"rendered, {count}", *render(count, args.work / f"rendered-{count}-set"), 1600)
+        sets = [(f"rendered, {count}", *render(count, args.work / f"rendered-{count}-set"))
                 for count in args.partitioned]
-        sets += [(f"real, {folder.name}", *truth_of(folder), 1000) for folder in args.partitioned_real]
-        for name, photos, truth, max_image_size in sets:
+        sets += [(f"real, {folder.name}", *truth_of(folder)) for folder in args.partitioned_real]
+        for name, photos, truth in sets:
             row = partitioned_row(name, photos, truth, args.work / f"partitioned-{name.replace(', ', '-')}",
-                                  args.parts, max_image_size)
+                                  args.parts, args.partition_mapper)
             row["command"] = " ".join(["python benchmarks/reconstruct.py", *sys.argv[1:]])
+            same = ("set", "parts", "mapper", "max_image_size", "max_features")
             report["partitioned"] = [r for r in report.get("partitioned", [])
-                                     if (r["set"], r["parts"]) != (name, args.parts)] + [row]
+                                     if any(r[key] != row[key] for key in same)] + [row]
             save()
         print((args.results / "reconstruct.md").read_text())
         return
