@@ -136,7 +136,8 @@ def extract(database: Path, images_dir: Path, links: list[str], options: ColmapO
     extraction.max_image_size = options.max_image_size
     extraction.sift.max_num_features = options.max_features
     extraction.num_threads = options.num_threads
-    per_image = extraction.sift.max_num_features * FEATURE_BYTES
+    # SIFT keeps up to max_num_orientations features at each of max_num_features keypoints
+    per_image = extraction.sift.max_num_features * extraction.sift.max_num_orientations * FEATURE_BYTES
     with progress(total=len(links), desc="SIFT features", unit="image") as bar:
         for start, stop in timed_calls(0, len(links), FIRST_CALL["extract"]):
             ensure_room(database, (stop - start) * per_image + METADATA_BYTES,
