@@ -259,26 +259,43 @@ def add_mapper_rows(report: dict, mapper: str, count: int, work_root: Path, save
         save()
 
 
-def partitioned_row(name: str, photos: Path, truth: dict[str, str], work: Path, parts: int, mapper: str) -> dict:
+def partitioned_row(name: str, photos: Path, truth: dict[str, str], work: Path, parts: int, mapper: str,
+                    repeats: int) -> dict:
     """One photo set reconstructed whole and in ``parts`` parts with ``mapper`` (reconstruct's
-    other defaults, retrieval matching), and imported from the whole run's workspace: wall times,
-    and the partitioned positives against the true scenes and the whole run's correct positives;
-    scenes the whole run keeps in one group that the parts split."""
-    options = ReconstructOptions(matcher="retrieval", num_neighbors=NEIGHBORS, mapper=mapper,
-                                 feature_cache=work / "cache", seed=SEED)
-    timings = {}
+    other defaults, retrieval matching), ``repeats`` times in turns, and imported from the whole
+    run's workspace. Each run starts from an empty folder and an empty retrieval feature cache.
+    The row holds every run's figures and their medians: wall times, the partitioned positives
+    against the true scenes and the whole run's correct positives, and the scenes the whole run
+    keeps in one group that the parts split."""
+    runs = [partitioned_run(name, photos, truth, work, parts, mapper) for _ in range(repeats)]
+    options = ReconstructOptions(mapper=mapper)
+    shutil.rmtree(work / "imported", ignore_errors=True)
+    started = time.perf_counter()  # the last whole run's own workspace, its photos under COLMAP's names
+    pairs_from_workspace(work / "whole" / "sfm" / "images", work / "imported", work / "whole" / "sfm", options)
+    import_seconds = round(time.perf_counter() - started, 2)
+    plan = json.loads((work / "partitioned" / "parts.json").read_text())
+    medians = {key: np.median([run[key] for run in runs]).item() for key in runs[0]}
+    return {"set": name, "photos": len(truth), "parts": parts, "mapper": mapper,
+            "max_image_size": options.max_image_size, "max_features": options.max_features,
+            "import_seconds": import_seconds, "part_sizes": [len(part) for part in plan["parts"]],
+            **medians, "runs": runs}
+
+
+def partitioned_run(name: str, photos: Path, truth: dict[str, str], work: Path, parts: int, mapper: str) -> dict:
+    """One run of ``partitioned_row``: the set whole, then in parts, each from empty folders."""
+    seconds = {}
     for kind in ("whole", "partitioned"):
-        shutil.rmtree(work / kind, ignore_errors=True)
+        for folder in (work / kind, work / f"{kind}-cache"):
+            shutil.rmtree(folder, ignore_errors=True)
+        options = ReconstructOptions(matcher="retrieval", num_neighbors=NEIGHBORS, mapper=mapper,
+                                     feature_cache=work / f"{kind}-cache", seed=SEED)
         print(f"{name}: {kind}", flush=True)
         started = time.perf_counter()
         if kind == "whole":
             reconstruct(photos, work / kind, options)
         else:
             reconstruct_partitioned(photos, work / kind, PartitionOptions(parts), options)
-        timings[kind] = round(time.perf_counter() - started, 2)
-    started = time.perf_counter()  # the whole run's own workspace, its photos under COLMAP's names
-    pairs_from_workspace(work / "whole" / "sfm" / "images", work / "imported", work / "whole" / "sfm", options)
-    timings["import"] = round(time.perf_counter() - started, 2)
+        seconds[kind] = round(time.perf_counter() - started, 2)
     found = {kind: read_pairs(work / kind / "pairs.h5") for kind in ("whole", "partitioned")}
     positives, scenes_split = {}, 0
     for kind, pairs in found.items():
@@ -295,12 +312,7 @@ def partitioned_row(name: str, photos: Path, truth: dict[str, str], work: Path, 
         parts_groups = {group_of["partitioned"][path] for path in members if path in group_of["partitioned"]}
         scenes_split += len(whole) == 1 and len(parts_groups) > 1
     correct = {kind: positives[kind] & wanted for kind in positives}
-    plan = json.loads((work / "partitioned" / "parts.json").read_text())
-    return {"set": name, "photos": len(truth), "parts": parts, "mapper": mapper,
-            "max_image_size": options.max_image_size, "max_features": options.max_features,
-            "whole_seconds": timings["whole"], "partitioned_seconds": timings["partitioned"],
-            "import_seconds": timings["import"],
-            "part_sizes": [len(part) for part in plan["parts"]],
+    return {"whole_seconds": seconds["whole"], "partitioned_seconds": seconds["partitioned"],
             "whole_positives": len(positives["whole"]), "partitioned_positives": len(positives["partitioned"]),
             "whole_precision": round(len(correct["whole"]) / max(len(positives["whole"]), 1), 4),
             "partitioned_precision": round(len(correct["partitioned"]) / max(len(positives["partitioned"]), 1), 4),
@@ -309,6 +321,12 @@ def partitioned_row(name: str, photos: Path, truth: dict[str, str], work: Path, 
             "kept_of_whole_correct": round(len(correct["partitioned"] & correct["whole"])
                                            / max(len(correct["whole"]), 1), 4),
             "scenes_split": scenes_split}
+
+
+def with_runs(row: dict, key: str) -> str:
+    """A partitioned row's median of ``key``, followed by each run's value where it has several."""
+    runs = row.get("runs", [])
+    return f"{row[key]:g}" + (f" ({', '.join(f'{run[key]:g}' for run in runs)})" if len(runs) > 1 else "")
 
 
 def write_markdown(path: Path, report: dict) -> None:
@@ -366,11 +384,14 @@ def write_markdown(path: Path, report: dict) -> None:
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['set']} | {r['photos']} | {r['mapper']} | {r['max_image_size']} / {r['max_features']} "
                   f"| {r['parts']} ({', '.join(map(str, r['part_sizes']))}) "
-                  f"| {r['whole_seconds']} | {r['partitioned_seconds']} | {r['import_seconds']} "
-                  f"| {r['whole_positives']} / {r['partitioned_positives']} "
+                  f"| {with_runs(r, 'whole_seconds')} | {with_runs(r, 'partitioned_seconds')} | {r['import_seconds']} "
+                  f"| {r['whole_positives']:g} / {r['partitioned_positives']:g} "
                   f"| {r['whole_precision']} / {r['partitioned_precision']} "
-                  f"| {r['whole_recall']} / {r['partitioned_recall']} | {r['kept_of_whole_correct']} "
-                  f"| {r['scenes_split']} |" for r in report["partitioned"]]
+                  f"| {r['whole_recall']} / {r['partitioned_recall']} | {with_runs(r, 'kept_of_whole_correct')} "
+                  f"| {with_runs(r, 'scenes_split')} |" for r in report["partitioned"]]
+        if any(len(r.get("runs", [])) > 1 for r in report["partitioned"]):
+            lines += ["", "Where a row has several runs: the median, then each run in parentheses; the other columns "
+                          "are medians."]
         lines.append("")
     if report.get("user_path"):
         lines += ["## The whole user path on the real photos", "",
@@ -410,6 +431,7 @@ def main() -> None:
     parser.add_argument("--partitioned-real", type=Path, nargs="*", default=[],
                         help="folders of photos/ and truth.csv to reconstruct whole and partitioned")
     parser.add_argument("--parts", type=int, default=4, help="--partitioned: parts per set")
+    parser.add_argument("--repeats", type=int, default=1, help="--partitioned: runs of each set (medians reported)")
     parser.add_argument("--partition-mapper", choices=MAPPERS, default=ReconstructOptions.mapper,
                         help="--partitioned: the mapper of the whole run and of the parts")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "data" / "reconstruct")
@@ -455,7 +477,7 @@ def main() -> None:
         sets += [(f"real, {folder.name}", *truth_of(folder)) for folder in args.partitioned_real]
         for name, photos, truth in sets:
             row = partitioned_row(name, photos, truth, args.work / f"partitioned-{name.replace(', ', '-')}",
-                                  args.parts, args.partition_mapper)
+                                  args.parts, args.partition_mapper, args.repeats)
             row["command"] = " ".join(["python benchmarks/reconstruct.py", *sys.argv[1:]])
             same = ("set", "parts", "mapper", "max_image_size", "max_features")
             report["partitioned"] = [r for r in report.get("partitioned", [])
