@@ -274,11 +274,24 @@ def partitioned_row(name: str, photos: Path, truth: dict[str, str], work: Path, 
     pairs_from_workspace(work / "whole" / "sfm" / "images", work / "imported", work / "whole" / "sfm", options)
     import_seconds = round(time.perf_counter() - started, 2)
     plan = json.loads((work / "partitioned" / "parts.json").read_text())
-    medians = {key: np.median([run[key] for run in runs]).item() for key in runs[0]}
+    medians = {key: median([run[key] for run in runs]) for key in runs[0]}
     return {"set": name, "photos": len(truth), "parts": parts, "mapper": mapper,
             "max_image_size": options.max_image_size, "max_features": options.max_features,
             "import_seconds": import_seconds, "part_sizes": [len(part) for part in plan["parts"]],
             **medians, "runs": runs}
+
+
+def slowest_part_seconds(folder: Path) -> float:
+    """The longest of the parts' own times (the sum of each part's stages, from its summary.json):
+    a cluster's wall time for the parts when each part has a machine of its own."""
+    return round(max(sum(json.loads(summary.read_text())["seconds"].values())
+                     for summary in folder.glob("part-*/summary.json")), 2)
+
+
+def median(values: list[float]) -> float:
+    """The median, an int where every value is one and so is the median."""
+    middle = np.median(values).item()
+    return int(middle) if all(isinstance(v, int) for v in values) and middle.is_integer() else middle
 
 
 def partitioned_run(name: str, photos: Path, truth: dict[str, str], work: Path, parts: int, mapper: str) -> dict:
@@ -313,6 +326,7 @@ def partitioned_run(name: str, photos: Path, truth: dict[str, str], work: Path, 
         scenes_split += len(whole) == 1 and len(parts_groups) > 1
     correct = {kind: positives[kind] & wanted for kind in positives}
     return {"whole_seconds": seconds["whole"], "partitioned_seconds": seconds["partitioned"],
+            "slowest_part_seconds": slowest_part_seconds(work / "partitioned"),
             "whole_positives": len(positives["whole"]), "partitioned_positives": len(positives["partitioned"]),
             "whole_precision": round(len(correct["whole"]) / max(len(positives["whole"]), 1), 4),
             "partitioned_precision": round(len(correct["partitioned"]) / max(len(positives["partitioned"]), 1), 4),
@@ -324,7 +338,10 @@ def partitioned_run(name: str, photos: Path, truth: dict[str, str], work: Path, 
 
 
 def with_runs(row: dict, key: str) -> str:
-    """A partitioned row's median of ``key``, followed by each run's value where it has several."""
+    """A partitioned row's median of ``key``, followed by each run's value where it has several
+    ('-' where the row lacks it: measured before the benchmark recorded it)."""
+    if key not in row:
+        return "-"
     runs = row.get("runs", [])
     return f"{row[key]:g}" + (f" ({', '.join(f'{run[key]:g}' for run in runs)})" if len(runs) > 1 else "")
 
@@ -373,22 +390,27 @@ def write_markdown(path: Path, report: dict) -> None:
         lines += ["## Partitioned reconstruction and existing workspaces", "",
                   "Each set reconstructed whole and in `--parts` parts (`--matcher retrieval`, the mapping, SIFT size "
                   "and features of each row; the parts in parallel, the machine's cores shared among them), then the "
-                  "whole run's COLMAP "
-                  "workspace mined again through `--colmap` (import). Positives counted as pairs of absolute paths; "
-                  "correct = the same true scene. Scenes split: true scenes the whole run keeps in one group that "
-                  "the partitioned run leaves in several. Targets: at least 95% of the whole run's correct positives "
-                  "in at most half its wall time.", "",
+                  "whole run's COLMAP workspace mined again through `--colmap` (import). Slowest part: the longest "
+                  "of the parts' own times (its stages, on its share of the cores), the parts' wall time on a cluster "
+                  "with a machine per part. Positives counted as pairs of absolute paths; correct = the same true "
+                  "scene. Scenes split: true scenes the whole run keeps in one group that the partitioned run leaves "
+                  "in several. Targets: at least 95% of the whole run's correct positives in at most half its wall "
+                  "time.", "",
                   "| set | photos | mapping | SIFT px / features | parts (photos each) | whole s | partitioned s "
-                  "| import s | positives whole / parts | precision whole / parts | recall whole / parts "
-                  "| kept of whole's correct | scenes split |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| slowest part s | import s | positives whole / parts | precision whole / parts "
+                  "| recall whole / parts | kept of whole's correct | scenes split |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['set']} | {r['photos']} | {r['mapper']} | {r['max_image_size']} / {r['max_features']} "
                   f"| {r['parts']} ({', '.join(map(str, r['part_sizes']))}) "
-                  f"| {with_runs(r, 'whole_seconds')} | {with_runs(r, 'partitioned_seconds')} | {r['import_seconds']} "
+                  f"| {with_runs(r, 'whole_seconds')} | {with_runs(r, 'partitioned_seconds')} "
+                  f"| {with_runs(r, 'slowest_part_seconds')} | {r['import_seconds']} "
                   f"| {r['whole_positives']:g} / {r['partitioned_positives']:g} "
                   f"| {r['whole_precision']} / {r['partitioned_precision']} "
                   f"| {r['whole_recall']} / {r['partitioned_recall']} | {with_runs(r, 'kept_of_whole_correct')} "
                   f"| {with_runs(r, 'scenes_split')} |" for r in report["partitioned"]]
+        notes = [f"- {r['set']}, {r['parts']} parts, {r['mapper']}: {r['note']}" for r in report["partitioned"]
+                 if "note" in r]
+        lines += [""] + notes if notes else []
         if any(len(r.get("runs", [])) > 1 for r in report["partitioned"]):
             lines += ["", "Where a row has several runs: the median, then each run in parentheses; the other columns "
                           "are medians."]
