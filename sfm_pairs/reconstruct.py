@@ -103,7 +103,7 @@ def reconstruct(photos_dir: Path, work_dir: Path, options: ReconstructOptions = 
                                        min_model_size=options.min_model_size, num_threads=options.colmap_threads,
                                        seed=options.seed, verbose=options.verbose))
         summary = _mine_and_write(work_dir, photos_dir, readable, unreadable, sfm, matcher, options, {})
-    summary.images, summary.pairs_matched = len(found), _pairs_matched(sfm_dir)
+    summary.pairs_matched = _pairs_matched(sfm_dir)
     summary.seconds = {"check": round(checked, 3), **sfm.seconds, "mine": summary.seconds["mine"]}
     return summary
 
@@ -134,7 +134,7 @@ def pairs_from_workspace(photos_dir: Path, work_dir: Path, workspace_path: Path,
         sfm.models = [model for model in sfm.models if len(model.registered) >= options.min_model_size]
         summary = _mine_and_write(work_dir, photos_dir, readable, unreadable, sfm, "imported", options,
                                   {"colmap_workspace": str(Path(workspace_path).resolve())})
-    summary.images, summary.missing = len(present), sorted(named - on_disk.keys())
+    summary.missing = sorted(named - on_disk.keys())
     summary.seconds = {"check": round(checked, 3), "mine": summary.seconds["mine"]}
     return summary
 
