@@ -169,6 +169,13 @@ def test_a_batch_that_would_not_fit_in_memory_is_refused_before_encoding(tmp_pat
     assert not (tmp_path / "c.h5").exists()
 
 
+def test_a_radius_search_on_an_index_without_one_is_refused_in_one_line(tmp_path, tiny):
+    result = run_cli("query", "--db", tiny["store"], "--queries", tiny["store"], "-o", tmp_path / "r.h5",
+                     "--index", "hnsw", "--radius", "2")
+    assert_one_line_error(result, "index hnsw has no radius search; use flat or mih")
+    assert not (tmp_path / "r.h5").exists()
+
+
 def test_search_parameters_out_of_range_are_refused_in_one_line(tmp_path, tiny):
     query = ["query", "--db", tiny["store"], "--queries", tiny["store"], "-o", tmp_path / "r.h5"]
     assert_one_line_error(run_cli(*query, "--index", "ivf", "--index-param", "nprobe=0"), "nprobe must be")

@@ -88,7 +88,7 @@ def query(db_paths: Path | list[Path], queries_path: Path, k: int, output: Path,
     if radius is not None and radius < 0:
         raise UserError(f"--radius must be at least 0, got {radius}")
     if radius is not None and not kind.searches_radius:
-        raise UserError(f"index {kind.name} has no radius search; use flat or mih")
+        raise kind.no_radius_search()
     queries = read_store(queries_path)
     db_paths = [Path(db_paths)] if isinstance(db_paths, (str, Path)) else [Path(p) for p in db_paths]
     with StoreSet(db_paths) as db:  # the database is streamed: codes in chunks, only the paths needed

@@ -59,6 +59,11 @@ class SearchIndex(ABC):
     search_params: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
+    def no_radius_search(cls) -> UserError:
+        """The error for a radius search on a kind that does not answer one."""
+        return UserError(f"index {cls.name} has no radius search; use flat or mih")
+
+    @classmethod
     def memory_needed(cls, rows: int, bits: int) -> int:
         """Bytes the index holds over ``rows`` codes of ``bits`` bits, beyond the chunks it streams."""
         return 0

@@ -128,7 +128,7 @@ class FaissHNSW(FaissIndex):
     searches_radius = False  # FAISS has no range search on a graph
 
     def radius(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        raise UserError(f"index {self.name} has no radius search; use flat or mih")
+        raise self.no_radius_search()
 
     @staticmethod
     def new_index(bits: int, rows: int) -> faiss.IndexBinary:
