@@ -28,10 +28,12 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -267,14 +269,14 @@ def partitioned_row(name: str, photos: Path, truth: dict[str, str], work: Path, 
     The row holds every run's figures and their medians: wall times, the partitioned positives
     against the true scenes and the whole run's correct positives, and the scenes the whole run
     keeps in one group that the parts split."""
-    runs = [partitioned_run(name, photos, truth, work, parts, mapper) for _ in range(repeats)]
-    options = ReconstructOptions(mapper=mapper)
+    options = ReconstructOptions(matcher="retrieval", num_neighbors=NEIGHBORS, mapper=mapper, seed=SEED)
+    runs = [partitioned_run(name, photos, truth, work, parts, options) for _ in range(repeats)]
     shutil.rmtree(work / "imported", ignore_errors=True)
     started = time.perf_counter()  # the last whole run's own workspace, its photos under COLMAP's names
     pairs_from_workspace(work / "whole" / "sfm" / "images", work / "imported", work / "whole" / "sfm", options)
     import_seconds = round(time.perf_counter() - started, 2)
     plan = json.loads((work / "partitioned" / "parts.json").read_text())
-    medians = {key: median([run[key] for run in runs]) for key in runs[0]}
+    medians = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     return {"set": name, "photos": len(truth), "parts": parts, "mapper": mapper,
             "max_image_size": options.max_image_size, "max_features": options.max_features,
             "import_seconds": import_seconds, "part_sizes": [len(part) for part in plan["parts"]],
@@ -288,26 +290,21 @@ def slowest_part_seconds(folder: Path) -> float:
                      for summary in folder.glob("part-*/summary.json")), 2)
 
 
-def median(values: list[float]) -> float:
-    """The median, an int where every value is one and so is the median."""
-    middle = np.median(values).item()
-    return int(middle) if all(isinstance(v, int) for v in values) and middle.is_integer() else middle
-
-
-def partitioned_run(name: str, photos: Path, truth: dict[str, str], work: Path, parts: int, mapper: str) -> dict:
-    """One run of ``partitioned_row``: the set whole, then in parts, each from empty folders."""
+def partitioned_run(name: str, photos: Path, truth: dict[str, str], work: Path, parts: int,
+                    options: ReconstructOptions) -> dict:
+    """One run of ``partitioned_row`` with ``options``: the set whole, then in parts, each from
+    empty folders and an empty feature cache of its own."""
     seconds = {}
     for kind in ("whole", "partitioned"):
         for folder in (work / kind, work / f"{kind}-cache"):
             shutil.rmtree(folder, ignore_errors=True)
-        options = ReconstructOptions(matcher="retrieval", num_neighbors=NEIGHBORS, mapper=mapper,
-                                     feature_cache=work / f"{kind}-cache", seed=SEED)
+        cached = replace(options, feature_cache=work / f"{kind}-cache")
         print(f"{name}: {kind}", flush=True)
         started = time.perf_counter()
         if kind == "whole":
-            reconstruct(photos, work / kind, options)
+            reconstruct(photos, work / kind, cached)
         else:
-            reconstruct_partitioned(photos, work / kind, PartitionOptions(parts), options)
+            reconstruct_partitioned(photos, work / kind, PartitionOptions(parts), cached)
         seconds[kind] = round(time.perf_counter() - started, 2)
     found = {kind: read_pairs(work / kind / "pairs.h5") for kind in ("whole", "partitioned")}
     positives, scenes_split = {}, 0
