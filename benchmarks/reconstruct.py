@@ -292,10 +292,11 @@ def slowest_part_seconds(folder: Path) -> float:
 
 def partitioned_run(name: str, photos: Path, truth: dict[str, str], work: Path, parts: int,
                     options: ReconstructOptions) -> dict:
-    """One run of ``partitioned_row`` with ``options``: the set whole, then in parts, each from
-    empty folders and an empty feature cache of its own."""
+    """One run of ``partitioned_row`` with ``options``: the set in parts, then whole (the parts
+    first, so that a whole run too long to wait for still leaves the parts' time), each from empty
+    folders and an empty feature cache of its own."""
     seconds = {}
-    for kind in ("whole", "partitioned"):
+    for kind in ("partitioned", "whole"):
         for folder in (work / kind, work / f"{kind}-cache"):
             shutil.rmtree(folder, ignore_errors=True)
         cached = replace(options, feature_cache=work / f"{kind}-cache")
@@ -306,6 +307,7 @@ def partitioned_run(name: str, photos: Path, truth: dict[str, str], work: Path, 
         else:
             reconstruct_partitioned(photos, work / kind, PartitionOptions(parts), cached)
         seconds[kind] = round(time.perf_counter() - started, 2)
+        print(f"{name}: {kind} took {seconds[kind]} s", flush=True)
     found = {kind: read_pairs(work / kind / "pairs.h5") for kind in ("whole", "partitioned")}
     positives, scenes_split = {}, 0
     for kind, pairs in found.items():
