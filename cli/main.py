@@ -18,24 +18,26 @@ from hashkit.hashing import __version__
 from hashkit.hashing.errors import UserError
 from hashkit.hashing.memory import MAX_BATCH, MAX_BITS, MAX_EPOCHS, MAX_INPUT_SIZE, MAX_SIDE, MAX_WIDTH
 
-REGISTRY_TEXTS = {  # help placeholder -> the registry function (module, name, arguments) that writes it
+REGISTRY_TEXTS = {  # help placeholder -> the registry function (module, name, arguments) that writes it, or a constant
     "{methods}": ("hashkit.hashing.methods", "method_choices", ()),
     "{indexes}": ("hashkit.hashing.search.base", "index_choices", (False,)),
     "{saveable_indexes}": ("hashkit.hashing.search.base", "index_choices", (True,)),
     "{index_params}": ("hashkit.hashing.search.base", "index_params", ()),
+    "{exhaustive_up_to}": ("hashkit.sfm_pairs.pair_selection", "EXHAUSTIVE_UP_TO", ()),
 }
 
 
 class RegistryHelp(TyperCommand):
-    """A command whose options' help lists what the registries hold (methods, indexes), read from
-    them only when the help is shown: importing the methods takes seconds."""
+    """A command whose options' help lists what the registries hold (methods, indexes) and the
+    constants of heavy modules, read from them only when the help is shown: importing the methods
+    takes seconds."""
 
     def format_help(self, ctx: typer.Context, formatter: object) -> None:
         for param in self.params:
             for placeholder, (module, name, arguments) in REGISTRY_TEXTS.items():
                 if isinstance(param, TyperOption) and param.help and placeholder in param.help:
-                    text = getattr(importlib.import_module(module), name)(*arguments)
-                    param.help = param.help.replace(placeholder, text)
+                    value = getattr(importlib.import_module(module), name)
+                    param.help = param.help.replace(placeholder, str(value(*arguments) if callable(value) else value))
         super().format_help(ctx, formatter)
 
 
@@ -126,7 +128,7 @@ FeatureCacheOption = Annotated[Optional[Path], typer.Option(
 NoCacheOption = Annotated[bool, typer.Option("--no-feature-cache", help="Compute backbone features afresh.")]
 
 
-@app.command("reconstruct")
+@app.command("reconstruct", cls=RegistryHelp)
 @user_errors
 def reconstruct_command(
     photos: Annotated[Path, typer.Argument(metavar="PHOTOS", help="Folder of photos (searched recursively).")],
@@ -139,7 +141,7 @@ def reconstruct_command(
     matcher: Annotated[str, typer.Option(
         help="Which photo pairs COLMAP matches: exhaustive (all; cost grows with the square of the photos), "
              "retrieval (each photo with its --num-neighbors nearest by a global descriptor; linear), "
-             "sequential (each with the next 10 in file order), or auto (exhaustive up to 100 photos, "
+             "sequential (each with the next 10 in file order), or auto (exhaustive up to {exhaustive_up_to} photos, "
              "retrieval above).")] = "auto",
     num_neighbors: Annotated[int, typer.Option(
         min=1, max=C_INT_MAX, help="retrieval: nearest photos matched with each photo.")] = 20,

@@ -134,6 +134,12 @@ def test_the_command_line_defaults_are_the_library_defaults():
     assert {name: library[name] for name in shared} == shared
 
 
+def test_the_help_quotes_auto_matchings_threshold_from_the_library():
+    from hashkit.sfm_pairs.pair_selection import EXHAUSTIVE_UP_TO
+    help_text = " ".join(run_cli("reconstruct", "--help").output.split())
+    assert f"auto (exhaustive up to {EXHAUSTIVE_UP_TO} photos, retrieval above)" in help_text, help_text
+
+
 def test_auto_positives_take_verified_pairs_within_a_model_not_across_models(scene_set, truth, work_dir, tmp_path):
     """With no pair sharing enough 3D points, `auto` still finds the verified pairs of each model's photos."""
     work = tmp_path / "w"
