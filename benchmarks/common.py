@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import platform
 import shutil
 import subprocess
 import time
@@ -36,6 +37,18 @@ IMAGE_SIZE = 128  # every section's input size: MobileNetV2 then gives 4 x 4 fea
 EPOCHS = 20
 HIDDEN = 1024  # hidden layer of the heads on pooled features (label-free methods and the supervised peers)
 DEEP = dict(freeze_backbone=True, epochs=EPOCHS, batch_size=128, optimizer="adam", lr=1e-3)  # every deep method
+
+
+def cpu_description() -> str:
+    """This machine's cores and CPU as /proc/cpuinfo names it, with the family and model numbers
+    that tell apart CPUs sharing one name: the same run can differ in its last digits across CPUs."""
+    cpuinfo = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    numbers = f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields else ""
+    return f"{os.cpu_count()} cores of {fields.get('model name', platform.machine())}{numbers}"
 
 
 def common_options(cache: Path) -> dict:

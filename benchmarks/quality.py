@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -55,6 +54,7 @@ from common import (
     SEEDS,
     VALIDATION_PER_CLASS,
     common_options,
+    cpu_description,
     export_fashion_mnist,
     grid_key,
     record,
@@ -182,8 +182,6 @@ TABLES = {  # dataset: (note, metric columns)
 
 def protocol() -> dict:
     """What every section shares, for the results files."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
     return {"seed": f"{SEED} for the data (splits, row orders) and the validation runs; training seeds "
                     f"{', '.join(map(str, SEEDS))} (rows of older runs: as many as the seeds column says)",
             "input_size": IMAGE_SIZE,
@@ -194,7 +192,7 @@ def protocol() -> dict:
             "row_order": "database and query rows in a seeded random order, never grouped by label",
             "ks": "mAP@1000 and precision@10 (mosaics: @100; scenes: @10)",
             "headline": "tie-aware values: expected over every order of the items at equal Hamming distance",
-            "machine": f"{os.cpu_count()} cores of {cpu}, torch {torch.__version__}, no GPU"}
+            "machine": f"{cpu_description()}, torch {torch.__version__}, no GPU"}
 
 
 def _cell(rows: list[dict], column: str) -> str:

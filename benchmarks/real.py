@@ -41,8 +41,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -51,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import COMMIT, cosine_ranking_scores
+from common import COMMIT, cosine_ranking_scores, cpu_description
 
 from hashkit.hashing.evaluation.query import query
 from hashkit.hashing.files.images import find_images
@@ -370,7 +368,7 @@ def run(photos: Path, work: Path, seeds: list[int], bits_list: list[int], method
     truth = read_truth(photos)
     first, second = split_scenes(truth)
     everything = sorted(truth)
-    report = {"machine": f"{os.cpu_count()} cores ({platform.machine()}), torch {torch.__version__}, "
+    report = {"machine": f"{cpu_description()}, torch {torch.__version__}, "
                          f"{'GPU' if torch.cuda.is_available() else 'no GPU'}",
               "photos": len(truth), "scenes": len({s for s in truth.values() if not s.startswith(DISTRACTOR)}),
               "distractors": sum(1 for s in truth.values() if s.startswith(DISTRACTOR)), "seeds": seeds,

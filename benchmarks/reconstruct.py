@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -39,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 import torch
-from common import cosine_ranking_scores
+from common import cosine_ranking_scores, cpu_description
 
 from hashkit.hashing.evaluation.query import query
 from hashkit.hashing.files.images import find_images
@@ -458,10 +456,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "data" / "reconstruct")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
-    cpu = platform.processor() or platform.machine()
     saved = args.results / "reconstruct.json"
     report = json.loads(saved.read_text()) if saved.exists() else {"sections": []}  # other sections are kept
-    report["machine"] = f"{os.cpu_count()} cores ({cpu}), pycolmap {pycolmap.__version__}, torch " \
+    report["machine"] = f"{cpu_description()}, pycolmap {pycolmap.__version__}, torch " \
                         f"{torch.__version__}, no GPU"
     args.results.mkdir(parents=True, exist_ok=True)
 

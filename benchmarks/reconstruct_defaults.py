@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -29,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 import pycolmap
+from common import cpu_description
 from real import DISTRACTOR, linked_folder, read_truth, split_scenes
 
 from hashkit.hashing.files.pairs_file import read_pairs
@@ -191,7 +190,7 @@ def main() -> None:
     saved = args.results / "reconstruct_defaults.json"
     report = json.loads(saved.read_text()) if saved.exists() else {"rows": []}
     scene = training_half(args.photos, args.work / "photos")
-    report.update(machine=f"{os.cpu_count()} cores ({platform.machine()}), pycolmap {pycolmap.__version__}, no GPU",
+    report.update(machine=f"{cpu_description()}, pycolmap {pycolmap.__version__}, no GPU",
                   photos=len(scene), scenes=len(_scene_sizes(scene)))
     args.results.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python benchmarks/reconstruct_defaults.py", *sys.argv[1:]])

@@ -27,7 +27,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from common import cpu_description
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
@@ -257,7 +257,7 @@ def main() -> None:
     rates["hashkit_encode_steady"] = 2 * IMAGES / (seconds["hashkit_encode_x3"] - seconds["hashkit_encode"])
     processes, threads = decoding_plan(None, torch.device("cpu"))
     report = {
-        "machine": f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), torch {torch.__version__} "
+        "machine": f"{cpu_description()}, torch {torch.__version__} "
                    f"with {torch.get_num_threads()} threads, no GPU; plain loops: {default_workers()} DataLoader "
                    f"worker process(es); hashkit encode: {processes} worker processes, {threads} decoding threads",
         "images": IMAGES, "image_size": IMAGE_SIZE, "batch_size": BATCH, "repeat": args.repeat,
