@@ -185,6 +185,19 @@ def test_bcdh_starts_from_the_closed_form_codes():
         assert np.allclose(gram, gram[0, 0] * np.eye(8), atol=1e-3 * gram[0, 0])
 
 
+@pytest.mark.parametrize("with_pairs", [True, False])
+def test_bcdh_without_negatives_says_what_its_source_of_pairs_lacks(with_pairs):
+    """Two photos of one model, or two images without --pairs (each the other's neighbour): no negative."""
+    from hashkit.hashing.errors import UserError
+    features = np.abs(np.random.default_rng(0).standard_normal((2, 32))).astype(np.float32)
+    pairs = Pairs(photo_root=None, images=["0.jpg", "1.jpg"], model_id=np.zeros(2, np.int32),
+                  positives=np.array([[0, 1]]), shared_points=np.array([30]), negatives=np.zeros((0, 2), np.int64))
+    data = TrainingData([None] * 2, features=features, pairs=pairs if with_pairs else None)
+    with pytest.raises(UserError, match="0 negative pairs") as error:
+        get_method("bcdh").setup(data, 16, seed=0)
+    assert ("3D models" in str(error.value)) == with_pairs, str(error.value)
+
+
 def test_bcdh_with_fewer_images_than_bits_starts_what_pca_allows():
     """10 images have 9 principal directions: 9 of 16 bits start from ITQ, the other 7 stay random."""
     from hashkit.hashing.methods.bcdh import pooled_descriptors

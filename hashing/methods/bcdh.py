@@ -118,8 +118,11 @@ class BCDH(DeepMethod):
             self.eligible = lambda rows: ~near[rows]
             self.random_negatives = self._random_negatives(n)
         if len(self.positives) == 0 or len(self.random_negatives) == 0:
+            needed = "at least two 3D models with covisible images" if data.pairs is not None else \
+                f"over {3 * self.neighbours + 1} images: negatives come from beyond each image's " \
+                f"{3 * self.neighbours} nearest, positives from mutual nearest neighbours"
             raise UserError(f"bcdh: {len(self.positives)} positive and {len(self.random_negatives)} negative "
-                            "pairs; training needs both (at least two 3D models with covisible images)")
+                            f"pairs; training needs both ({needed})")
         if self.negatives_mode == "auto":  # hard negatives only where 3D models vouch for them
             self.negatives_mode = "hard" if data.pairs is not None else "random"
         self.anchors = np.unique(self.positives)
