@@ -24,6 +24,7 @@ REGISTRY_TEXTS = {  # help placeholder -> the registry function (module, name, a
     "{saveable_indexes}": ("hashkit.hashing.search.base", "index_choices", (True,)),
     "{index_params}": ("hashkit.hashing.search.base", "index_params", ()),
     "{exhaustive_up_to}": ("hashkit.sfm_pairs.pair_selection", "EXHAUSTIVE_UP_TO", ()),
+    "{sequential_overlap}": ("hashkit.sfm_pairs.pair_selection", "SEQUENTIAL_OVERLAP", ()),
 }
 
 
@@ -141,8 +142,8 @@ def reconstruct_command(
     matcher: Annotated[str, typer.Option(
         help="Which photo pairs COLMAP matches: exhaustive (all; cost grows with the square of the photos), "
              "retrieval (each photo with its --num-neighbors nearest by a global descriptor; linear), "
-             "sequential (each with the next 10 in file order), or auto (exhaustive up to {exhaustive_up_to} photos, "
-             "retrieval above).")] = "auto",
+             "sequential (each with the next {sequential_overlap} in file order), "
+             "or auto (exhaustive up to {exhaustive_up_to} photos, retrieval above).")] = "auto",
     num_neighbors: Annotated[int, typer.Option(
         min=1, max=C_INT_MAX, help="retrieval: nearest photos matched with each photo.")] = 20,
     model: Annotated[Optional[Path], typer.Option(

@@ -134,9 +134,10 @@ def test_the_command_line_defaults_are_the_library_defaults():
     assert {name: library[name] for name in shared} == shared
 
 
-def test_the_help_quotes_auto_matchings_threshold_from_the_library():
-    from hashkit.sfm_pairs.pair_selection import EXHAUSTIVE_UP_TO
+def test_the_help_quotes_the_matchers_numbers_from_the_library():
+    from hashkit.sfm_pairs.pair_selection import EXHAUSTIVE_UP_TO, SEQUENTIAL_OVERLAP
     help_text = " ".join(run_cli("reconstruct", "--help").output.split())
+    assert f"sequential (each with the next {SEQUENTIAL_OVERLAP} in file order)" in help_text, help_text
     assert f"auto (exhaustive up to {EXHAUSTIVE_UP_TO} photos, retrieval above)" in help_text, help_text
 
 
